@@ -1,0 +1,99 @@
+"""Settings of each curation stage, as they appear under `curate:` in a recipe."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+STAGE_NAMES = ("schema", "normalize", "length", "exact", "minhash", "semantic", "decontaminate", "balance", "split")
+StageName = Literal["schema", "normalize", "length", "exact", "minhash", "semantic", "decontaminate", "balance", "split"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SchemaSettings(Strict):
+    # extra canonical fields that must be present besides the kind's required ones (e.g. ["label"])
+    require: list[str] = Field(default_factory=list)
+
+
+class NormalizeSettings(Strict):
+    unicode: Literal["NFC", "NFKC", "none"] = "NFC"
+    collapse_whitespace: bool = True
+    strip_control: bool = True
+
+
+class LengthSettings(Strict):
+    # Hugging Face tokenizer name or local path; None = character limits only
+    tokenizer: str | None = None
+    min_chars: dict[str, int] = Field(default_factory=dict)
+    max_chars: dict[str, int] = Field(default_factory=dict)
+    min_tokens: dict[str, int] = Field(default_factory=dict)
+    max_tokens: dict[str, int] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _non_negative(self) -> LengthSettings:
+        for block in ("min_chars", "max_chars", "min_tokens", "max_tokens"):
+            for field, value in getattr(self, block).items():
+                if value < 0:
+                    raise ValueError(f"{block}.{field} must be >= 0")
+        return self
+
+
+class ExactSettings(Strict):
+    keep: Literal["first", "longest"] = "first"
+
+
+class MinhashSettings(Strict):
+    ngram: int = Field(5, ge=1, le=64)
+    num_perm: int = Field(128, ge=16, le=1024)
+    threshold: float = Field(0.7, ge=0.0, le=1.0)
+    keep: Literal["first", "longest"] = "first"
+    seed: int = 1
+
+
+class SemanticSettings(Strict):
+    model: str = "use-v3"
+    threshold: float = Field(0.9, ge=-1.0, le=1.0)
+    keep: Literal["first", "longest"] = "first"
+    block_size: int = Field(4096, ge=64)
+    batch_size: int = Field(64, ge=1)
+
+
+class DecontaminateSettings(Strict):
+    # evaluation file(s) whose near-copies must not be trained on; default: the recipe's evaluate.eval_set
+    eval_path: str | None = None
+    fields: dict[str, str] = Field(default_factory=dict)
+    ngram: int = Field(5, ge=1, le=64)
+    threshold: float = Field(0.6, ge=0.0, le=1.0)
+
+
+class BalanceSettings(Strict):
+    label: str = "label"
+    max_per_label: int | None = Field(None, ge=1)
+    ratios: dict[str, float] | None = None
+    oversample: bool = False
+    seed: int = 0
+
+
+class SplitSettings(Strict):
+    val_ratio: float = Field(0.1, ge=0.0, lt=1.0)
+    stratify: str | None = "label"
+    seed: int = 0
+
+
+class CurateConfig(Strict):
+    stages: list[StageName] = Field(default_factory=lambda: list(STAGE_NAMES))
+    schema_: SchemaSettings = Field(default_factory=SchemaSettings, alias="schema")
+    normalize: NormalizeSettings = Field(default_factory=NormalizeSettings)
+    length: LengthSettings = Field(default_factory=LengthSettings)
+    exact: ExactSettings = Field(default_factory=ExactSettings)
+    minhash: MinhashSettings = Field(default_factory=MinhashSettings)
+    semantic: SemanticSettings = Field(default_factory=SemanticSettings)
+    decontaminate: DecontaminateSettings = Field(default_factory=DecontaminateSettings)
+    balance: BalanceSettings = Field(default_factory=BalanceSettings)
+    split: SplitSettings = Field(default_factory=SplitSettings)
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
