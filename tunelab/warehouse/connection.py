@@ -1,0 +1,161 @@
+"""Short-lived DuckDB connections to the warehouse file: lock retries, schema creation and migration.
+
+A DuckDB file is opened read-write by one process at a time, and while a writer holds it no other
+process can open it even read-only (and vice versa). So nobody keeps a connection: a writer opens,
+runs one transaction, closes; a reader opens read-only, fetches, closes; both retry on the lock error
+with exponential backoff plus jitter until a total timeout.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import TypeVar
+
+import duckdb
+
+from tunelab.errors import UserError
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 2
+
+# Steps that bring a file written by an older tunelab up to date, keyed by the version they produce.
+# Version 1 had no `reviews` table and no `runs.metrics` column.
+MIGRATIONS: dict[int, list[str]] = {
+    2: [
+        "ALTER TABLE runs ADD COLUMN IF NOT EXISTS metrics VARCHAR",
+        """CREATE TABLE IF NOT EXISTS reviews (
+               eval_id VARCHAR NOT NULL, model VARCHAR NOT NULL, sample_id VARCHAR NOT NULL,
+               rating INTEGER NOT NULL, comment VARCHAR, created_at TIMESTAMP)""",
+    ],
+}
+
+# Reads run user SQL (tunelab sql, the dashboard): no file system, and the setting cannot be undone.
+READ_CONFIG = {"enable_external_access": False, "lock_configuration": True}
+
+DEFAULT_LOCK_TIMEOUT_S = 30.0
+
+
+class WarehouseBusyError(UserError):
+    """Another process kept the warehouse locked for longer than the lock timeout."""
+
+
+def lock_timeout_s() -> float:
+    return float(os.environ.get("TUNELAB_LOCK_TIMEOUT", DEFAULT_LOCK_TIMEOUT_S))
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _is_lock_conflict(exc: Exception) -> bool:
+    message = str(exc)
+    if isinstance(exc, duckdb.IOException):
+        return "Could not set lock" in message or "Conflicting lock" in message
+    # same process, another thread holds the file with the other mode (read-only vs read-write)
+    return isinstance(exc, duckdb.ConnectionException) and "different configuration" in message
+
+
+def with_lock_retry(db: Path, open_once: Callable[[], T], timeout_s: float | None = None) -> T:
+    """Call `open_once` until it stops failing on the file lock; backoff 5 ms doubling to 0.5 s, jittered."""
+    timeout_s = lock_timeout_s() if timeout_s is None else timeout_s
+    deadline = time.monotonic() + timeout_s
+    delay = 0.005
+    while True:
+        try:
+            return open_once()
+        except (duckdb.IOException, duckdb.ConnectionException) as exc:
+            if not _is_lock_conflict(exc):
+                raise
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise WarehouseBusyError(
+                    f"{db}: warehouse is locked by another process for more than {timeout_s:g} s "
+                    "(a long ingest, or a program holding it open); retry later"
+                ) from None
+            time.sleep(min(remaining, delay * random.uniform(0.5, 1.5)))
+            delay = min(delay * 2, 0.5)
+
+
+@contextmanager
+def write_connection(db: str | Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    """One transaction on a fresh read-write connection: committed on success, rolled back on error."""
+    db = Path(db)
+    db.parent.mkdir(parents=True, exist_ok=True)
+    con = with_lock_retry(db, lambda: duckdb.connect(str(db)))
+    try:
+        ensure_schema(con)
+        con.execute("BEGIN TRANSACTION")
+        try:
+            yield con
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("COMMIT")
+    finally:
+        con.close()
+
+
+@contextmanager
+def read_connection(db: str | Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A fresh read-only connection with external access disabled; migrates an older file first."""
+    db = Path(db)
+    if not db.exists():
+        raise UserError(f"{db}: no warehouse here yet (run `tunelab curate` first, or pass --warehouse FILE)")
+    con = with_lock_retry(db, lambda: duckdb.connect(str(db), read_only=True, config=dict(READ_CONFIG)))
+    if schema_version(con) < SCHEMA_VERSION:
+        # read-only connections cannot migrate: upgrade once through a write connection, then reopen
+        con.close()
+        with write_connection(db):
+            pass
+        con = with_lock_retry(db, lambda: duckdb.connect(str(db), read_only=True, config=dict(READ_CONFIG)))
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+def schema_version(con: duckdb.DuckDBPyConnection) -> int:
+    has_table = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'schema_version' AND schema_name = 'main'"
+    ).fetchall()[0][0]
+    if not has_table:
+        return 0
+    return con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchall()[0][0]
+
+
+def _sql_file(name: str) -> str:
+    return resources.files("tunelab.warehouse").joinpath(name).read_text(encoding="utf-8")
+
+
+def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
+    """Create a fresh file's schema, or apply the missing migration steps, in one transaction."""
+    current = schema_version(con)
+    if current == SCHEMA_VERSION:
+        return
+    if current > SCHEMA_VERSION:
+        raise UserError(
+            f"warehouse schema version {current} is newer than this tunelab understands "
+            f"({SCHEMA_VERSION}); upgrade tunelab"
+        )
+    con.execute("BEGIN TRANSACTION")
+    try:
+        if current == 0:
+            con.execute(_sql_file("schema.sql"))
+        else:
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS[version]:
+                    con.execute(statement)
+        con.execute(_sql_file("views.sql"))
+        con.execute("INSERT INTO schema_version VALUES (?, ?)", [SCHEMA_VERSION, utcnow()])
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise

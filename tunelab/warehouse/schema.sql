@@ -1,0 +1,162 @@
+-- tunelab warehouse, the current schema (a fresh file gets exactly this; older files are migrated
+-- by store.MIGRATIONS and must end up with the same columns — tests/test_warehouse_schema.py checks it).
+-- No PRIMARY KEY / UNIQUE constraints: ids are checked inside the ingest transaction instead, because
+-- DuckDB's ART indexes slow down bulk inserts and reject delete+reinsert of a key in one transaction
+-- (which replace=True needs).
+
+CREATE TABLE IF NOT EXISTS schema_version (
+    version    INTEGER NOT NULL,
+    applied_at TIMESTAMP NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS datasets (
+    name              VARCHAR NOT NULL,
+    kind              VARCHAR,
+    path              VARCHAR,
+    first_seen_at     TIMESTAMP,
+    last_curation_id  VARCHAR,
+    last_curated_at   TIMESTAMP
+);
+
+CREATE TABLE IF NOT EXISTS curations (
+    curation_id   VARCHAR NOT NULL,
+    dataset       VARCHAR NOT NULL,
+    dataset_path  VARCHAR,
+    kind          VARCHAR,
+    data_version  VARCHAR,
+    recipe        VARCHAR,   -- JSON text: the recipe's dataset + curate sections
+    created_at    TIMESTAMP,
+    "read"        BIGINT,
+    kept          BIGINT,
+    dropped       BIGINT,
+    quarantined   BIGINT,
+    report        VARCHAR,   -- JSON text
+    out_dir       VARCHAR
+);
+
+CREATE TABLE IF NOT EXISTS samples (
+    curation_id   VARCHAR NOT NULL,
+    sample_id     VARCHAR NOT NULL,
+    dataset       VARCHAR,
+    source_row    BIGINT,
+    source_line   BIGINT,
+    label         VARCHAR,
+    content_hash  VARCHAR,
+    system        VARCHAR,
+    prompt        VARCHAR,
+    response      VARCHAR,
+    chosen        VARCHAR,
+    rejected      VARCHAR,
+    instruction   VARCHAR,
+    context       VARCHAR[],
+    question      VARCHAR,
+    answer        VARCHAR,
+    cot           VARCHAR,
+    text          VARCHAR,
+    field_types   VARCHAR    -- JSON text: canonical field -> source type name
+);
+
+CREATE TABLE IF NOT EXISTS decisions (
+    curation_id    VARCHAR NOT NULL,
+    sample_id      VARCHAR NOT NULL,
+    stage          VARCHAR NOT NULL,
+    kept           BOOLEAN NOT NULL,
+    reason         VARCHAR,
+    ref_sample_id  VARCHAR,
+    score          DOUBLE,
+    evidence       VARCHAR
+);
+
+CREATE TABLE IF NOT EXISTS quarantine (
+    curation_id  VARCHAR NOT NULL,
+    dataset      VARCHAR,
+    source_file  VARCHAR,
+    source_line  BIGINT,
+    source_row   BIGINT,
+    error        VARCHAR,
+    raw          VARCHAR
+);
+
+CREATE TABLE IF NOT EXISTS runs (
+    run_id         VARCHAR NOT NULL,
+    kind           VARCHAR NOT NULL,   -- 'sft' | 'dpo'
+    status         VARCHAR NOT NULL,   -- 'running' | 'finished' | 'failed'
+    curation_id    VARCHAR,
+    parent_run_id  VARCHAR,
+    base_model     VARCHAR,
+    base_revision  VARCHAR,
+    recipe         VARCHAR,            -- JSON text
+    git_sha        VARCHAR,
+    adapter_path   VARCHAR,
+    output_dir     VARCHAR,
+    error          VARCHAR,
+    metrics        VARCHAR,            -- JSON text (added in schema version 2)
+    started_at     TIMESTAMP,
+    finished_at    TIMESTAMP
+);
+
+CREATE TABLE IF NOT EXISTS train_log (
+    run_id              VARCHAR NOT NULL,
+    step                BIGINT,
+    epoch               DOUBLE,
+    loss                DOUBLE,
+    eval_loss           DOUBLE,
+    learning_rate       DOUBLE,
+    grad_norm           DOUBLE,
+    rewards_chosen      DOUBLE,
+    rewards_rejected    DOUBLE,
+    rewards_margins     DOUBLE,
+    rewards_accuracies  DOUBLE,
+    logps_chosen        DOUBLE,
+    logps_rejected      DOUBLE,
+    extra               VARCHAR,       -- JSON text: any other numbers the trainer logged
+    logged_at           TIMESTAMP
+);
+
+CREATE TABLE IF NOT EXISTS evals (
+    eval_id      VARCHAR NOT NULL,
+    eval_set     VARCHAR,
+    curation_id  VARCHAR,
+    created_at   TIMESTAMP,
+    params       VARCHAR               -- JSON text
+);
+
+CREATE TABLE IF NOT EXISTS predictions (
+    eval_id     VARCHAR NOT NULL,
+    model       VARCHAR NOT NULL,
+    run_id      VARCHAR,               -- null for a base model
+    sample_id   VARCHAR NOT NULL,
+    prompt      VARCHAR,
+    reference   VARCHAR,
+    prediction  VARCHAR,
+    label       VARCHAR,
+    latency_s   DOUBLE,
+    gen_params  VARCHAR                -- JSON text
+);
+
+CREATE TABLE IF NOT EXISTS scores (
+    eval_id    VARCHAR NOT NULL,
+    model      VARCHAR NOT NULL,
+    sample_id  VARCHAR NOT NULL,
+    metric     VARCHAR NOT NULL,
+    value      DOUBLE,
+    signature  VARCHAR
+);
+
+CREATE TABLE IF NOT EXISTS eval_metrics (
+    eval_id    VARCHAR NOT NULL,
+    model      VARCHAR NOT NULL,
+    metric     VARCHAR NOT NULL,
+    value      DOUBLE,
+    signature  VARCHAR
+);
+
+-- added in schema version 2
+CREATE TABLE IF NOT EXISTS reviews (
+    eval_id     VARCHAR NOT NULL,
+    model       VARCHAR NOT NULL,
+    sample_id   VARCHAR NOT NULL,
+    rating      INTEGER NOT NULL,      -- +1 / -1
+    comment     VARCHAR,
+    created_at  TIMESTAMP
+);

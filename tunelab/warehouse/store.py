@@ -1,0 +1,347 @@
+"""The warehouse API other components call: every ingest is one transaction on a short-lived connection.
+
+Frames go in with `INSERT ... SELECT` over the Polars frame (DuckDB scans its Arrow buffers), so a
+200k-row curation is one statement, not 200k. Columns the frame lacks are written as NULL.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from tunelab.errors import UserError
+from tunelab.warehouse.connection import read_connection, utcnow, write_connection
+
+__all__ = [
+    "add_review",
+    "finish_run",
+    "get_curation",
+    "get_run",
+    "ingest_curation",
+    "ingest_eval",
+    "latest_curation",
+    "log_train",
+    "query",
+    "start_run",
+]
+
+CURATION_KEYS = (
+    "curation_id", "dataset", "dataset_path", "kind", "data_version", "recipe", "created_at",
+    "read", "kept", "dropped", "quarantined", "report", "out_dir",
+)  # fmt: skip
+RUN_KEYS = (
+    "run_id", "kind", "status", "curation_id", "parent_run_id", "base_model", "base_revision",
+    "recipe", "git_sha", "adapter_path", "output_dir", "started_at",
+)  # fmt: skip
+TRAIN_LOG_COLUMNS = (
+    "step", "epoch", "loss", "eval_loss", "learning_rate", "grad_norm", "rewards_chosen",
+    "rewards_rejected", "rewards_margins", "rewards_accuracies", "logps_chosen", "logps_rejected",
+)  # fmt: skip
+EVAL_KEYS = ("eval_id", "eval_set", "curation_id", "created_at", "params")
+JSON_KEYS = {"recipe", "report", "params", "metrics", "gen_params", "extra", "field_types"}
+
+# Columns a caller's frame must carry (others of the table are optional and default to NULL).
+REQUIRED = {
+    "samples": ("sample_id",),
+    "decisions": ("sample_id", "stage", "kept"),
+    "quarantine": (),
+    "predictions": ("model", "sample_id"),
+    "scores": ("model", "sample_id", "metric", "value"),
+    "eval_metrics": ("model", "metric", "value"),
+}
+
+
+def _json_text(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, default=str, sort_keys=True)
+
+
+def _timestamp(value: Any) -> datetime:
+    """ISO text (with or without a zone) or a datetime, stored as naive UTC; None means now."""
+    if value is None:
+        return utcnow()
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value
+
+
+def _path_text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _row_values(record: dict[str, Any], keys: tuple[str, ...], what: str) -> list[Any]:
+    unknown = sorted(set(record) - set(keys))
+    if unknown:
+        raise ValueError(f"{what}: unknown keys {unknown}; expected some of {list(keys)}")
+    values = []
+    for key in keys:
+        value = record.get(key)
+        if key in JSON_KEYS:
+            value = _json_text(value)
+        elif key.endswith("_at"):
+            value = _timestamp(value)
+        elif isinstance(value, Path):
+            value = _path_text(value)
+        values.append(value)
+    return values
+
+
+def _table_columns(con: duckdb.DuckDBPyConnection, table: str) -> list[tuple[str, str]]:
+    rows = con.execute(
+        "SELECT column_name, data_type FROM information_schema.columns "
+        "WHERE table_schema = 'main' AND table_name = ? ORDER BY ordinal_position",
+        [table],
+    ).fetchall()
+    return [(name, dtype) for name, dtype in rows]
+
+
+def _insert_frame(
+    con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame, constants: dict[str, Any]
+) -> None:
+    """INSERT every row of `frame` into `table`; `constants` fill columns the frame must not disagree on."""
+    missing = [c for c in REQUIRED.get(table, ()) if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{table} frame lacks required columns {missing}; it has {frame.columns}")
+    for name, value in constants.items():
+        if name in frame.columns:
+            others = frame.filter(pl.col(name) != value).height
+            if others:
+                raise ValueError(f"{table} frame: {others} rows have {name} != {value!r}")
+    if frame.height == 0:
+        return
+    # JSON-ish object columns arrive as dicts from some callers: store them as JSON text
+    for name in JSON_KEYS & set(frame.columns):
+        if frame.schema[name] != pl.Utf8:
+            frame = frame.with_columns(
+                pl.col(name).map_elements(_json_text, return_dtype=pl.Utf8, skip_nulls=True)
+            )
+    con.register("incoming_frame", frame)
+    try:
+        select = []
+        for name, dtype in _table_columns(con, table):
+            if name in constants:
+                select.append(f"CAST(? AS {dtype})")
+            elif name in frame.columns:
+                select.append(f'CAST("{name}" AS {dtype})')
+            else:
+                select.append(f"CAST(NULL AS {dtype})")
+        params = [constants[name] for name, _ in _table_columns(con, table) if name in constants]
+        con.execute(f"INSERT INTO {table} SELECT {', '.join(select)} FROM incoming_frame", params)
+    finally:
+        con.unregister("incoming_frame")
+
+
+def _exists(con: duckdb.DuckDBPyConnection, table: str, key: str, value: str) -> bool:
+    return bool(con.execute(f"SELECT count(*) FROM {table} WHERE {key} = ?", [value]).fetchall()[0][0])
+
+
+def _refuse_or_clear(
+    con: duckdb.DuckDBPyConnection,
+    db: Path,
+    what: str,
+    key: str,
+    value: str,
+    tables: tuple[str, ...],
+    replace: bool,
+) -> None:
+    if not _exists(con, tables[0], key, value):
+        return
+    if not replace:
+        raise UserError(
+            f"{db}: {what} {value!r} is already in the warehouse (pass replace=True to overwrite it)"
+        )
+    for table in tables:
+        con.execute(f"DELETE FROM {table} WHERE {key} = ?", [value])
+
+
+def ingest_curation(
+    db: Path,
+    curation: dict[str, Any],
+    samples: pl.DataFrame,
+    decisions: pl.DataFrame,
+    quarantine: pl.DataFrame,
+    replace: bool = False,
+) -> None:
+    """Write one curation (its row, every sample, every decision, the quarantine) in one transaction."""
+    curation_id = curation.get("curation_id")
+    if not curation_id:
+        raise ValueError("curation: curation_id is required")
+    values = _row_values(curation, CURATION_KEYS, "curation")
+    created_at = values[CURATION_KEYS.index("created_at")]
+    with write_connection(db) as con:
+        _refuse_or_clear(
+            con, Path(db), "curation", "curation_id", curation_id,
+            ("curations", "samples", "decisions", "quarantine"), replace,
+        )  # fmt: skip
+        placeholders = ", ".join("?" * len(CURATION_KEYS))
+        columns = ", ".join(f'"{k}"' for k in CURATION_KEYS)
+        con.execute(f"INSERT INTO curations ({columns}) VALUES ({placeholders})", values)
+        _insert_frame(con, "samples", samples, {"curation_id": curation_id})
+        _insert_frame(con, "decisions", decisions, {"curation_id": curation_id})
+        _insert_frame(con, "quarantine", quarantine, {"curation_id": curation_id})
+        dataset = curation.get("dataset")
+        if not _exists(con, "datasets", "name", dataset):
+            con.execute("INSERT INTO datasets (name, first_seen_at) VALUES (?, ?)", [dataset, created_at])
+        con.execute(
+            "UPDATE datasets SET kind = ?, path = ?, last_curation_id = ?, last_curated_at = ? WHERE name = ?",
+            [curation.get("kind"), _path_text(curation.get("dataset_path")), curation_id, created_at, dataset],
+        )  # fmt: skip
+
+
+def start_run(db: Path, run: dict[str, Any]) -> None:
+    """Record a training run as it starts (status 'running' unless given)."""
+    run = {"status": "running", **run}
+    if not run.get("run_id") or run.get("kind") not in ("sft", "dpo"):
+        raise ValueError(
+            f"run: needs run_id and kind 'sft'|'dpo', got {run.get('run_id')!r}, {run.get('kind')!r}"
+        )
+    values = _row_values(run, RUN_KEYS, "run")
+    with write_connection(db) as con:
+        if _exists(con, "runs", "run_id", run["run_id"]):
+            raise UserError(f"{db}: run {run['run_id']!r} is already in the warehouse")
+        columns = ", ".join(RUN_KEYS)
+        con.execute(f"INSERT INTO runs ({columns}) VALUES ({', '.join('?' * len(RUN_KEYS))})", values)
+
+
+def _number(value: Any) -> float | None:
+    if value is None:
+        return None
+    number = float(value)
+    return None if math.isnan(number) else number
+
+
+def log_train(db: Path, run_id: str, rows: list[dict[str, Any]]) -> None:
+    """Append a batch of trainer log rows; keys that are not columns go into `extra` as JSON."""
+    if not rows:
+        return
+    now = utcnow()
+    records = []
+    for row in rows:
+        extra = dict(
+            json.loads(row["extra"]) if isinstance(row.get("extra"), str) else row.get("extra") or {}
+        )
+        extra.update({k: v for k, v in row.items() if k not in TRAIN_LOG_COLUMNS and k != "extra"})
+        record: dict[str, Any] = {k: _number(row.get(k)) for k in TRAIN_LOG_COLUMNS}
+        record["step"] = None if row.get("step") is None else int(row["step"])
+        record["extra"] = _json_text(extra) if extra else None
+        record["logged_at"] = now
+        records.append(record)
+    frame = pl.DataFrame(
+        records,
+        schema={**{k: pl.Float64 for k in TRAIN_LOG_COLUMNS}, "step": pl.Int64, "extra": pl.Utf8,
+                "logged_at": pl.Datetime("us")},
+    )  # fmt: skip
+    with write_connection(db) as con:
+        if not _exists(con, "runs", "run_id", run_id):
+            raise ValueError(f"log_train: run {run_id!r} was never started (call start_run first)")
+        _insert_frame(con, "train_log", frame, {"run_id": run_id})
+
+
+def finish_run(
+    db: Path,
+    run_id: str,
+    status: str,
+    error: str | None = None,
+    metrics: dict[str, Any] | None = None,
+    adapter_path: str | None = None,
+) -> None:
+    """Close a run: status 'finished' or 'failed', the error, final metrics, where the adapter went."""
+    if status not in ("finished", "failed"):
+        raise ValueError(f"finish_run: status must be 'finished' or 'failed', got {status!r}")
+    with write_connection(db) as con:
+        if not _exists(con, "runs", "run_id", run_id):
+            raise ValueError(f"finish_run: run {run_id!r} was never started")
+        con.execute(
+            "UPDATE runs SET status = ?, error = ?, metrics = coalesce(?, metrics), "
+            "adapter_path = coalesce(?, adapter_path), finished_at = ? WHERE run_id = ?",
+            [
+                status,
+                error,
+                _json_text(metrics),
+                None if adapter_path is None else str(adapter_path),
+                utcnow(),
+                run_id,
+            ],
+        )
+
+
+def ingest_eval(
+    db: Path,
+    eval: dict[str, Any],
+    predictions: pl.DataFrame,
+    scores: pl.DataFrame,
+    metrics: pl.DataFrame,
+    replace: bool = False,
+) -> None:
+    """Write one evaluation (its row, every prediction, per-sample scores, corpus metrics) in one transaction."""
+    eval_id = eval.get("eval_id")
+    if not eval_id:
+        raise ValueError("eval: eval_id is required")
+    values = _row_values(eval, EVAL_KEYS, "eval")
+    with write_connection(db) as con:
+        # reviews are people's work: they survive a replaced eval
+        _refuse_or_clear(
+            con,
+            Path(db),
+            "eval",
+            "eval_id",
+            eval_id,
+            ("evals", "predictions", "scores", "eval_metrics"),
+            replace,
+        )
+        con.execute(f"INSERT INTO evals ({', '.join(EVAL_KEYS)}) VALUES (?, ?, ?, ?, ?)", values)
+        _insert_frame(con, "predictions", predictions, {"eval_id": eval_id})
+        _insert_frame(con, "scores", scores, {"eval_id": eval_id})
+        _insert_frame(con, "eval_metrics", metrics, {"eval_id": eval_id})
+
+
+def add_review(db: Path, eval_id: str, model: str, sample_id: str, rating: int, comment: str | None) -> None:
+    """A person's thumbs up (+1) or down (-1) on one prediction."""
+    if rating not in (1, -1):
+        raise UserError(f"review: rating must be +1 or -1, got {rating!r}")
+    with write_connection(db) as con:
+        con.execute(
+            "INSERT INTO reviews VALUES (?, ?, ?, ?, ?, ?)",
+            [eval_id, model, sample_id, rating, comment, utcnow()],
+        )
+
+
+def query(db: Path, sql: str, params: list[Any] | dict[str, Any] | None = None) -> pl.DataFrame:
+    """Run one read-only query (external access disabled) and return its rows as a Polars frame."""
+    with read_connection(db) as con:
+        relation = con.sql(sql, params=params)
+        return pl.DataFrame() if relation is None else relation.pl()
+
+
+def _one(db: Path, sql: str, params: list[Any]) -> dict[str, Any] | None:
+    if not Path(db).exists():
+        return None
+    rows = query(db, sql, params).to_dicts()
+    return rows[0] if rows else None
+
+
+def get_run(db: Path, run_id: str) -> dict[str, Any] | None:
+    return _one(db, "SELECT * FROM runs WHERE run_id = ?", [run_id])
+
+
+def get_curation(db: Path, curation_id: str) -> dict[str, Any] | None:
+    return _one(db, "SELECT * FROM curations WHERE curation_id = ?", [curation_id])
+
+
+def latest_curation(db: Path, dataset_name: str) -> str | None:
+    """The id of the newest curation of a dataset, or None when it was never curated."""
+    row = _one(
+        db,
+        "SELECT curation_id FROM curations WHERE dataset = ? ORDER BY created_at DESC NULLS LAST LIMIT 1",
+        [dataset_name],
+    )
+    return None if row is None else row["curation_id"]
