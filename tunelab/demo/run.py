@@ -1,0 +1,102 @@
+"""`tunelab demo`: the whole loop on the bundled persona data — curate → SFT → DPO → evaluate → warehouse."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from tunelab.recipe import Recipe, load_recipe, warehouse_path
+
+
+def demo_recipe_path() -> Path:
+    return Path(str(resources.files("tunelab.demo") / "recipe.yaml"))
+
+
+@dataclass
+class DemoSummary:
+    workspace: Path
+    curations: list = field(default_factory=list)
+    sft_run: object | None = None
+    dpo_run: object | None = None
+    evaluation: object | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def run_demo(workspace: Path, recipe: Recipe | None = None, console: Console | None = None) -> DemoSummary:
+    console = console or Console()
+    recipe = recipe or load_recipe(demo_recipe_path())
+    recipe.workspace.dir = workspace
+    workspace.mkdir(parents=True, exist_ok=True)
+    summary = DemoSummary(workspace=workspace)
+
+    from tunelab.curate.pipeline import curate_recipe
+
+    started = time.perf_counter()
+    console.rule("[bold]1. curate")
+    summary.curations = curate_recipe(recipe, workspace)
+    summary.seconds["curate"] = time.perf_counter() - started
+    sft_curation = summary.curations[0]
+
+    from tunelab.train.dpo import run_dpo
+    from tunelab.train.sft import run_sft
+
+    console.rule("[bold]2. train SFT (QLoRA recipe, tiny model on CPU)")
+    started = time.perf_counter()
+    summary.sft_run = run_sft(recipe, workspace, curation_id=sft_curation.curation_id)
+    summary.seconds["sft"] = time.perf_counter() - started
+    console.rule("[bold]3. train DPO on top of the SFT adapter")
+    started = time.perf_counter()
+    dpo_curation = summary.curations[1].curation_id if len(summary.curations) > 1 else None
+    summary.dpo_run = run_dpo(recipe, workspace, from_run=summary.sft_run.run_id, curation_id=dpo_curation)
+    summary.seconds["dpo"] = time.perf_counter() - started
+
+    from tunelab.evaluate.runner import run_evaluate
+
+    console.rule("[bold]4. evaluate base vs SFT vs DPO")
+    started = time.perf_counter()
+    summary.evaluation = run_evaluate(
+        recipe, workspace, models=["base", summary.sft_run.run_id, summary.dpo_run.run_id]
+    )
+    summary.seconds["evaluate"] = time.perf_counter() - started
+    print_summary(summary, console)
+    return summary
+
+
+def print_summary(summary: DemoSummary, console: Console) -> None:
+    table = Table(title="tunelab demo", show_lines=False)
+    table.add_column("step")
+    table.add_column("result")
+    table.add_column("seconds", justify="right")
+    for result in summary.curations:
+        table.add_row(
+            f"curate {result.curation_id}",
+            f"read {result.read} → kept {result.kept}, dropped {result.dropped}, quarantined {result.quarantined}",
+            "",
+        )
+    table.add_row("", "", f"{summary.seconds.get('curate', 0):.1f}")
+    for label, run in (("sft", summary.sft_run), ("dpo", summary.dpo_run)):
+        if run is not None:
+            loss = (run.metrics or {}).get("train_loss")
+            loss_text = f", train loss {loss:.3f}" if isinstance(loss, float) else ""
+            table.add_row(
+                f"{label} {run.run_id}",
+                f"adapter {run.adapter_dir}{loss_text}",
+                f"{summary.seconds[label]:.1f}",
+            )
+    if summary.evaluation is not None:
+        table.add_row(
+            f"evaluate {summary.evaluation.eval_id}",
+            "base vs SFT vs DPO (table above)",
+            f"{summary.seconds['evaluate']:.1f}",
+        )
+    console.print(table)
+    db = warehouse_path(summary.workspace)
+    console.print(f"Warehouse: [bold]{db}[/]")
+    console.print(
+        'Next: [bold]tunelab runs[/] · [bold]tunelab sql "select * from v_drop_reasons"[/] · [bold]tunelab dashboard[/]'
+    )
