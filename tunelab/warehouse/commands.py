@@ -1,0 +1,86 @@
+"""`tunelab sql`, `tunelab runs`, `tunelab export`: reading the warehouse from the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from tunelab.errors import UserError
+
+WorkspaceOption = typer.Option(None, "--workspace", help="Workspace folder (default ./tunelab-workspace).")
+WarehouseOption = typer.Option(
+    None, "--warehouse", help="The DuckDB file (default WORKSPACE/tunelab.duckdb)."
+)
+FormatOption = typer.Option("table", "--format", help="table | csv | json")
+OutOption = typer.Option(None, "--out", help="Write the result to this file instead of stdout.")
+
+RUNS_SQL = """
+WITH last_loss AS (
+    SELECT run_id, arg_max(loss, step) AS final_loss, max(step) AS steps
+    FROM train_log WHERE loss IS NOT NULL GROUP BY run_id
+)
+SELECT r.run_id, r.kind, r.status, r.curation_id, c.dataset, c.data_version, r.parent_run_id,
+       r.base_model, l.steps, l.final_loss, r.started_at, r.finished_at, r.error
+FROM runs r
+LEFT JOIN curations c USING (curation_id)
+LEFT JOIN last_loss l USING (run_id)
+ORDER BY r.started_at, r.run_id
+"""
+
+
+def resolve_warehouse(workspace: Path | None, warehouse: Path | None) -> Path:
+    if workspace is not None and warehouse is not None:
+        raise UserError("--workspace and --warehouse: give one or the other")
+    if warehouse is not None:
+        return warehouse
+    from tunelab.recipe import warehouse_path, workspace_dir
+
+    return warehouse_path(workspace_dir(None, workspace))
+
+
+def sql_command(
+    query: str = typer.Argument(..., help="One read-only SQL query (SELECT, WITH, FROM, SHOW, DESCRIBE)."),
+    workspace: Path | None = WorkspaceOption,
+    warehouse: Path | None = WarehouseOption,
+    fmt: str = FormatOption,
+    out: Path | None = OutOption,
+) -> None:
+    """Query the warehouse read-only; writes, ATTACH, COPY, INSTALL/LOAD and file reads are refused."""
+    from tunelab.warehouse.usersql import FORMATS, run_user_sql, write_result
+
+    if fmt not in FORMATS:
+        raise UserError(f"--format: must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    frame = run_user_sql(resolve_warehouse(workspace, warehouse), query)
+    write_result(frame, fmt, out)
+
+
+def runs_command(
+    workspace: Path | None = WorkspaceOption,
+    warehouse: Path | None = WarehouseOption,
+    fmt: str = FormatOption,
+) -> None:
+    """List training runs with their lineage: curation, data version, parent run, base model, final loss."""
+    from tunelab.warehouse.store import query
+    from tunelab.warehouse.usersql import write_result
+
+    write_result(query(resolve_warehouse(workspace, warehouse), RUNS_SQL), fmt, title="runs")
+
+
+def export_command(
+    out_dir: Path = typer.Argument(..., help="Folder that receives one <table>.parquet per table."),
+    workspace: Path | None = WorkspaceOption,
+    warehouse: Path | None = WarehouseOption,
+) -> None:
+    """Write every warehouse table to OUT_DIR/<table>.parquet."""
+    from tunelab.warehouse.export import export_tables
+
+    written = export_tables(resolve_warehouse(workspace, warehouse), out_dir)
+    for table, rows in written.items():
+        typer.echo(f"{out_dir / (table + '.parquet')}: {rows} rows")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("sql")(sql_command)
+    app.command("runs")(runs_command)
+    app.command("export")(export_command)
