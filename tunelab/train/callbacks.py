@@ -1,0 +1,123 @@
+"""Streams every trainer log into the warehouse's train_log and drives a rich progress bar with the loss."""
+
+from __future__ import annotations
+
+import math
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from tunelab.progress import progress
+
+# trl/transformers log keys -> train_log columns; anything else lands in `extra`
+LOG_COLUMNS = {
+    "loss": "loss",
+    "eval_loss": "eval_loss",
+    "learning_rate": "learning_rate",
+    "grad_norm": "grad_norm",
+    "rewards/chosen": "rewards_chosen",
+    "rewards/rejected": "rewards_rejected",
+    "rewards/margins": "rewards_margins",
+    "rewards/accuracies": "rewards_accuracies",
+    "logps/chosen": "logps_chosen",
+    "logps/rejected": "logps_rejected",
+}
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe scalars: tensors/numpy → float, NaN/inf kept as text so `extra` stays valid JSON."""
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def train_log_row(logs: dict[str, Any], step: int, epoch: float | None) -> dict[str, Any]:
+    row: dict[str, Any] = {"step": step, "epoch": logs.get("epoch", epoch)}
+    extra: dict[str, Any] = {}
+    for key, value in logs.items():
+        if key == "epoch":
+            continue
+        column = LOG_COLUMNS.get(key)
+        if column is not None:
+            row[column] = _plain(value)
+        else:
+            extra[key] = _plain(value)
+    row["extra"] = extra or None
+    return row
+
+
+class WarehouseLogCallback(TrainerCallback):
+    """Batches log rows into `store.log_train`; rows at or below `skip_through_step` were logged before a
+    resume and are not written twice."""
+
+    def __init__(
+        self,
+        db: Path,
+        run_id: str,
+        show_progress: bool | None = None,
+        skip_through_step: int = -1,
+        batch_size: int = 10,
+        description: str = "train",
+    ) -> None:
+        self.db, self.run_id = Path(db), run_id
+        self.show_progress = show_progress
+        self.skip_through_step = skip_through_step
+        self.batch_size = batch_size
+        self.description = description
+        self.pending: list[dict[str, Any]] = []
+        self.rows_written = 0
+        self.last_loss: float | None = None
+        self._stack: ExitStack | None = None
+        self._bar: Any = None
+        self._task: Any = None
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        from tunelab.warehouse import store
+
+        rows, self.pending = self.pending, []
+        store.log_train(self.db, self.run_id, rows)
+        self.rows_written += len(rows)
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            if self._stack is not None:
+                self._stack.close()
+                self._stack = None
+
+    def _status(self) -> str:
+        return "" if self.last_loss is None else f"loss {self.last_loss:.4f}"
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self._stack is None:
+            self._stack = ExitStack()
+            self._bar = self._stack.enter_context(progress(self.show_progress))
+            self._task = self._bar.add_task(
+                self.description, total=state.max_steps, completed=state.global_step, status=""
+            )
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, completed=state.global_step, status=self._status())
+
+    def on_log(
+        self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any
+    ) -> None:
+        if not logs or state.global_step <= self.skip_through_step:
+            return
+        row = train_log_row(logs, state.global_step, state.epoch)
+        if isinstance(row.get("loss"), float):
+            self.last_loss = row["loss"]
+        self.pending.append(row)
+        if len(self.pending) >= self.batch_size:
+            self.flush()
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.flush()

@@ -1,0 +1,233 @@
+"""What SFT and DPO runs share: run ids and folders, curated data, warehouse lifecycle, trainer args, saving."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tunelab.errors import UserError
+from tunelab.records_config import DatasetConfig
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from tunelab.recipe import Recipe
+    from tunelab.train.config import DPOSettings, SFTSettings, TrainConfig
+
+RUN_CARD = "run_card.json"
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    kind: str
+    output_dir: Path
+    adapter_dir: Path
+    metrics: dict[str, Any] = field(default_factory=dict)
+    merged_dir: Path | None = None
+
+
+def new_run_id(kind: str) -> str:
+    return f"{kind}-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+
+
+def run_dir(workspace: Path, run_id: str) -> Path:
+    return Path(workspace) / "runs" / run_id
+
+
+def recipe_name(recipe: Recipe) -> str:
+    return recipe.source_path.name if recipe.source_path else "recipe.yaml"
+
+
+def require_train(recipe: Recipe) -> TrainConfig:
+    if recipe.train is None:
+        raise UserError(f"{recipe_name(recipe)}: train: required to train (base_model, lora, sft, dpo)")
+    return recipe.train
+
+
+def git_sha() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def ensure_curation(
+    dataset: DatasetConfig, recipe: Recipe, workspace: Path, curation_id: str | None, show_progress: bool
+) -> str:
+    """The curation to train on: the one asked for, else the newest of this dataset, else a fresh one."""
+    from tunelab.recipe import warehouse_path
+    from tunelab.warehouse import store
+
+    db = warehouse_path(workspace)
+    if curation_id is not None:
+        if not (Path(workspace) / "curations" / curation_id / "train.parquet").is_file():
+            raise UserError(
+                f"--curation: no curated data for '{curation_id}' in {Path(workspace) / 'curations'}"
+            )
+        return curation_id
+    latest = store.latest_curation(db, dataset.name) if db.is_file() else None
+    if latest is not None and (Path(workspace) / "curations" / latest / "train.parquet").is_file():
+        return latest
+    from tunelab.curate.pipeline import curate_dataset
+
+    result = curate_dataset(dataset, recipe.curate, Path(workspace), recipe.raw, show_progress=show_progress)
+    return result.curation_id
+
+
+def read_split(workspace: Path, curation_id: str, split: str) -> pl.DataFrame:
+    import polars as pl
+
+    path = Path(workspace) / "curations" / curation_id / f"{split}.parquet"
+    if not path.is_file():
+        return pl.DataFrame()
+    return pl.read_parquet(path)
+
+
+def data_version(workspace: Path, curation_id: str) -> str | None:
+    from tunelab.recipe import warehouse_path
+    from tunelab.warehouse import store
+
+    db = warehouse_path(workspace)
+    row = store.get_curation(db, curation_id) if db.is_file() else None
+    return None if row is None else row.get("data_version")
+
+
+def last_logged_step(db: Path, run_id: str) -> int:
+    from tunelab.warehouse import store
+
+    rows = store.query(db, "select max(step) as step from train_log where run_id = ?", [run_id])
+    value = rows["step"][0] if rows.height else None
+    return -1 if value is None else int(value)
+
+
+def common_training_args(
+    train_cfg: TrainConfig, settings: SFTSettings | DPOSettings, output_dir: Path, has_eval: bool
+) -> dict[str, Any]:
+    """Trainer arguments both trainers take, from the recipe plus the hardware."""
+    from tunelab.train.model import device_training_args
+
+    eval_steps = getattr(settings, "eval_steps", None)
+    return {
+        "output_dir": str(output_dir),
+        "num_train_epochs": settings.epochs,
+        "max_steps": settings.max_steps,
+        "learning_rate": settings.learning_rate,
+        "lr_scheduler_type": settings.lr_scheduler,
+        "warmup_steps": settings.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
+        "per_device_train_batch_size": settings.batch_size,
+        "per_device_eval_batch_size": settings.batch_size,
+        "gradient_accumulation_steps": settings.grad_accum,
+        "max_length": settings.max_length,
+        "logging_steps": settings.logging_steps,
+        "save_strategy": "steps",
+        "save_steps": settings.save_steps,
+        "save_total_limit": 2,
+        "eval_strategy": "steps" if (eval_steps and has_eval) else "no",
+        "eval_steps": eval_steps if has_eval else None,
+        "seed": settings.seed,
+        "data_seed": settings.seed,
+        "report_to": "none",
+        "disable_tqdm": True,  # our rich bar replaces it
+        **device_training_args(train_cfg, settings.optim),
+    }
+
+
+def quiet_trainer(trainer: Any) -> None:
+    """With tqdm off, transformers prints every log dict to stdout; the rich bar and train_log carry them."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+
+
+@contextmanager
+def warehouse_run(db: Path, run: dict[str, Any], resuming: bool) -> Iterator[None]:
+    """Run row lifecycle: 'running' at start, 'failed' with the error on any exception (Ctrl-C included)."""
+    from tunelab.warehouse import store
+
+    if not resuming:
+        store.start_run(db, run)
+    try:
+        yield
+    except BaseException as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        store.finish_run(db, run["run_id"], "failed", error=f"{type(exc).__name__}: {message}".rstrip(": "))
+        raise
+
+
+def resume_target(db: Path, run_id: str, kind: str) -> dict[str, Any]:
+    from tunelab.warehouse import store
+
+    run = store.get_run(db, run_id) if db.is_file() else None
+    if run is None:
+        raise UserError(f"--resume: no run '{run_id}' in {db}")
+    if run["kind"] != kind:
+        raise UserError(f"--resume: run '{run_id}' is a {run['kind']} run, not {kind}")
+    if run["status"] == "finished":
+        raise UserError(f"--resume: run '{run_id}' already finished")
+    return run
+
+
+def last_checkpoint(output_dir: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(output_dir)) if Path(output_dir).is_dir() else None
+
+
+def final_metrics(trainer: Any, train_output: Any, has_eval: bool) -> dict[str, Any]:
+    metrics = {k: float(v) for k, v in (train_output.metrics or {}).items() if isinstance(v, int | float)}
+    metrics["global_step"] = int(trainer.state.global_step)
+    if has_eval:
+        metrics.update({k: float(v) for k, v in trainer.evaluate().items() if isinstance(v, int | float)})
+    return metrics
+
+
+def save_outputs(
+    trainer: Any,
+    tokenizer: Any,
+    out_dir: Path,
+    card: dict[str, Any],
+    merge: bool,
+    base_model: str,
+    train_cfg: TrainConfig,
+) -> tuple[Path, Path | None]:
+    """Adapter + tokenizer + run card under out_dir; optionally a merged full model next to the adapter."""
+    adapter_dir = out_dir / "adapter"
+    trainer.model.save_pretrained(str(adapter_dir), selected_adapters=["default"])
+    tokenizer.save_pretrained(str(adapter_dir))
+    merged_dir = merge_adapter(base_model, adapter_dir, out_dir / "merged", train_cfg) if merge else None
+    card = {**card, "adapter_dir": str(adapter_dir), "merged_dir": str(merged_dir) if merged_dir else None}
+    (out_dir / RUN_CARD).write_text(
+        json.dumps(card, indent=2, ensure_ascii=False, default=str), encoding="utf-8"
+    )
+    return adapter_dir, merged_dir
+
+
+def merge_adapter(base_model: str, adapter_dir: Path, merged_dir: Path, train_cfg: TrainConfig) -> Path:
+    """Merge into unquantized base weights: merging into 4-bit weights would round the adapter away."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tunelab.train.model import has_gpu, torch_dtype
+
+    dtype = torch_dtype(train_cfg.compute_dtype) if has_gpu() else torch_dtype("float32")
+    base = AutoModelForCausalLM.from_pretrained(
+        base_model, dtype=dtype, revision=train_cfg.revision, trust_remote_code=train_cfg.trust_remote_code
+    )
+    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    merged.save_pretrained(str(merged_dir))
+    AutoTokenizer.from_pretrained(str(adapter_dir)).save_pretrained(str(merged_dir))
+    return merged_dir
+
+
+def to_rows(frame: pl.DataFrame) -> list[dict[str, Any]]:
+    return frame.to_dicts() if frame.height else []
