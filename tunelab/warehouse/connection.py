@@ -64,7 +64,7 @@ def _is_lock_conflict(exc: Exception) -> bool:
 
 
 def with_lock_retry(db: Path, open_once: Callable[[], T], timeout_s: float | None = None) -> T:
-    """Call `open_once` until it stops failing on the file lock; backoff 5 ms doubling to 0.5 s, jittered."""
+    """Call `open_once` until it stops failing on the file lock; backoff 5 ms doubling to 50 ms, jittered."""
     timeout_s = lock_timeout_s() if timeout_s is None else timeout_s
     deadline = time.monotonic() + timeout_s
     delay = 0.005
@@ -81,7 +81,7 @@ def with_lock_retry(db: Path, open_once: Callable[[], T], timeout_s: float | Non
                     "(a long ingest, or a program holding it open); retry later"
                 ) from None
             time.sleep(min(remaining, delay * random.uniform(0.5, 1.5)))
-            delay = min(delay * 2, 0.5)
+            delay = min(delay * 2, 0.05)
 
 
 @contextmanager
