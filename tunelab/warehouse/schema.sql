@@ -90,9 +90,9 @@ CREATE TABLE IF NOT EXISTS runs (
     adapter_path   VARCHAR,
     output_dir     VARCHAR,
     error          VARCHAR,
-    metrics        VARCHAR,            -- JSON text (added in schema version 2)
     started_at     TIMESTAMP,
-    finished_at    TIMESTAMP
+    finished_at    TIMESTAMP,
+    metrics        VARCHAR             -- JSON text; last because version 2 added it with ALTER TABLE
 );
 
 CREATE TABLE IF NOT EXISTS train_log (
