@@ -1,0 +1,167 @@
+"""Each dashboard page run by Streamlit's AppTest against a known warehouse: widgets, numbers, the review write."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+from test_dashboard_queries import EVAL, KOREAN_NEAR_DUP, KOREAN_PROMPT, build_warehouse
+
+from tunelab.dashboards import queries
+from tunelab.warehouse import store
+
+PAGES = Path(__file__).resolve().parents[1] / "tunelab" / "dashboards" / "pages"
+APP = PAGES.parent / "app.py"
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    path = build_warehouse(tmp_path_factory.mktemp("wh") / "tunelab.duckdb")
+    previous = os.environ.get("TUNELAB_WAREHOUSE")
+    os.environ["TUNELAB_WAREHOUSE"] = str(path)
+    yield path
+    if previous is None:
+        os.environ.pop("TUNELAB_WAREHOUSE", None)
+    else:
+        os.environ["TUNELAB_WAREHOUSE"] = previous
+
+
+def run_page(name: str) -> AppTest:
+    at = AppTest.from_file(str(PAGES / f"{name}.py"), default_timeout=60).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def frame_with(at: AppTest, *columns: str):
+    """The first dataframe shown with these columns (plain st.dataframe elements carry no key in AppTest)."""
+    for element in at.dataframe:
+        value = element.value
+        if all(c in value.columns for c in columns):
+            return value
+    raise AssertionError(f"no dataframe with columns {columns}")
+
+
+def markdown_text(at: AppTest) -> str:
+    return "\n".join(m.value for m in at.markdown)
+
+
+def test_audit_page_numbers_reasons_duplicates_quarantine(db: Path) -> None:
+    at = run_page("audit")
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Read"] == "20" and metrics["Kept"] == "12" and metrics["Quarantined"] == "2"
+    funnel = frame_with(at, "step", "rows", "dropped")
+    assert list(funnel["step"]) == ["read", "parsed", "length", "exact", "minhash", "balance"]
+    assert list(funnel["rows"]) == [20, 18, 17, 15, 13, 12]
+    assert "funnel ends at" not in "".join(w.value for w in at.warning)
+
+    reasons = at.dataframe(key="reasons_table").value
+    assert dict(zip(reasons["reason"], reasons["n"], strict=True))["near_dup_minhash"] == 2
+    at.selectbox(key="reason_pick").select(("minhash", "near_dup_minhash")).run()
+    rows_html = next(
+        m.value for m in at.markdown if m.value.startswith('<table class="tl-rows"><thead><tr><th>sample_id')
+    )
+    assert "demo-persona:7" in rows_html and KOREAN_NEAR_DUP in rows_html and "jaccard 0.82" in rows_html
+    assert "demo-persona:9" not in rows_html  # an exact_dup row is not a near_dup_minhash row
+
+    at.selectbox(key="cluster_pick").select("demo-persona:3").run()
+    text = markdown_text(at)
+    assert "similarity 0.820 (stage)" in text and "similarity 0.900 (stage)" in text
+    assert "좋네요<mark>!</mark>" in text and "좋네요<del>.</del>" in text
+
+    lengths = frame_with(at, "bin_start", "before")
+    assert lengths["before"].sum() == 18 and lengths["after"].sum() == 12
+    labels = frame_with(at, "label", "before", "after")
+    assert dict(zip(labels["label"], labels["after"], strict=True)) == {"friendly": 7, "teto": 5}
+    assert "missing field: response" in text and "<td>20</td>" in text  # quarantine: error and line number
+
+
+def test_runs_page_lineage_and_comparison(db: Path) -> None:
+    at = run_page("runs")
+    runs = frame_with(at, "run_id", "parent_run_id")
+    assert list(runs["run_id"]) == ["dpo-0001", "sft-0001"]
+    assert list(runs["parent_run_id"].fillna("")) == ["sft-0001", ""]
+    assert set(runs["data_version"]) == {"dv-1a2b3c"}
+    assert at.multiselect(key="curve_runs").value == ["dpo-0001", "sft-0001"]
+    compare = frame_with(at, "metric", "base").set_index("metric")
+    assert list(compare.columns[:3]) == ["base", "sft", "dpo"]
+    assert compare.loc["rougeL", "dpo"] == pytest.approx(3.5 / 6)
+    assert compare.loc["rougeL", "dpo Δ%"] == pytest.approx(100 * (3.5 - 1.8) / 1.8)
+    assert "rougeL** · dpo: 0.5833 (+94.4% vs base)" in markdown_text(at)
+
+
+def test_predictions_page_side_by_side_and_regressions(db: Path) -> None:
+    at = run_page("predictions")
+    assert at.selectbox(key="metric").value == "rougeL"
+    assert at.selectbox(key="model").value == "dpo"
+    text = markdown_text(at)
+    assert KOREAN_PROMPT in text and "서울의 인구는 약 천만 명입니다." in text  # prompt and reference
+    assert "[base]" in text and "[sft]" in text and "[dpo]" in text
+    assert "<b>rougeL 0.7 (+0.500)</b>" in text  # dpo on sample 0: 0.7 vs base 0.2
+
+    at.toggle(key="regressions").set_value(True).run()
+    assert "1 regressions · dpo vs base on rougeL" in "".join(c.value for c in at.caption)
+    text = markdown_text(at)
+    assert "**demo-persona-eval:2**" in text and "**demo-persona-eval:0**" not in text
+    assert "Δ rougeL -0.200" in text
+
+
+def test_rating_round_trips_into_reviews(db: Path) -> None:
+    at = run_page("predictions")
+    key = f"{EVAL}|dpo|demo-persona-eval:0"
+    at.text_input(key=f"comment|{key}").input("존댓말이 자연스러워요").run()
+    at.button(key=f"up|{key}").click().run()
+    assert not at.exception
+    assert [(s.icon, s.value) for s in at.success] == [("👍", "Review saved: dpo on demo-persona-eval:0")]
+    reviews = store.query(db, "SELECT eval_id, model, sample_id, rating, comment FROM reviews").to_dicts()
+    assert reviews == [{"eval_id": EVAL, "model": "dpo", "sample_id": "demo-persona-eval:0", "rating": 1,
+                        "comment": "존댓말이 자연스러워요"}]  # fmt: skip
+    at.button(key=f"down|{EVAL}|base|demo-persona-eval:0").click().run()
+    ratings = store.query(db, "SELECT model, rating, comment FROM reviews ORDER BY created_at").rows()
+    assert ratings == [("dpo", 1, "존댓말이 자연스러워요"), ("base", -1, None)]
+    assert any("👍 존댓말이 자연스러워요" in c.value for c in at.caption)  # the page shows the saved review
+
+
+def test_sql_page_examples_results_errors_and_csv(db: Path) -> None:
+    at = run_page("sql")
+    assert len([b for b in at.button if b.key and b.key.startswith("example_")]) >= 3
+    assert at.dataframe[0].value.shape[0] > 0  # the first example ran on open
+    at.text_area(key="sql_text").input(
+        "SELECT label, count(*) AS n FROM samples GROUP BY label ORDER BY label"
+    ).run()
+    at.button(key="run_sql").click().run()
+    result = frame_with(at, "label", "n")
+    assert list(result["label"]) == ["friendly", "teto"] and list(result["n"]) == [9, 9]
+    assert at.get("download_button")  # CSV of the result
+    at.text_area(key="sql_text").input("DROP TABLE samples").run()
+    at.button(key="run_sql").click().run()
+    assert at.error and "read-only" in at.error[0].value.lower()
+    assert store.query(db, "SELECT count(*) AS n FROM samples")["n"][0] == 18
+
+
+def test_example_button_fills_and_runs_the_query(db: Path) -> None:
+    at = run_page("sql")
+    title, sql = queries.example_queries()[1]
+    at.button(key="example_1").click().run()
+    assert at.button(key="example_1").label == title
+    assert at.text_area(key="sql_text").value == sql
+    assert not at.error
+    assert at.dataframe[0].value.equals(queries.console_query(db, sql)[0].to_pandas())
+
+
+def test_app_navigation_opens_audit_first(db: Path) -> None:
+    at = AppTest.from_file(str(APP), default_timeout=60).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.title[0].value == "Audit"
+
+
+def test_missing_warehouse_is_a_message_not_a_traceback(tmp_path: Path, db: Path) -> None:
+    os.environ["TUNELAB_WAREHOUSE"] = str(tmp_path / "nope.duckdb")
+    try:
+        at = AppTest.from_file(str(PAGES / "runs.py"), default_timeout=60).run()
+    finally:
+        os.environ["TUNELAB_WAREHOUSE"] = str(db)
+    assert not at.exception
+    assert "No warehouse at" in at.error[0].value and "tunelab demo" in at.error[0].value

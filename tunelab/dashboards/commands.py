@@ -1,0 +1,86 @@
+"""`tunelab dashboard`: Streamlit over the workspace's warehouse, bound to 127.0.0.1, read-only."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import typer
+
+from tunelab.errors import UserError
+
+APP_PATH = Path(__file__).resolve().parent / "app.py"
+WAREHOUSE_ENV = "TUNELAB_WAREHOUSE"
+
+
+def streamlit_command(warehouse: Path, port: int, address: str = "127.0.0.1") -> list[str]:
+    """The `streamlit run` command line that serves the dashboard over `warehouse`."""
+    return [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(APP_PATH),
+        "--server.headless",
+        "true",
+        "--server.address",
+        address,
+        "--server.port",
+        str(port),
+        "--browser.gatherUsageStats",
+        "false",
+        # The dashboard reads and rates; it never takes files from the browser.
+        "--server.maxUploadSize",
+        "1",
+        "--",
+        "--warehouse",
+        str(warehouse),
+    ]
+
+
+def port_is_free(port: int, address: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((address, port))
+        except OSError:
+            return False
+    return True
+
+
+def resolve_warehouse(workspace: Path | None) -> Path:
+    from tunelab.recipe import warehouse_path, workspace_dir
+
+    db = warehouse_path(workspace_dir(None, workspace))
+    if not db.is_file():
+        raise UserError(
+            f"{db}: warehouse not found; run `tunelab demo` or `tunelab curate RECIPE` first, "
+            "or pass --workspace DIR"
+        )
+    return db
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("dashboard")
+    def dashboard(
+        workspace: Path | None = typer.Option(
+            None, "--workspace", help="Workspace holding tunelab.duckdb (default ./tunelab-workspace)."
+        ),
+        port: int = typer.Option(8501, "--port", help="Port on 127.0.0.1."),
+    ) -> None:
+        """Open the audit / runs / predictions / SQL dashboard over the warehouse (read-only, 127.0.0.1)."""
+        if not 1 <= port <= 65535:
+            raise UserError(f"--port: {port}: must be between 1 and 65535")
+        db = resolve_warehouse(workspace)
+        if not port_is_free(port):
+            raise UserError(f"--port: {port}: already in use on 127.0.0.1; pick another with --port N")
+        env = {**os.environ, WAREHOUSE_ENV: str(db.resolve())}
+        typer.echo(f"tunelab dashboard: http://127.0.0.1:{port}  (warehouse {db}; Ctrl+C stops it)")
+        try:
+            completed = subprocess.run(streamlit_command(db.resolve(), port), env=env, check=False)
+        except KeyboardInterrupt:
+            raise typer.Exit(0) from None
+        if completed.returncode not in (0, -2, 130):
+            raise typer.Exit(completed.returncode)

@@ -1,0 +1,126 @@
+"""What every page shares: where the warehouse is, Korean-capable fonts, cached read-only queries."""
+
+from __future__ import annotations
+
+import html
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from tunelab.dashboards import queries
+
+WAREHOUSE_ENV = "TUNELAB_WAREHOUSE"
+DEFAULT_WAREHOUSE = Path("tunelab-workspace") / "tunelab.duckdb"
+
+# Streamlit's Source Sans has no Hangul: name NanumGothic (Debian fonts-nanum) before the generic
+# fallback, or Korean renders as boxes on machines whose default sans font lacks it.
+CSS = """
+<style>
+html, body, .stApp, .stMarkdown, p, li, td, th, label, input, textarea, select, button {
+  font-family: "Source Sans Pro", "Source Sans 3", "NanumGothic", "Nanum Gothic", "Noto Sans CJK KR", sans-serif;
+}
+code, pre, .stCode, textarea[aria-label="SQL"] {
+  font-family: "Source Code Pro", "NanumGothicCoding", "NanumGothic", monospace;
+}
+.tl-text { white-space: pre-wrap; word-break: break-word; line-height: 1.5; }
+.tl-box { border: 1px solid rgba(128,128,128,.35); border-radius: .4rem; padding: .5rem .7rem; margin-bottom: .4rem; }
+.tl-box del { background: #ffd7d5; color: #82071e; text-decoration: line-through; }
+.tl-box mark { background: #ccffd8; color: #055d20; }
+.tl-rows { border-collapse: collapse; width: 100%; font-size: .9rem; }
+.tl-rows th, .tl-rows td { border-bottom: 1px solid rgba(128,128,128,.25); padding: .3rem .4rem;
+  vertical-align: top; text-align: left; }
+.tl-rows td.tl-text { max-width: 60rem; }
+.tl-score { color: #555; font-size: .85rem; }
+</style>
+"""
+
+
+def warehouse_path(argv: list[str] | None = None) -> Path:
+    """`-- --warehouse FILE` from `streamlit run`, else $TUNELAB_WAREHOUSE, else ./tunelab-workspace."""
+    argv = sys.argv[1:] if argv is None else argv
+    for i, arg in enumerate(argv):
+        if arg == "--warehouse" and i + 1 < len(argv):
+            return Path(argv[i + 1])
+        if arg.startswith("--warehouse="):
+            return Path(arg.split("=", 1)[1])
+    env = os.environ.get(WAREHOUSE_ENV)
+    return Path(env) if env else DEFAULT_WAREHOUSE
+
+
+def page_start(title: str, caption: str | None = None) -> Path:
+    """Fonts, the page title, and the warehouse path; stops the page with a message when there is none."""
+    st.markdown(CSS, unsafe_allow_html=True)
+    st.title(title)
+    db = warehouse_path()
+    if not db.is_file():
+        st.error(f"No warehouse at `{db}`. Run `tunelab demo` (or `tunelab curate RECIPE`) first.")
+        st.stop()
+    if caption:
+        st.caption(f"{caption} · warehouse `{db}`")
+    return db
+
+
+def _stamp(db: Path) -> tuple[int, ...]:
+    """Changes whenever the file (or its write-ahead log) changes, so cached results follow new writes."""
+    stamp: list[int] = []
+    for path in (db, db.with_name(db.name + ".wal")):
+        try:
+            info = path.stat()
+            stamp += [info.st_mtime_ns, info.st_size]
+        except FileNotFoundError:
+            stamp += [0, 0]
+    return tuple(stamp)
+
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def _cached_call(name: str, db: str, stamp: tuple[int, ...], args: tuple, kwargs: tuple) -> Any:
+    return getattr(queries, name)(Path(db), *args, **dict(kwargs))
+
+
+def q(fn: Callable[..., Any], db: Path, *args: Any, **kwargs: Any) -> Any:
+    """Call a `queries` function, cached per warehouse state (reruns on widget clicks cost nothing)."""
+    return _cached_call(fn.__name__, str(db), _stamp(db), args, tuple(sorted(kwargs.items())))
+
+
+def esc(value: Any, limit: int | None = None) -> str:
+    text = "" if value is None else str(value)
+    if limit is not None and len(text) > limit:
+        text = text[:limit] + " …"
+    return html.escape(text)
+
+
+def fmt_number(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}" if abs(value) < 1e5 else f"{value:,.0f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def html_table(rows: list[dict[str, Any]], columns: list[str], text_columns: tuple[str, ...] = ()) -> str:
+    """Rows as an HTML table that wraps long (Korean) texts instead of cutting them like a grid does."""
+    head = "".join(f"<th>{esc(c)}</th>" for c in columns)
+    body = []
+    for row in rows:
+        cells = []
+        for c in columns:
+            value = row.get(c)
+            if c in text_columns:
+                cells.append(f'<td class="tl-text">{esc(value, 1500)}</td>')
+            else:
+                cells.append(f"<td>{esc(fmt_number(value))}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f'<table class="tl-rows"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+
+
+def pager(key: str, total: int, page_size: int) -> int:
+    """A page number input when there is more than one page; returns the row offset."""
+    pages = max(1, -(-total // page_size))
+    if pages == 1:
+        return 0
+    page = st.number_input(f"Page (of {pages})", min_value=1, max_value=pages, value=1, step=1, key=key)
+    return (int(page) - 1) * page_size

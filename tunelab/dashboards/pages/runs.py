@@ -1,0 +1,125 @@
+"""Runs: training runs with their lineage, their curves, and the before/after comparison of models."""
+
+import altair as alt
+import polars as pl
+import streamlit as st
+
+from tunelab.dashboards import common, queries
+from tunelab.dashboards.common import q
+
+db = common.page_start("Runs", "Training runs, their data lineage and curves; models compared against base")
+
+runs = q(queries.runs, db)
+if runs.height == 0:
+    st.info("No training run yet: run `tunelab train sft RECIPE` (or `tunelab demo`).")
+else:
+    st.subheader("Lineage")
+    st.dataframe(
+        runs.select(
+            "run_id", "kind", "status", "dataset", "curation_id", "data_version", "parent_run_id",
+            "base_model", "base_revision", "started_at", "duration_s", "adapter_path", "error",
+        ),
+        hide_index=True,
+        key="runs_table",
+        column_config={"duration_s": st.column_config.NumberColumn("duration (s)", format="%.1f")},
+    )  # fmt: skip
+    st.markdown(
+        " · ".join(
+            f"`{r['run_id']}` ({r['kind']}, {r['status']}) ← "
+            + (f"`{r['parent_run_id']}` ← " if r["parent_run_id"] else "")
+            + f"`{r['curation_id'] or '?'}` ({r['data_version'] or 'no version'}) on `{r['base_model'] or '?'}`"
+            for r in runs.head(5).to_dicts()
+        )
+    )
+
+    st.subheader("Curves")
+    run_ids = runs["run_id"].to_list()
+    picked = st.multiselect("Runs", run_ids, default=run_ids[:10], key="curve_runs")
+    curves = q(queries.train_curves, db, picked) if picked else pl.DataFrame()
+    if curves.height == 0:
+        st.info("No logged steps for these runs yet.")
+    else:
+        curves = curves.with_columns(line=pl.col("run_id") + " · " + pl.col("series"))
+
+        def line_chart(series: list[str], title: str) -> alt.Chart:
+            data = curves.filter(pl.col("series").is_in(series)).to_pandas()
+            return (
+                alt.Chart(data, title=title)
+                .mark_line(point=alt.OverlayMarkDef(size=18))
+                .encode(
+                    x=alt.X("step:Q"),
+                    y=alt.Y("value:Q", scale=alt.Scale(zero=False)),
+                    color=alt.Color("line:N", title=None),
+                    tooltip=["run_id", "series", "step", alt.Tooltip("value:Q", format=".4f")],
+                )
+            )
+
+        present = set(curves["series"].unique().to_list())
+        left, right = st.columns(2)
+        left.altair_chart(line_chart(["loss", "eval_loss"], "loss / eval loss"), width="stretch")
+        rewards = [s for s in queries.CURVE_SERIES if s.startswith("rewards_") and s != "rewards_accuracies"]
+        if present & set(rewards):
+            right.altair_chart(
+                line_chart(rewards, "DPO rewards (chosen / rejected / margin)"), width="stretch"
+            )
+            if "rewards_accuracies" in present:
+                right.altair_chart(line_chart(["rewards_accuracies"], "DPO reward accuracy"), width="stretch")
+        elif "learning_rate" in present:
+            right.altair_chart(line_chart(["learning_rate"], "learning rate"), width="stretch")
+
+st.subheader("Comparison")
+evals = q(queries.evals, db)
+if evals.height == 0:
+    st.info("No evaluation yet: run `tunelab evaluate RECIPE`.")
+    st.stop()
+by_id = {row["eval_id"]: row for row in evals.to_dicts()}
+eval_id = st.selectbox(
+    "Evaluation",
+    list(by_id),
+    format_func=lambda e: f"{e} · {by_id[e]['eval_set'] or ''} · {by_id[e]['models'] or ''}",
+    key="compare_eval",
+)
+compare = q(queries.comparison, db, eval_id)
+if compare.height == 0:
+    st.info("This evaluation has no corpus metrics.")
+    st.stop()
+models = queries.order_models(compare["model"].unique().to_list())
+values = compare.pivot(on="model", index="metric", values="value").select("metric", *models)
+deltas = (
+    compare.filter(pl.col("model") != queries.BASE_MODEL)
+    .with_columns(pl.col("model") + " Δ%")
+    .pivot(on="model", index="metric", values="delta_pct")
+)
+table = values.join(deltas, on="metric", how="left") if deltas.height else values
+number_columns = {m: st.column_config.NumberColumn(m, format="%.4f") for m in models}
+delta_columns = {
+    c: st.column_config.NumberColumn(c, format="%+.1f%%") for c in table.columns if c.endswith(" Δ%")
+}
+st.dataframe(table, hide_index=True, key="compare_table", column_config={**number_columns, **delta_columns})
+st.markdown(
+    "  \n".join(
+        f"**{r['metric']}** · {r['model']}: {r['value']:.4f} "
+        + ("" if r["delta_pct"] is None else f"({r['delta_pct']:+.1f}% vs base)")
+        for r in compare.filter(pl.col("model") != queries.BASE_MODEL).to_dicts()
+    )
+)
+# metrics live on different scales (BLEU 0-100, ROUGE 0-1): one panel per metric, own y axis
+chart = (
+    alt.Chart(compare.to_pandas())
+    .mark_bar()
+    .encode(
+        x=alt.X("model:N", sort=models, title=None),
+        y=alt.Y("value:Q", title=None),
+        color=alt.Color("model:N", sort=models),
+        column=alt.Column("metric:N", title=None),
+        tooltip=[
+            "metric",
+            "model",
+            alt.Tooltip("value:Q", format=".4f"),
+            alt.Tooltip("delta_pct:Q", format="+.1f"),
+        ],
+    )
+    .properties(width=140, height=220)
+    .resolve_scale(y="independent")
+)
+st.altair_chart(chart)

@@ -1,0 +1,493 @@
+"""Every SQL the dashboard runs. All aggregation happens here, in DuckDB, with LIMITs: pages receive
+small frames (a histogram, a page of rows), never a whole table, so they stay fast on a million samples.
+
+Each function takes the warehouse path and returns a Polars frame through `store.query` (a fresh
+read-only connection with external access disabled).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from tunelab.warehouse import store
+
+# The text of a sample whatever its kind (sft, dpo, raft, text): concat_ws skips the NULL fields.
+CONTENT_SQL = (
+    "concat_ws(chr(10), {a}system, {a}prompt, {a}response, {a}chosen, {a}rejected, {a}instruction, "
+    "{a}question, {a}answer, {a}cot, {a}text)"
+)
+# Stages that annotate rather than filter; they are not steps of the funnel.
+NON_FUNNEL_STAGES = ("final",)
+# The model every other model is compared with.
+BASE_MODEL = "base"
+DEFAULT_LIMIT = 50
+SQL_CONSOLE_ROW_LIMIT = 10_000
+
+
+def content(alias: str = "") -> str:
+    return CONTENT_SQL.format(a=f"{alias}." if alias else "")
+
+
+def run(db: Path, sql: str, params: dict[str, Any] | list[Any] | None = None) -> pl.DataFrame:
+    return store.query(db, sql, params)
+
+
+# ---------------------------------------------------------------- audit
+
+
+def curations(db: Path, limit: int = 500) -> pl.DataFrame:
+    return run(
+        db,
+        """SELECT curation_id, dataset, kind, data_version, created_at, "read", kept, dropped, quarantined, recipe
+           FROM curations ORDER BY created_at DESC NULLS LAST, curation_id LIMIT $limit""",
+        {"limit": limit},
+    )
+
+
+def recipe_stages(recipe_json: str | None) -> list[str]:
+    """The stage order the curation ran with, from the recipe it stored (empty when unknown)."""
+    try:
+        recipe = json.loads(recipe_json or "{}")
+    except json.JSONDecodeError:
+        return []
+    curate = recipe.get("curate") if isinstance(recipe, dict) else None
+    stages = curate.get("stages") if isinstance(curate, dict) else None
+    return [str(s) for s in stages] if isinstance(stages, list) else []
+
+
+def stage_drops(db: Path, curation_id: str) -> pl.DataFrame:
+    """Rows each stage saw a decision for and dropped, in the order the stages first wrote decisions."""
+    return run(
+        db,
+        """SELECT stage, count(*) FILTER (WHERE NOT kept) AS dropped, count(*) AS decided, min(rowid) AS first_row
+           FROM decisions WHERE curation_id = $cid GROUP BY stage ORDER BY first_row""",
+        {"cid": curation_id},
+    )
+
+
+def funnel(curation: dict[str, Any], drops: pl.DataFrame) -> pl.DataFrame:
+    """Rows remaining after each step: read → parsed (minus quarantine) → each stage's survivors.
+
+    A sample dropped once is never seen by a later stage, so subtracting each stage's drops in order
+    gives the survivors; the last step must equal the curation's `kept`.
+    """
+    order = recipe_stages(curation.get("recipe"))
+    seen = [s for s in drops["stage"].to_list() if s not in NON_FUNNEL_STAGES]
+    stages = [s for s in order if s in seen] + [s for s in seen if s not in order]
+    dropped_by = dict(zip(drops["stage"].to_list(), drops["dropped"].to_list(), strict=True))
+    read = int(curation.get("read") or 0)
+    quarantined = int(curation.get("quarantined") or 0)
+    rows = [("read", read, 0), ("parsed", read - quarantined, quarantined)]
+    remaining = read - quarantined
+    for stage in stages:
+        remaining -= int(dropped_by.get(stage, 0))
+        rows.append((stage, remaining, int(dropped_by.get(stage, 0))))
+    return pl.DataFrame(rows, schema={"step": pl.Utf8, "rows": pl.Int64, "dropped": pl.Int64}, orient="row")
+
+
+def drop_reasons(db: Path, curation_id: str) -> pl.DataFrame:
+    return run(
+        db,
+        "SELECT stage, reason, n, pct FROM v_drop_reasons WHERE curation_id = $cid ORDER BY n DESC, stage, reason",
+        {"cid": curation_id},
+    )
+
+
+def rows_for_reason(
+    db: Path, curation_id: str, stage: str, reason: str | None, limit: int = DEFAULT_LIMIT, offset: int = 0
+) -> pl.DataFrame:
+    """One page of the samples a stage dropped for `reason`, with their text; `total` repeats the count."""
+    return run(
+        db,
+        f"""SELECT d.sample_id, s.source_line, s.label, d.score, d.ref_sample_id, d.evidence,
+                   {content("s")} AS text, count(*) OVER () AS total
+            FROM decisions d
+            LEFT JOIN samples s ON s.curation_id = d.curation_id AND s.sample_id = d.sample_id
+            WHERE d.curation_id = $cid AND d.stage = $stage AND NOT d.kept AND d.reason IS NOT DISTINCT FROM $reason
+            ORDER BY s.source_row NULLS LAST, d.sample_id
+            LIMIT $limit OFFSET $offset""",
+        {"cid": curation_id, "stage": stage, "reason": reason, "limit": limit, "offset": offset},
+    )
+
+
+def length_histogram(db: Path, curation_id: str, bins: int = 30) -> pl.DataFrame:
+    """Character-length histogram of every parsed sample (before) and of the kept ones (after).
+
+    Bins are equal-width up to the 99th percentile; the last bin is open-ended so one huge outlier
+    does not squash every other bar into the first one.
+    """
+    return run(
+        db,
+        f"""WITH dropped AS (
+                SELECT DISTINCT sample_id FROM decisions WHERE curation_id = $cid AND NOT kept
+            ), lens AS (
+                SELECT length({content("s")}) AS chars, s.sample_id NOT IN (SELECT sample_id FROM dropped) AS kept
+                FROM samples s WHERE s.curation_id = $cid
+            ), width AS (
+                SELECT greatest(ceil(coalesce(quantile_cont(chars, 0.99), 1) / $bins), 1)::BIGINT AS w FROM lens
+            ), binned AS (
+                SELECT least(chars // w, $bins - 1) AS bin, w, kept FROM lens, width
+            )
+            SELECT (bin * any_value(w))::BIGINT AS bin_start,
+                   CASE WHEN bin = $bins - 1 THEN NULL ELSE ((bin + 1) * any_value(w))::BIGINT END AS bin_end,
+                   count(*) AS before, count(*) FILTER (WHERE kept) AS after
+            FROM binned GROUP BY bin ORDER BY bin""",
+        {"cid": curation_id, "bins": bins},
+    )
+
+
+def duplicate_reasons(db: Path, curation_id: str) -> pl.DataFrame:
+    """Reasons whose drops point at a representative sample (exact_dup, near_dup_*, ...)."""
+    return run(
+        db,
+        """SELECT reason, count(*) AS n FROM decisions
+           WHERE curation_id = $cid AND NOT kept AND ref_sample_id IS NOT NULL
+           GROUP BY reason ORDER BY n DESC, reason""",
+        {"cid": curation_id},
+    )
+
+
+def duplicate_clusters(
+    db: Path, curation_id: str, reasons: list[str], limit: int = DEFAULT_LIMIT, offset: int = 0
+) -> pl.DataFrame:
+    """Clusters by representative, largest first: members, score range, the representative's text."""
+    return run(
+        db,
+        f"""WITH c AS (
+                SELECT ref_sample_id AS representative, count(*) AS members, min(score) AS min_score,
+                       max(score) AS max_score, string_agg(DISTINCT reason, ', ') AS reasons
+                FROM decisions
+                WHERE curation_id = $cid AND NOT kept AND ref_sample_id IS NOT NULL
+                  AND list_contains($reasons, reason)
+                GROUP BY ref_sample_id
+            )
+            SELECT c.*, {content("s")} AS representative_text, count(*) OVER () AS total
+            FROM c LEFT JOIN samples s ON s.curation_id = $cid AND s.sample_id = c.representative
+            ORDER BY members DESC, representative LIMIT $limit OFFSET $offset""",
+        {"cid": curation_id, "reasons": reasons, "limit": limit, "offset": offset},
+    )
+
+
+def cluster_members(
+    db: Path, curation_id: str, representative: str, limit: int = DEFAULT_LIMIT
+) -> pl.DataFrame:
+    return run(
+        db,
+        f"""SELECT d.sample_id, d.stage, d.reason, d.score, d.evidence, {content("s")} AS text
+            FROM decisions d
+            LEFT JOIN samples s ON s.curation_id = d.curation_id AND s.sample_id = d.sample_id
+            WHERE d.curation_id = $cid AND NOT d.kept AND d.ref_sample_id = $rep
+            ORDER BY d.score DESC NULLS LAST, d.sample_id LIMIT $limit""",
+        {"cid": curation_id, "rep": representative, "limit": limit},
+    )
+
+
+def sample_text(db: Path, curation_id: str, sample_id: str) -> str | None:
+    frame = run(
+        db,
+        f"SELECT {content()} AS text FROM samples WHERE curation_id = $cid AND sample_id = $sid LIMIT 1",
+        {"cid": curation_id, "sid": sample_id},
+    )
+    return frame["text"][0] if frame.height else None
+
+
+def label_balance(db: Path, curation_id: str, limit: int = 100) -> pl.DataFrame:
+    return run(
+        db,
+        """WITH dropped AS (SELECT DISTINCT sample_id FROM decisions WHERE curation_id = $cid AND NOT kept)
+           SELECT coalesce(label, '(none)') AS label, count(*) AS before,
+                  count(*) FILTER (WHERE sample_id NOT IN (SELECT sample_id FROM dropped)) AS after
+           FROM samples WHERE curation_id = $cid GROUP BY ALL ORDER BY before DESC, label LIMIT $limit""",
+        {"cid": curation_id, "limit": limit},
+    )
+
+
+def quarantine_rows(db: Path, curation_id: str, limit: int = DEFAULT_LIMIT, offset: int = 0) -> pl.DataFrame:
+    return run(
+        db,
+        """SELECT source_file, source_line, error, raw, count(*) OVER () AS total
+           FROM quarantine WHERE curation_id = $cid
+           ORDER BY source_file, source_line LIMIT $limit OFFSET $offset""",
+        {"cid": curation_id, "limit": limit, "offset": offset},
+    )
+
+
+# ---------------------------------------------------------------- runs
+
+
+def runs(db: Path, limit: int = 500) -> pl.DataFrame:
+    return run(
+        db,
+        """SELECT r.run_id, r.kind, r.status, r.curation_id, c.dataset, c.data_version, r.parent_run_id,
+                  r.base_model, r.base_revision, r.started_at, r.finished_at,
+                  CAST(epoch(r.finished_at) - epoch(r.started_at) AS DOUBLE) AS duration_s,
+                  r.adapter_path, r.error, r.metrics
+           FROM runs r LEFT JOIN curations c USING (curation_id)
+           ORDER BY r.started_at DESC NULLS LAST, r.run_id LIMIT $limit""",
+        {"limit": limit},
+    )
+
+
+CURVE_SERIES = (
+    "loss", "eval_loss", "rewards_chosen", "rewards_rejected", "rewards_margins", "rewards_accuracies",
+    "learning_rate", "grad_norm",
+)  # fmt: skip
+
+
+def train_curves(db: Path, run_ids: list[str], max_points: int = 1000) -> pl.DataFrame:
+    """Long-format curves (run_id, step, series, value), thinned in DuckDB to about max_points per run."""
+    columns = ", ".join(CURVE_SERIES)
+    return run(
+        db,
+        f"""WITH t AS (
+                SELECT run_id, step, {columns},
+                       row_number() OVER (PARTITION BY run_id ORDER BY step) AS i,
+                       count(*) OVER (PARTITION BY run_id) AS n
+                FROM train_log WHERE list_contains($runs, run_id)
+            ), thin AS (
+                SELECT * FROM t WHERE (i - 1) % greatest(n // $points, 1) = 0 OR i = n
+                   OR eval_loss IS NOT NULL
+            )
+            SELECT run_id, step, series, CAST(value AS DOUBLE) AS value
+            FROM (UNPIVOT (SELECT run_id, step, {columns} FROM thin) ON {columns} INTO NAME series VALUE value)
+            ORDER BY run_id, series, step""",
+        {"runs": run_ids, "points": max_points},
+    )
+
+
+def evals(db: Path, limit: int = 200) -> pl.DataFrame:
+    return run(
+        db,
+        """SELECT e.eval_id, e.eval_set, e.curation_id, e.created_at,
+                  (SELECT string_agg(DISTINCT m.model, ', ') FROM eval_metrics m WHERE m.eval_id = e.eval_id) AS models
+           FROM evals e ORDER BY e.created_at DESC NULLS LAST, e.eval_id LIMIT $limit""",
+        {"limit": limit},
+    )
+
+
+def comparison(db: Path, eval_id: str) -> pl.DataFrame:
+    """Metric by model with absolute and % delta against the model named 'base'."""
+    return run(
+        db,
+        """SELECT metric, model, CAST(value AS DOUBLE) AS value, CAST(base_value AS DOUBLE) AS base_value,
+                  CAST(delta_abs AS DOUBLE) AS delta_abs, CAST(delta_pct AS DOUBLE) AS delta_pct
+           FROM v_run_compare WHERE eval_id = $eid
+           ORDER BY metric, model <> 'base', model""",
+        {"eid": eval_id},
+    )
+
+
+# ---------------------------------------------------------------- predictions
+
+
+def eval_models(db: Path, eval_id: str) -> list[str]:
+    frame = run(db, "SELECT DISTINCT model FROM predictions WHERE eval_id = $eid", {"eid": eval_id})
+    return order_models(frame["model"].to_list())
+
+
+def order_models(models: list[str]) -> list[str]:
+    """base first, then sft, dpo, then the rest alphabetically: the order the columns are read in."""
+    rank = {"base": 0, "sft": 1, "dpo": 2}
+    return sorted(models, key=lambda m: (rank.get(m, 3), m))
+
+
+def eval_metrics_names(db: Path, eval_id: str) -> list[str]:
+    frame = run(
+        db,
+        """SELECT metric FROM (SELECT DISTINCT metric FROM eval_metrics WHERE eval_id = $eid
+                              UNION SELECT DISTINCT metric FROM scores WHERE eval_id = $eid) ORDER BY metric""",
+        {"eid": eval_id},
+    )
+    return frame["metric"].to_list()
+
+
+def eval_labels(db: Path, eval_id: str, limit: int = 200) -> list[str]:
+    frame = run(
+        db,
+        """SELECT DISTINCT label FROM predictions WHERE eval_id = $eid AND label IS NOT NULL
+           ORDER BY label LIMIT $limit""",
+        {"eid": eval_id, "limit": limit},
+    )
+    return frame["label"].to_list()
+
+
+PREDICTION_SORTS = {
+    "sample id": "sample_id",
+    "score ↑": "value ASC NULLS LAST, sample_id",
+    "score ↓": "value DESC NULLS LAST, sample_id",
+    "delta vs base ↑ (worst first)": "delta ASC NULLS LAST, sample_id",
+    "delta vs base ↓ (best first)": "delta DESC NULLS LAST, sample_id",
+}
+
+
+def prediction_page(
+    db: Path,
+    eval_id: str,
+    metric: str,
+    model: str,
+    sort: str = "sample id",
+    regressions_only: bool = False,
+    label: str | None = None,
+    search: str | None = None,
+    limit: int = 10,
+    offset: int = 0,
+) -> pl.DataFrame:
+    """One page of prompts: the chosen model's score on `metric`, base's score and the delta, plus `total`.
+
+    A regression is a prompt where `model` scored strictly below base on `metric`.
+    """
+    order = PREDICTION_SORTS[sort]  # a whitelist: user input never reaches the SQL text
+    return run(
+        db,
+        f"""WITH ids AS (
+                SELECT sample_id, any_value(label) AS label, any_value(prompt) AS prompt
+                FROM predictions WHERE eval_id = $eid GROUP BY sample_id
+            ), m AS (
+                SELECT sample_id,
+                       max(value) FILTER (WHERE model = $model) AS value,
+                       max(value) FILTER (WHERE model = $base) AS base_value
+                FROM scores WHERE eval_id = $eid AND metric = $metric GROUP BY sample_id
+            )
+            SELECT ids.sample_id, ids.label, ids.prompt, CAST(m.value AS DOUBLE) AS value,
+                   CAST(m.base_value AS DOUBLE) AS base_value, CAST(m.value - m.base_value AS DOUBLE) AS delta,
+                   count(*) OVER () AS total
+            FROM ids LEFT JOIN m USING (sample_id)
+            WHERE (NOT $regressions OR m.value < m.base_value)
+              AND ($label IS NULL OR ids.label = $label)
+              AND ($search IS NULL OR ids.prompt ILIKE '%' || $search || '%' OR ids.sample_id = $search)
+            ORDER BY {order} LIMIT $limit OFFSET $offset""",
+        {
+            "eid": eval_id, "metric": metric, "model": model, "base": BASE_MODEL,
+            "regressions": regressions_only, "label": label, "search": search or None,
+            "limit": limit, "offset": offset,
+        },
+    )  # fmt: skip
+
+
+def predictions_for(db: Path, eval_id: str, sample_ids: list[str]) -> pl.DataFrame:
+    return run(
+        db,
+        """SELECT sample_id, model, run_id, prompt, reference, prediction, label, latency_s
+           FROM predictions WHERE eval_id = $eid AND list_contains($ids, sample_id)""",
+        {"eid": eval_id, "ids": sample_ids},
+    )
+
+
+def scores_for(db: Path, eval_id: str, sample_ids: list[str]) -> pl.DataFrame:
+    return run(
+        db,
+        """SELECT sample_id, model, metric, CAST(value AS DOUBLE) AS value
+           FROM scores WHERE eval_id = $eid AND list_contains($ids, sample_id) ORDER BY metric""",
+        {"eid": eval_id, "ids": sample_ids},
+    )
+
+
+def latest_reviews(db: Path, eval_id: str, sample_ids: list[str]) -> pl.DataFrame:
+    return run(
+        db,
+        """SELECT sample_id, model, rating, comment, created_at FROM reviews
+           WHERE eval_id = $eid AND list_contains($ids, sample_id)
+           QUALIFY row_number() OVER (PARTITION BY model, sample_id ORDER BY created_at DESC) = 1""",
+        {"eid": eval_id, "ids": sample_ids},
+    )
+
+
+# ---------------------------------------------------------------- SQL console
+
+_SELECT_LIKE = re.compile(r"^\s*(select|with|from|values|table|\()", re.IGNORECASE)
+
+
+def strip_sql(sql: str) -> str:
+    """The statement without trailing semicolons and comments-only lines, so it can be wrapped."""
+    lines = [line for line in sql.strip().splitlines() if not line.strip().startswith("--")]
+    return "\n".join(lines).strip().rstrip(";").strip()
+
+
+def console_query(db: Path, sql: str, limit: int = SQL_CONSOLE_ROW_LIMIT) -> tuple[pl.DataFrame, bool]:
+    """Run user SQL read-only; a query is wrapped in a LIMIT so `select * from samples` stays cheap.
+
+    Returns the rows and whether they were cut at `limit`.
+    """
+    statement = strip_sql(sql)
+    if _SELECT_LIKE.match(statement):
+        frame = run(db, f"SELECT * FROM ({statement}) AS user_query LIMIT {int(limit) + 1}")
+    else:  # DESCRIBE, SHOW, PRAGMA, SUMMARIZE ...: small by nature, and not wrappable
+        frame = run(db, statement)
+    return frame.head(limit), frame.height > limit
+
+
+def to_csv(frame: pl.DataFrame) -> str:
+    """CSV of a result; list/struct/map columns (CSV has no such thing) become JSON text."""
+    nested = [name for name, dtype in frame.schema.items() if dtype.is_nested()]
+    if nested:
+        frame = frame.with_columns(
+            pl.col(name).map_elements(
+                lambda v: json.dumps(
+                    v.to_list() if isinstance(v, pl.Series) else v, ensure_ascii=False, default=str
+                ),
+                return_dtype=pl.Utf8,
+            )
+            for name in nested
+        )
+    return frame.write_csv()
+
+
+_SQL_BLOCK = re.compile(r"```sql\s*\n(.*?)```", re.DOTALL | re.IGNORECASE)
+
+
+def example_queries(readme: Path | None = None) -> list[tuple[str, str]]:
+    """(title, sql) pairs: the ```sql blocks of the warehouse README section, else a built-in list.
+
+    A block's title is its first `-- comment` line, else the nearest heading above it.
+    """
+    readme = readme or Path(__file__).resolve().parents[2] / "docs" / "readme" / "warehouse.md"
+    found: list[tuple[str, str]] = []
+    if readme.is_file():
+        text = readme.read_text(encoding="utf-8")
+        for match in _SQL_BLOCK.finditer(text):
+            sql = match.group(1).strip()
+            comment = next(
+                (ln.strip()[2:].strip() for ln in sql.splitlines() if ln.strip().startswith("--")), ""
+            )
+            headings = re.findall(r"^#+\s*(.+)$", text[: match.start()], re.MULTILINE)
+            title = comment or (headings[-1].strip() if headings else f"query {len(found) + 1}")
+            found.append((title, sql))
+    return found or list(BUILTIN_EXAMPLES)
+
+
+BUILTIN_EXAMPLES = (
+    (
+        "Why rows were dropped, per curation",
+        "SELECT curation_id, stage, reason, n, round(pct, 2) AS pct\nFROM v_drop_reasons\nORDER BY curation_id, n DESC;",
+    ),
+    (
+        "Before/after metrics of every model",
+        "SELECT eval_set, metric, model, round(value, 4) AS value, round(delta_pct, 1) AS delta_pct\n"
+        "FROM v_run_compare\nORDER BY eval_set, metric, model;",
+    ),
+    (
+        "Runs with their data version",
+        "SELECT r.run_id, r.kind, r.status, r.parent_run_id, c.dataset, c.data_version\n"
+        "FROM runs r LEFT JOIN curations c USING (curation_id)\nORDER BY r.started_at;",
+    ),
+    (
+        "Near-duplicates with their representative",
+        "SELECT d.sample_id, d.ref_sample_id, round(d.score, 3) AS similarity\nFROM decisions d\n"
+        "WHERE d.reason LIKE 'near_dup%'\nORDER BY d.score DESC\nLIMIT 20;",
+    ),
+    (
+        "Prompts where a tuned model got worse than base",
+        "SELECT t.sample_id, t.model, t.metric, round(b.value, 3) AS base, round(t.value, 3) AS tuned\n"
+        "FROM scores t JOIN scores b USING (eval_id, sample_id, metric)\n"
+        "WHERE b.model = 'base' AND t.model <> 'base' AND t.value < b.value\nORDER BY t.value - b.value\nLIMIT 20;",
+    ),
+    (
+        "Reviews so far",
+        "SELECT eval_id, model, sample_id, rating, comment, created_at\nFROM reviews\nORDER BY created_at DESC;",
+    ),
+)
