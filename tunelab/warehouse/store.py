@@ -95,13 +95,19 @@ def _row_values(record: dict[str, Any], keys: tuple[str, ...], what: str) -> lis
     return values
 
 
+_COLUMNS: dict[str, list[tuple[str, str]]] = {}
+
+
 def _table_columns(con: duckdb.DuckDBPyConnection, table: str) -> list[tuple[str, str]]:
-    rows = con.execute(
-        "SELECT column_name, data_type FROM information_schema.columns "
-        "WHERE table_schema = 'main' AND table_name = ? ORDER BY ordinal_position",
-        [table],
-    ).fetchall()
-    return [(name, dtype) for name, dtype in rows]
+    """Column names and types, cached: every file is migrated to the same columns before a write."""
+    if table not in _COLUMNS:
+        rows = con.execute(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = 'main' AND table_name = ? ORDER BY ordinal_position",
+            [table],
+        ).fetchall()
+        _COLUMNS[table] = [(name, dtype) for name, dtype in rows]
+    return _COLUMNS[table]
 
 
 def _insert_frame(
@@ -126,15 +132,16 @@ def _insert_frame(
             )
     con.register("incoming_frame", frame)
     try:
+        columns = _table_columns(con, table)
         select = []
-        for name, dtype in _table_columns(con, table):
+        for name, dtype in columns:
             if name in constants:
                 select.append(f"CAST(? AS {dtype})")
             elif name in frame.columns:
                 select.append(f'CAST("{name}" AS {dtype})')
             else:
                 select.append(f"CAST(NULL AS {dtype})")
-        params = [constants[name] for name, _ in _table_columns(con, table) if name in constants]
+        params = [constants[name] for name, _ in columns if name in constants]
         con.execute(f"INSERT INTO {table} SELECT {', '.join(select)} FROM incoming_frame", params)
     finally:
         con.unregister("incoming_frame")
