@@ -1,0 +1,147 @@
+"""Batched generation for evaluation: each model answers every eval prompt, rendered as in training.
+
+Prompts go through the model's own chat template (add_generation_prompt=True) with the training
+system prompt (recipe.train.sft.system_prompt), via train.render so evaluation and training agree.
+Left padding so every row's new tokens start at the same position; greedy unless the recipe samples.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from tunelab.errors import UserError
+from tunelab.evaluate.config import GenerationSettings
+
+PREDICTION_COLUMNS = {
+    "model": pl.Utf8,
+    "run_id": pl.Utf8,
+    "sample_id": pl.Utf8,
+    "prompt": pl.Utf8,
+    "reference": pl.Utf8,
+    "prediction": pl.Utf8,
+    "label": pl.Utf8,
+    "latency_s": pl.Float64,
+    "gen_params": pl.Utf8,
+}
+
+
+def generation_kwargs(settings: GenerationSettings, tokenizer: Any) -> dict[str, Any]:
+    """transformers `generate` keyword arguments; sampling knobs only when sampling (else they warn)."""
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": settings.max_new_tokens,
+        "do_sample": settings.do_sample,
+        "repetition_penalty": settings.repetition_penalty,
+        "pad_token_id": tokenizer.pad_token_id
+        if tokenizer.pad_token_id is not None
+        else tokenizer.eos_token_id,
+    }
+    if settings.do_sample:
+        kwargs.update(temperature=settings.temperature, top_p=settings.top_p)
+    else:
+        # a model's generation_config may carry sampling defaults; greedy must not warn about them
+        kwargs.update(temperature=None, top_p=None, top_k=None)
+    return kwargs
+
+
+def gen_params_json(settings: GenerationSettings) -> str:
+    return json.dumps(settings.model_dump(), sort_keys=True)
+
+
+def render_prompts(
+    rows: list[dict[str, Any]], kind: str, tokenizer: Any, system_prompt: str | None
+) -> list[str]:
+    from tunelab.train.render import generation_prompt
+
+    return [generation_prompt(row, kind, tokenizer, system_prompt) for row in rows]
+
+
+def generate_texts(
+    model: Any, tokenizer: Any, prompts: list[str], settings: GenerationSettings, on_batch: Any = None
+) -> tuple[list[str], list[float]]:
+    """Completions (new tokens only, special tokens stripped) and per-row latency (batch time / rows)."""
+    import torch
+
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    kwargs = generation_kwargs(settings, tokenizer)
+    torch.manual_seed(settings.seed)
+    outputs: list[str] = []
+    latencies: list[float] = []
+    device = next(model.parameters()).device
+    for start in range(0, len(prompts), settings.batch_size):
+        batch = prompts[start : start + settings.batch_size]
+        # the chat template already put BOS in the text; a second one would shift what the model saw in training
+        encoded = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+        began = time.perf_counter()
+        with torch.no_grad():
+            generated = model.generate(**encoded, **kwargs)
+        elapsed = time.perf_counter() - began
+        new_tokens = generated[:, encoded["input_ids"].shape[1] :]
+        outputs.extend(text.strip() for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
+        latencies.extend([elapsed / len(batch)] * len(batch))
+        if on_batch is not None:
+            on_batch(len(batch))
+    return outputs, latencies
+
+
+def generate_predictions(
+    model_ref: str,
+    eval_rows: pl.DataFrame,
+    kind: str,
+    recipe: Any,
+    workspace: Path,
+    on_batch: Any = None,
+) -> pl.DataFrame:
+    """Load `model_ref` (base | sft | dpo | run id | path) and answer every eval row: PREDICTION_COLUMNS."""
+    from tunelab.train.model import load_for_generation
+
+    settings = recipe.evaluate.generation
+    system_prompt = recipe.train.sft.system_prompt if recipe.train is not None else None
+    model, tokenizer, run_id = load_for_generation(model_ref, recipe, workspace)
+    rows = eval_rows.to_dicts()
+    prompts = render_prompts(rows, kind, tokenizer, system_prompt)
+    predictions, latencies = generate_texts(model, tokenizer, prompts, settings, on_batch)
+    params = gen_params_json(settings)
+    return pl.DataFrame(
+        {
+            "model": [model_ref] * len(rows),
+            "run_id": [run_id] * len(rows),
+            "sample_id": eval_rows["sample_id"].to_list(),
+            "prompt": eval_rows["prompt_text"].to_list(),
+            "reference": eval_rows["reference"].to_list(),
+            "prediction": predictions,
+            "label": eval_rows["label"].to_list(),
+            "latency_s": latencies,
+            "gen_params": [params] * len(rows),
+        },
+        schema=PREDICTION_COLUMNS,
+    )
+
+
+def eval_rows_from_frame(frame: pl.DataFrame, kind: str, source: str) -> pl.DataFrame:
+    """Canonical rows -> the columns generation needs plus `prompt` and `reference` text."""
+    from tunelab.train.render import target_text
+
+    if frame.height == 0:
+        raise UserError(f"{source}: the eval set has no rows")
+    if kind == "dpo":
+        reference = frame["chosen"].fill_null("")
+    elif kind in ("sft", "raft"):
+        reference = pl.Series([target_text(row, kind) for row in frame.to_dicts()], dtype=pl.Utf8)
+    else:
+        raise UserError(
+            f"{source}: kind: evaluation needs prompts and references (sft, raft or dpo), not {kind}"
+        )
+    prompt = frame["question" if kind == "raft" else "prompt"].fill_null("").alias("prompt_text")
+    label = (
+        frame["label"].cast(pl.Utf8)
+        if "label" in frame.columns
+        else pl.Series("label", [None] * frame.height, pl.Utf8)
+    )
+    return frame.with_columns(reference.alias("reference"), prompt, label.alias("label"))

@@ -1,0 +1,335 @@
+"""Evaluate models from a recipe, or re-score a predictions file; store everything in the warehouse.
+
+Every evaluation also writes WORKSPACE/evals/<eval_id>/predictions.jsonl with the columns `tunelab score`
+needs to reproduce the stored scores exactly: the texts, plus the curation whose train responses
+define the persona centroids, the embedding model and the resolved ROUGE tokenizer.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from tunelab.errors import UserError
+from tunelab.evaluate.generate import PREDICTION_COLUMNS, eval_rows_from_frame
+from tunelab.evaluate.metrics import METRIC_SCHEMA, SCORE_SCHEMA, score_pairs
+from tunelab.evaluate.tokenizers import resolve_tokenizer_name
+
+DEFAULT_EMBEDDING_MODEL = "e5-small"
+DEFAULT_METRICS = ("rouge", "bleu", "chrf", "cosine", "label_acc")
+# written next to PREDICTION_COLUMNS so a re-score uses the same scoring inputs
+SCORING_COLUMNS = {"curation_id": pl.Utf8, "embedding_model": pl.Utf8, "rouge_tokenizer": pl.Utf8}
+
+
+@dataclass
+class EvalResult:
+    eval_id: str
+    table: pl.DataFrame  # model, metric, value, base_value, delta_abs, delta_pct (compare.comparison_table)
+    predictions_path: Path
+    predictions: pl.DataFrame
+    scores: pl.DataFrame
+    metrics: pl.DataFrame
+
+
+def new_eval_id() -> str:
+    return f"eval-{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+
+
+def persona_source(workspace: Path, curation_id: str | None) -> tuple[list[str], list[str]] | None:
+    """Labelled train responses of a curation (the persona centroids), or None when there are none."""
+    if curation_id is None:
+        return None
+    path = Path(workspace) / "curations" / curation_id / "train.parquet"
+    if not path.is_file():
+        return None
+    frame = pl.read_parquet(path)
+    if "label" not in frame.columns or "response" not in frame.columns:
+        return None
+    frame = frame.filter(pl.col("label").is_not_null() & pl.col("response").is_not_null())
+    if frame["label"].n_unique() < 2:
+        return None
+    return frame["response"].to_list(), frame["label"].cast(pl.Utf8).to_list()
+
+
+def label_accuracy_rows(
+    predictions: pl.DataFrame,
+    source: tuple[list[str], list[str]],
+    embedding_model: str,
+    cache_dir: Path,
+    curation_id: str,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """`label_acc` per labelled sample (1.0/0.0) and its mean per model."""
+    from tunelab.evaluate.persona import label_hits
+
+    labelled = predictions.filter(pl.col("label").is_not_null())
+    if labelled.height == 0:
+        return pl.DataFrame(schema=SCORE_SCHEMA), pl.DataFrame(schema=METRIC_SCHEMA)
+    hits, _ = label_hits(
+        source[0],
+        source[1],
+        labelled["prediction"].fill_null("").to_list(),
+        labelled["label"].to_list(),
+        embedding_model,
+        cache_dir,
+    )
+    signature = f"nearest-centroid|emb:{embedding_model}|train:{curation_id}"
+    scores = labelled.select("model", "sample_id").with_columns(
+        pl.lit("label_acc").alias("metric"),
+        pl.Series("value", hits, pl.Float64),
+        pl.lit(signature).alias("signature"),
+    )
+    metrics = scores.group_by("model", maintain_order=True).agg(
+        pl.lit("label_acc").alias("metric"), pl.col("value").mean(), pl.lit(signature).alias("signature")
+    )
+    return scores.select(SCORE_SCHEMA.keys()), metrics.select(METRIC_SCHEMA.keys())
+
+
+def score_predictions(
+    predictions: pl.DataFrame,
+    workspace: Path,
+    metrics: tuple[str, ...] | list[str],
+    rouge_tokenizer_name: str,
+    embedding_model: str,
+    curation_id: str | None,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Per-sample scores and corpus metrics for a predictions frame (all models at once)."""
+    cache_dir = Path(workspace) / "cache" / "embeddings"
+    scores, corpus = score_pairs(predictions, metrics, rouge_tokenizer_name, embedding_model, cache_dir)
+    source = persona_source(workspace, curation_id) if "label_acc" in metrics else None
+    if source is not None and curation_id is not None:
+        label_scores, label_metrics = label_accuracy_rows(
+            predictions, source, embedding_model, cache_dir, curation_id
+        )
+        scores, corpus = pl.concat([scores, label_scores]), pl.concat([corpus, label_metrics])
+    return scores, corpus
+
+
+def store_eval(
+    workspace: Path,
+    eval_row: dict[str, Any],
+    predictions: pl.DataFrame,
+    scores: pl.DataFrame,
+    metrics: pl.DataFrame,
+    scoring: dict[str, Any],
+) -> Path:
+    """Warehouse rows in one transaction, then the re-scorable predictions file."""
+    from tunelab.recipe import warehouse_path
+    from tunelab.warehouse import store
+
+    eval_id = eval_row["eval_id"]
+    with_id = pl.lit(eval_id).alias("eval_id")
+    store.ingest_eval(
+        warehouse_path(workspace),
+        eval_row,
+        predictions.select(PREDICTION_COLUMNS.keys()).with_columns(with_id),
+        scores.with_columns(with_id),
+        metrics.with_columns(with_id),
+    )
+    out_dir = Path(workspace) / "evals" / eval_id
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "predictions.jsonl"
+    predictions.select(PREDICTION_COLUMNS.keys()).with_columns(
+        with_id, *(pl.lit(scoring[name], dtype).alias(name) for name, dtype in SCORING_COLUMNS.items())
+    ).write_ndjson(path)
+    return path
+
+
+def _finish(
+    workspace: Path,
+    eval_set: str,
+    curation_id: str | None,
+    predictions: pl.DataFrame,
+    metrics_wanted: list[str],
+    rouge_tokenizer_name: str,
+    embedding_model: str,
+    extra_params: dict[str, Any],
+) -> EvalResult:
+    from tunelab.evaluate.compare import comparison_table
+
+    resolved = resolve_tokenizer_name(
+        rouge_tokenizer_name,
+        [*predictions["reference"].fill_null(""), *predictions["prediction"].fill_null("")],
+    )
+    scores, metrics = score_predictions(
+        predictions, workspace, metrics_wanted, resolved, embedding_model, curation_id
+    )
+    eval_id = new_eval_id()
+    scoring = {"curation_id": curation_id, "embedding_model": embedding_model, "rouge_tokenizer": resolved}
+    eval_row = {
+        "eval_id": eval_id,
+        "eval_set": eval_set,
+        "curation_id": curation_id,
+        "created_at": datetime.now(UTC).isoformat(),
+        "params": json.dumps({**scoring, "metrics": list(metrics_wanted), **extra_params}, sort_keys=True),
+    }
+    path = store_eval(workspace, eval_row, predictions, scores, metrics, scoring)
+    return EvalResult(eval_id, comparison_table(metrics), path, predictions, scores, metrics)
+
+
+def load_eval_rows(recipe: Any, workspace: Path) -> tuple[pl.DataFrame, str, str, str | None]:
+    """(eval rows, kind, eval set name, curation id of recipe.dataset used for persona centroids)."""
+    from tunelab.recipe import warehouse_path
+    from tunelab.warehouse import store
+
+    db = warehouse_path(workspace)
+    curation_id = store.latest_curation(db, recipe.dataset.name) if db.is_file() else None
+    eval_set = recipe.evaluate.eval_set
+    if eval_set is not None:
+        from tunelab.records import load_dataset_records
+
+        frame = load_dataset_records(eval_set).frame
+        return (
+            eval_rows_from_frame(frame, eval_set.kind, str(eval_set.path)),
+            eval_set.kind,
+            eval_set.name,
+            curation_id,
+        )
+    if curation_id is None:
+        raise UserError(
+            f"evaluate.eval_set: not given and dataset '{recipe.dataset.name}' was never curated; "
+            "run `tunelab curate` first or set evaluate.eval_set"
+        )
+    val = Path(workspace) / "curations" / curation_id / "val.parquet"
+    if not val.is_file():
+        raise UserError(f"evaluate.eval_set: curation {curation_id} has no val split at {val}")
+    frame = pl.read_parquet(val)
+    name = f"{recipe.dataset.name}:val"
+    return eval_rows_from_frame(frame, recipe.dataset.kind, str(val)), recipe.dataset.kind, name, curation_id
+
+
+def run_evaluate(
+    recipe: Any, workspace: Path, models: list[str] | None = None, show_progress: bool = True
+) -> EvalResult:
+    """Generate with every model (recipe.evaluate.models unless `models`), score, store, compare."""
+    from tunelab.evaluate.config import EvaluateConfig
+    from tunelab.evaluate.generate import generate_predictions
+    from tunelab.progress import progress
+
+    if recipe.evaluate is None:
+        recipe = recipe.model_copy(update={"evaluate": EvaluateConfig()})
+    cfg = recipe.evaluate
+    model_refs = list(models or cfg.models)
+    if not model_refs:
+        raise UserError("evaluate.models: empty; name at least one of base, sft, dpo, a run id or a path")
+    workspace = Path(workspace)
+    rows, kind, eval_set, curation_id = load_eval_rows(recipe, workspace)
+    frames = []
+    with progress(show_progress) as bar:
+        task = bar.add_task("generating", total=len(model_refs) * rows.height, status="")
+        for ref in model_refs:
+            bar.update(task, status=ref)
+            frames.append(
+                generate_predictions(ref, rows, kind, recipe, workspace, lambda n: bar.advance(task, n))
+            )
+            gc.collect()  # one model in memory at a time
+    predictions = pl.concat(frames)
+    return _finish(
+        workspace,
+        eval_set,
+        curation_id,
+        predictions,
+        list(cfg.metrics),
+        cfg.rouge_tokenizer,
+        cfg.embedding_model,
+        {"models": model_refs, "generation": cfg.generation.model_dump()},
+    )
+
+
+REQUIRED_FILE_COLUMNS = ("prompt", "reference", "prediction", "model")
+
+
+def read_predictions_file(path: Path) -> pl.DataFrame:
+    """A predictions JSONL -> PREDICTION_COLUMNS (+ scoring columns when present); bad rows -> UserError."""
+    if not path.is_file():
+        raise UserError(f"{path}: file not found")
+    rows: list[dict[str, Any]] = []
+    seen_per_model: dict[str, int] = {}
+    with path.open(encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UserError(f"{path}:{line_no}: invalid JSON: {exc.msg}") from None
+            if not isinstance(record, dict):
+                raise UserError(f"{path}:{line_no}: each line must be a JSON object")
+            for field in REQUIRED_FILE_COLUMNS:
+                if field not in record:
+                    raise UserError(f"{path}:{line_no}: {field}: missing")
+                if not isinstance(record[field], str):
+                    raise UserError(
+                        f"{path}:{line_no}: {field}: must be a string, got {type(record[field]).__name__}"
+                    )
+            for field in ("sample_id", "label", "run_id", *SCORING_COLUMNS):
+                value = record.get(field)
+                if value is not None and not isinstance(value, str):
+                    raise UserError(
+                        f"{path}:{line_no}: {field}: must be a string, got {type(value).__name__}"
+                    )
+            # without ids, the n-th row of each model is sample n: one model's rows pair with another's
+            nth = seen_per_model.get(record["model"], 0)
+            seen_per_model[record["model"]] = nth + 1
+            record["sample_id"] = record.get("sample_id") or f"{path.stem}:{nth}"
+            rows.append(record)
+    if not rows:
+        raise UserError(f"{path}: no predictions")
+    columns = {**PREDICTION_COLUMNS, **SCORING_COLUMNS}
+    frame = pl.DataFrame([{name: row.get(name) for name in columns} for row in rows], schema=columns)
+    dupes = frame.group_by("model", "sample_id").len().filter(pl.col("len") > 1)
+    if dupes.height:
+        first = dupes.row(0, named=True)
+        raise UserError(
+            f"{path}: sample_id: '{first['sample_id']}' appears twice for model '{first['model']}'"
+        )
+    return frame
+
+
+def _one_value(frame: pl.DataFrame, column: str) -> str | None:
+    values = frame[column].drop_nulls().unique().to_list()
+    return values[0] if len(values) == 1 else None
+
+
+def score_file(
+    path: Path,
+    workspace: Path,
+    eval_set: str | None = None,
+    rouge_tokenizer: str | None = None,
+    embedding_model: str | None = None,
+) -> EvalResult:
+    """Re-score an existing predictions JSONL (no generation) and store it as a new evaluation.
+
+    Tokenizer and embedding model default to the ones recorded in the file by `tunelab evaluate`
+    (so its scores are reproduced exactly), else `auto` and e5-small. Persona centroids come from the
+    file's curation_id, else the newest curation of the dataset named by the sample ids' prefix.
+    """
+    from tunelab.recipe import warehouse_path
+    from tunelab.warehouse import store
+
+    path, workspace = Path(path), Path(workspace)
+    frame = read_predictions_file(path)
+    rouge_name = rouge_tokenizer or _one_value(frame, "rouge_tokenizer") or "auto"
+    embedder = embedding_model or _one_value(frame, "embedding_model") or DEFAULT_EMBEDDING_MODEL
+    curation_id = _one_value(frame, "curation_id")
+    db = warehouse_path(workspace)
+    if curation_id is None and db.is_file():
+        prefixes = {sid.split(":", 1)[0] for sid in frame["sample_id"]}
+        if len(prefixes) == 1:
+            curation_id = store.latest_curation(db, prefixes.pop())
+    return _finish(
+        workspace,
+        eval_set or path.stem,
+        curation_id,
+        frame.select(PREDICTION_COLUMNS.keys()),
+        list(DEFAULT_METRICS),
+        rouge_name,
+        embedder,
+        {"source_file": str(path.resolve())},
+    )
