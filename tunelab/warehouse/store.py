@@ -91,6 +91,8 @@ def _row_values(record: dict[str, Any], keys: tuple[str, ...], what: str) -> lis
             value = _timestamp(value)
         elif isinstance(value, Path):
             value = _path_text(value)
+        elif hasattr(value, "item") and not isinstance(value, (str, bytes)):
+            value = value.item()  # numpy / polars scalars: DuckDB binds Python numbers
         values.append(value)
     return values
 
@@ -180,8 +182,8 @@ def ingest_curation(
 ) -> None:
     """Write one curation (its row, every sample, every decision, the quarantine) in one transaction."""
     curation_id = curation.get("curation_id")
-    if not curation_id:
-        raise ValueError("curation: curation_id is required")
+    if not curation_id or not curation.get("dataset"):
+        raise ValueError("curation: curation_id and dataset are required")
     values = _row_values(curation, CURATION_KEYS, "curation")
     created_at = values[CURATION_KEYS.index("created_at")]
     with write_connection(db) as con:
