@@ -51,21 +51,25 @@ def train_log_row(logs: dict[str, Any], step: int, epoch: float | None) -> dict[
 
 
 class WarehouseLogCallback(TrainerCallback):
-    """Batches log rows into `store.log_train`; rows at or below `skip_through_step` were logged before a
-    resume and are not written twice."""
+    """Batches log rows into `store.log_train`.
+
+    Rows are flushed before every checkpoint (a step's log precedes its save), so a killed run never has a
+    checkpoint whose earlier steps are missing from train_log; `skip_steps` are steps a resumed run already
+    logged before it was interrupted, not written twice.
+    """
 
     def __init__(
         self,
         db: Path,
         run_id: str,
         show_progress: bool | None = None,
-        skip_through_step: int = -1,
+        skip_steps: set[int] | None = None,
         batch_size: int = 10,
         description: str = "train",
     ) -> None:
         self.db, self.run_id = Path(db), run_id
         self.show_progress = show_progress
-        self.skip_through_step = skip_through_step
+        self.skip_steps = skip_steps or set()
         self.batch_size = batch_size
         self.description = description
         self.pending: list[dict[str, Any]] = []
@@ -110,13 +114,14 @@ class WarehouseLogCallback(TrainerCallback):
     def on_log(
         self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any
     ) -> None:
-        if not logs or state.global_step <= self.skip_through_step:
+        if not logs or state.global_step in self.skip_steps:
             return
         row = train_log_row(logs, state.global_step, state.epoch)
         if isinstance(row.get("loss"), float):
             self.last_loss = row["loss"]
         self.pending.append(row)
-        if len(self.pending) >= self.batch_size:
+        save_step = args.save_strategy == "steps" and state.global_step % int(args.save_steps) == 0
+        if len(self.pending) >= self.batch_size or save_step:
             self.flush()
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:

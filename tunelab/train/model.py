@@ -143,14 +143,14 @@ def device_training_args(train_cfg: TrainConfig, optim: str) -> dict[str, Any]:
             "bf16": False,
             "fp16": False,
             "optim": cpu_optim,
-            "gradient_checkpointing": False,
+            "activation_checkpointing": False,
         }
     return {
         "bf16": train_cfg.compute_dtype == "bfloat16",
         "fp16": train_cfg.compute_dtype == "float16",
         "optim": "paged_adamw_8bit" if optim == "auto" else optim,
-        "gradient_checkpointing": True,
-        "gradient_checkpointing_kwargs": {"use_reentrant": False},
+        "activation_checkpointing": True,
+        "activation_checkpointing_kwargs": {"use_reentrant": False},
     }
 
 

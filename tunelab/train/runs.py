@@ -101,12 +101,13 @@ def data_version(workspace: Path, curation_id: str) -> str | None:
     return None if row is None else row.get("data_version")
 
 
-def last_logged_step(db: Path, run_id: str) -> int:
+def logged_steps(db: Path, run_id: str) -> set[int]:
     from tunelab.warehouse import store
 
-    rows = store.query(db, "select max(step) as step from train_log where run_id = ?", [run_id])
-    value = rows["step"][0] if rows.height else None
-    return -1 if value is None else int(value)
+    rows = store.query(
+        db, "select distinct step from train_log where run_id = ? and step is not null", [run_id]
+    )
+    return set(rows["step"].to_list()) if rows.height else set()
 
 
 def common_training_args(
@@ -178,9 +179,20 @@ def resume_target(db: Path, run_id: str, kind: str) -> dict[str, Any]:
 
 
 def last_checkpoint(output_dir: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+    """The newest complete checkpoint: trainer_state.json is written last, so a run killed mid-save leaves a
+    folder without it, which must not be resumed from."""
+    complete = [
+        path
+        for path in Path(output_dir).glob("checkpoint-*")
+        if path.name.removeprefix("checkpoint-").isdigit() and (path / "trainer_state.json").is_file()
+    ]
+    if not complete:
+        return None
+    return str(max(complete, key=lambda path: int(path.name.removeprefix("checkpoint-"))))
 
-    return get_last_checkpoint(str(output_dir)) if Path(output_dir).is_dir() else None
+
+def checkpoint_step(checkpoint: str | None) -> int:
+    return int(Path(checkpoint).name.removeprefix("checkpoint-")) if checkpoint else 0
 
 
 def final_metrics(trainer: Any, train_output: Any, has_eval: bool) -> dict[str, Any]:

@@ -124,7 +124,7 @@ def _train(
         db,
         run["run_id"],
         show_progress=None if show_progress else False,
-        skip_through_step=runs.last_logged_step(db, run["run_id"]) if resuming else -1,
+        skip_steps=runs.logged_steps(db, run["run_id"]) if resuming else None,
         description=f"sft {run['run_id']}",
     )
     trainer = SFTTrainer(
@@ -138,9 +138,14 @@ def _train(
     )
     runs.quiet_trainer(trainer)
     checkpoint = runs.last_checkpoint(out_dir / "checkpoints") if resuming else None
+    if resuming and checkpoint is None:
+        raise UserError(
+            f"--resume: run {run['run_id']} has no complete checkpoint in {out_dir / 'checkpoints'}"
+        )
     try:
         output = trainer.train(resume_from_checkpoint=checkpoint)
         metrics = runs.final_metrics(trainer, output, has_eval)
+        metrics["resumed_from_step"] = runs.checkpoint_step(checkpoint)
     finally:
         callback.close()
     card = {

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 BOS, EOS, PAD, UNK = "<s>", "</s>", "<pad>", "<unk>"
 ROLE_TOKENS = ["<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
@@ -49,6 +50,7 @@ def build_tiny_model(
     hidden_size: int = 128,
     layers: int = 2,
     seed: int = 0,
+    pretrain_steps: int = 300,
 ) -> Path:
     """Train a byte-level BPE tokenizer on `texts` and save a random-init Llama beside it.
 
@@ -104,12 +106,15 @@ def build_tiny_model(
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
+    if pretrain_steps > 0:
+        pretrain(model, tokenizer, texts, pretrain_steps, seed)
     # build beside the target and rename, so a crash never leaves a half-written model that looks cached
     staging = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.tmp")
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
-    (staging / MARKER_FILE).write_text(json.dumps({"fingerprint": fingerprint, "texts": len(texts)}))
+    marker_data = {"fingerprint": fingerprint, "texts": len(texts), "pretrain_steps": pretrain_steps}
+    (staging / MARKER_FILE).write_text(json.dumps(marker_data))
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     if out_dir.exists() and not marker.is_file():
         shutil.rmtree(out_dir)
@@ -118,3 +123,35 @@ def build_tiny_model(
     except OSError:  # another process finished first: keep its model
         shutil.rmtree(staging, ignore_errors=True)
     return out_dir
+
+
+def pretrain(model: Any, tokenizer: Any, texts: list[str], steps: int, seed: int, block: int = 64) -> None:
+    """A short full-weight language-model pass over the texts, standing in for a real model's pre-training.
+
+    Without it the embeddings stay random and frozen under LoRA, and SFT can barely move the loss; with it
+    the tiny model behaves like a (very small) pretrained base: it knows the words, not the chat format.
+    A plain loop on purpose: this builds a fixture model, it is not the product's training path.
+    """
+    import torch
+
+    ids: list[int] = []
+    for text in texts:
+        ids.extend(tokenizer(text, add_special_tokens=False).input_ids)
+        ids.append(tokenizer.eos_token_id)
+    usable = len(ids) // block * block
+    if usable < block:
+        return
+    blocks = torch.tensor(ids[:usable]).view(-1, block)
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 - step / steps)
+    model.train()
+    for _ in range(steps):
+        batch = blocks[torch.randint(len(blocks), (16,), generator=generator)]
+        loss = model(input_ids=batch, labels=batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+    model.eval()

@@ -1,0 +1,288 @@
+"""Real SFT runs (trl + peft) on the tiny offline model, on CPU, logged to a real DuckDB warehouse."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from tunelab.errors import UserError  # noqa: E402
+from tunelab.recipe import Recipe, parse_recipe, warehouse_path  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+CITIES = ["서울", "부산", "대구", "인천", "광주", "대전", "울산", "수원", "제주", "강릉"]
+FOODS = ["김치찌개", "비빔밥", "떡볶이", "냉면"]
+SYSTEM = "너는 밝고 친절한 테토야."
+
+
+def persona_rows() -> list[dict[str, Any]]:
+    """40 templated Korean persona rows: easy enough that a tiny model's loss must fall within 30 steps."""
+    rows = []
+    for city in CITIES:
+        for food in FOODS:
+            rows.append(
+                {
+                    "sample_id": f"persona:{len(rows)}",
+                    "system": SYSTEM,
+                    "prompt": f"{city}에서 {food} 맛집 알려줘",
+                    "response": f"테토가 추천해요! {city}의 {food}은 정말 맛있어요~",
+                    "label": "teto",
+                }
+            )
+    return rows
+
+
+def preference_rows() -> list[dict[str, Any]]:
+    return [
+        {
+            "sample_id": f"prefs:{i}",
+            "prompt": f"{city}에서 뭐 먹을까?",
+            "chosen": f"테토가 추천해요! {city}의 비빔밥은 정말 맛있어요~",
+            "rejected": f"{city}에는 식당이 있습니다.",
+        }
+        for i, city in enumerate(CITIES * 2)
+    ]
+
+
+def write_curation(workspace: Path, curation_id: str, rows: list[dict[str, Any]], val: int = 4) -> str:
+    out = workspace / "curations" / curation_id
+    out.mkdir(parents=True, exist_ok=True)
+    pl.DataFrame(rows[:-val]).write_parquet(out / "train.parquet")
+    pl.DataFrame(rows[-val:]).write_parquet(out / "val.parquet")
+    return curation_id
+
+
+def register_curation(workspace: Path, curation_id: str, dataset: str, kind: str) -> None:
+    """The warehouse row curation would write, so "latest curation of dataset X" lookups find it."""
+    from tunelab.warehouse import store
+
+    store.ingest_curation(
+        warehouse_path(workspace),
+        {"curation_id": curation_id, "dataset": dataset, "kind": kind, "created_at": None},
+        pl.DataFrame({"sample_id": []}, schema={"sample_id": pl.Utf8}),
+        pl.DataFrame(schema={"sample_id": pl.Utf8, "stage": pl.Utf8, "kept": pl.Boolean}),
+        pl.DataFrame(),
+    )
+
+
+def build_test_model(root: Path) -> Path:
+    from tunelab.train.tiny import build_tiny_model
+
+    texts = [r[k] for r in persona_rows() for k in ("system", "prompt", "response")]
+    texts += [r[k] for r in preference_rows() for k in ("prompt", "chosen", "rejected")]
+    return build_tiny_model(root / "tiny", texts, vocab_size=600, hidden_size=64, pretrain_steps=60)
+
+
+def make_recipe(base_model: str, quantization: str = "none", **sft: Any) -> Recipe:
+    sft_settings = {
+        "max_steps": 30,
+        "learning_rate": 3e-3,
+        "batch_size": 8,
+        "max_length": 96,
+        "logging_steps": 1,
+        "save_steps": 1000,
+        "warmup_ratio": 0.0,
+        **sft,
+    }
+    return parse_recipe(
+        {
+            "dataset": {"path": "persona.jsonl", "name": "persona"},
+            "train": {
+                "base_model": base_model,
+                "quantization": quantization,
+                "compute_dtype": "float32",
+                "lora": {"r": 8, "alpha": 16, "dropout": 0.0},
+                "sft": sft_settings,
+                "dpo": {
+                    "dataset": {"path": "prefs.jsonl", "name": "prefs", "kind": "dpo"},
+                    "max_steps": 6,
+                    "learning_rate": 1e-3,
+                    "batch_size": 4,
+                    "max_length": 96,
+                    "logging_steps": 1,
+                    "save_steps": 1000,
+                },
+            },
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_test_model(tmp_path_factory.mktemp("model"))
+
+
+def train_log(workspace: Path, run_id: str) -> pl.DataFrame:
+    from tunelab.warehouse import store
+
+    return store.query(
+        warehouse_path(workspace), "select * from train_log where run_id = ? order by step", [run_id]
+    )
+
+
+def assert_loss_falls(log: pl.DataFrame, margin: float) -> None:
+    losses = log.filter(pl.col("loss").is_not_null()).sort("step")["loss"].to_list()
+    assert len(losses) >= 20
+    assert all(math.isfinite(x) for x in losses)
+    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    assert first - last > margin, (first, last)
+
+
+def generate_reply(model: Any, tokenizer: Any, row: dict[str, Any]) -> list[int]:
+    from tunelab.train.render import generation_prompt
+
+    prompt = generation_prompt(row, "sft", tokenizer)
+    encoded = tokenizer([prompt], return_tensors="pt", add_special_tokens=False)
+    out = model.generate(**encoded, max_new_tokens=12, do_sample=False)
+    return out[0, encoded.input_ids.shape[1] :].tolist()
+
+
+def test_lora_sft_learns_logs_every_row_and_reloads(tiny_model: Path, tmp_path: Path) -> None:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from tunelab.train.model import load_for_generation
+    from tunelab.train.sft import run_sft
+    from tunelab.warehouse import store
+
+    curation = write_curation(tmp_path, "cur-sft", persona_rows())
+    recipe = make_recipe(str(tiny_model))
+    result = run_sft(recipe, tmp_path, curation_id=curation, show_progress=False)
+
+    run = store.get_run(warehouse_path(tmp_path), result.run_id)
+    assert run["status"] == "finished" and run["curation_id"] == curation and run["kind"] == "sft"
+    assert run["adapter_path"] == str(result.adapter_dir)
+    log = train_log(tmp_path, result.run_id)
+    # one row per training step (logging_steps=1), plus the final summary and eval rows
+    train_steps = log.filter(pl.col("loss").is_not_null())["step"].to_list()
+    assert train_steps == list(range(1, 31))
+    assert log.filter(pl.col("eval_loss").is_not_null()).height >= 1
+    assert log["learning_rate"].drop_nulls().len() == 30 and log["grad_norm"].drop_nulls().len() == 30
+    assert_loss_falls(log, margin=0.5)
+    card = json.loads((result.output_dir / "run_card.json").read_text())
+    assert card["curation_id"] == curation and card["metrics"]["global_step"] == 30
+    assert math.isfinite(card["metrics"]["eval_loss"])
+
+    # the adapter reloads onto the base and changes what the model says
+    base = AutoModelForCausalLM.from_pretrained(tiny_model)
+    row = persona_rows()[0]
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(result.adapter_dir)
+    base_reply = generate_reply(base, tokenizer, row)
+    tuned = PeftModel.from_pretrained(base, str(result.adapter_dir))
+    tuned_reply = generate_reply(tuned, tokenizer, row)
+    assert len(tuned_reply) > 0 and tuned_reply != base_reply
+
+    # evaluation's loader resolves "sft" through the warehouse (curation of this recipe's dataset)
+    register_curation(tmp_path, curation, "persona", "sft")
+    model, tok, run_id = load_for_generation("sft", recipe, tmp_path)
+    assert run_id == result.run_id and tok.padding_side == "left"
+    with torch.no_grad():
+        assert generate_reply(model, tok, row) == tuned_reply
+
+
+def test_four_bit_sft_trains_and_logs(tiny_model: Path, tmp_path: Path) -> None:
+    from tunelab.train.sft import run_sft
+
+    curation = write_curation(tmp_path, "cur-4bit", persona_rows())
+    result = run_sft(
+        make_recipe(str(tiny_model), quantization="nf4"), tmp_path, curation, show_progress=False
+    )
+    log = train_log(tmp_path, result.run_id)
+    assert_loss_falls(log, margin=0.3)
+    config = json.loads((Path(tiny_model) / "config.json").read_text())
+    assert "quantization_config" not in config  # the base on disk stays full precision
+    from peft import PeftConfig
+
+    assert PeftConfig.from_pretrained(str(result.adapter_dir)).base_model_name_or_path == str(tiny_model)
+
+
+def test_bad_model_path_fails_in_one_line_with_failed_row(tmp_path: Path) -> None:
+    from tunelab.train.sft import run_sft
+    from tunelab.warehouse import store
+
+    curation = write_curation(tmp_path, "cur-bad", persona_rows())
+    missing = tmp_path / "no-such-model"
+    with pytest.raises(UserError) as caught:
+        run_sft(make_recipe(str(missing)), tmp_path, curation_id=curation, show_progress=False)
+    message = str(caught.value)
+    assert "\n" not in message and "train.base_model" in message and str(missing) in message
+    runs = store.query(warehouse_path(tmp_path), "select status, error from runs")
+    assert runs["status"].to_list() == ["failed"]
+    assert "no-such-model" in runs["error"][0]
+
+
+def test_cli_bad_model_path_prints_one_line_and_exits_2(tmp_path: Path) -> None:
+    curation = write_curation(tmp_path, "cur-cli", persona_rows())
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        "dataset: {path: persona.jsonl, name: persona}\n"
+        "train: {base_model: ./missing-model, quantization: none}\n",
+        encoding="utf-8",
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "tunelab.cli", "train", "sft", str(recipe), "--workspace", str(tmp_path),
+         "--curation", curation],
+        capture_output=True, text=True, cwd=REPO, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "recipe.yaml: train.base_model: cannot load" in errors[0]
+    assert "Traceback" not in done.stderr
+
+
+RESUMABLE_RUN = """
+import sys
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+from test_train_sft import make_recipe
+from tunelab.train.sft import run_sft
+run_sft(make_recipe({model!r}, max_steps=120, save_steps=5), Path({workspace!r}), {curation!r}, show_progress=False)
+"""
+
+
+def test_killed_run_resumes_from_its_checkpoint(tiny_model: Path, tmp_path: Path) -> None:
+    from tunelab.train.sft import run_sft
+    from tunelab.warehouse import store
+
+    curation = write_curation(tmp_path, "cur-resume", persona_rows())
+    script = RESUMABLE_RUN.format(
+        tests=str(Path(__file__).parent), model=str(tiny_model), workspace=str(tmp_path), curation=curation
+    )
+    child = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    checkpoints: list[Path] = []
+    while time.monotonic() < deadline and child.poll() is None:
+        # wait for the second checkpoint: the first one's logs are surely flushed by then
+        checkpoints = list(tmp_path.glob("runs/*/checkpoints/checkpoint-10/trainer_state.json"))
+        if checkpoints:
+            break
+        time.sleep(0.05)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert checkpoints, "no checkpoint was written before the deadline"
+    run_id = checkpoints[0].parents[2].name
+    assert store.get_run(warehouse_path(tmp_path), run_id)["status"] == "running"  # killed: never closed
+
+    result = run_sft(make_recipe(str(tiny_model), max_steps=120, save_steps=5), tmp_path, resume=run_id,
+                     show_progress=False)  # fmt: skip
+    assert result.run_id == run_id
+    assert result.metrics["resumed_from_step"] >= 10
+    assert result.metrics["global_step"] == 120
+    run = store.get_run(warehouse_path(tmp_path), run_id)
+    assert run["status"] == "finished" and run["error"] is None
+    steps = train_log(tmp_path, run_id).filter(pl.col("loss").is_not_null())["step"].to_list()
+    assert steps == list(range(1, 121))  # no gaps, nothing logged twice across the kill

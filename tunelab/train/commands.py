@@ -1,0 +1,80 @@
+"""`tunelab train sft|dpo`: thin CLI over run_sft / run_dpo (heavy imports happen inside the commands)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+train_app = typer.Typer(
+    name="train",
+    help="Train a LoRA/QLoRA adapter: SFT on the curated data, then DPO on top.",
+    no_args_is_help=True,
+)
+
+
+def _print_result(result: object) -> None:
+    metrics = getattr(result, "metrics", {}) or {}
+    parts = [
+        f"{key} {metrics[key]:.4f}"
+        for key in ("train_loss", "eval_loss")
+        if isinstance(metrics.get(key), float)
+    ]
+    typer.echo(f"adapter: {result.adapter_dir}" + (f"  ({', '.join(parts)})" if parts else ""), err=True)  # type: ignore[attr-defined]
+    merged = getattr(result, "merged_dir", None)
+    if merged:
+        typer.echo(f"merged model: {merged}", err=True)
+    # the run id alone on stdout, so `RUN=$(tunelab train sft recipe.yaml)` works
+    typer.echo(result.run_id)  # type: ignore[attr-defined]
+
+
+@train_app.command("sft")
+def sft_command(
+    recipe_path: Path = typer.Argument(..., metavar="RECIPE", help="the recipe YAML"),
+    workspace: Path | None = typer.Option(None, "--workspace", help="default: the recipe's workspace.dir"),
+    curation: str | None = typer.Option(None, "--curation", help="curation id (default: the latest)"),
+    resume: str | None = typer.Option(None, "--resume", metavar="RUN_ID", help="continue an interrupted run"),
+    merge: bool = typer.Option(False, "--merge", help="also write the merged full model next to the adapter"),
+) -> None:
+    """Supervised fine-tuning of a LoRA adapter on the recipe's curated dataset; prints the run id."""
+    from tunelab.recipe import load_recipe, workspace_dir
+    from tunelab.train.sft import run_sft
+
+    recipe = load_recipe(recipe_path)
+    result = run_sft(
+        recipe, workspace_dir(recipe, workspace), curation_id=curation, resume=resume, merge=merge
+    )
+    _print_result(result)
+
+
+@train_app.command("dpo")
+def dpo_command(
+    recipe_path: Path = typer.Argument(..., metavar="RECIPE", help="the recipe YAML"),
+    from_run: str = typer.Option(
+        ..., "--from-run", metavar="RUN_ID", help="the finished SFT run to start from"
+    ),
+    workspace: Path | None = typer.Option(None, "--workspace", help="default: the recipe's workspace.dir"),
+    curation: str | None = typer.Option(
+        None, "--curation", help="curation id of the DPO data (default: latest)"
+    ),
+    resume: str | None = typer.Option(None, "--resume", metavar="RUN_ID", help="continue an interrupted run"),
+    merge: bool = typer.Option(False, "--merge", help="also write the merged full model next to the adapter"),
+) -> None:
+    """DPO on top of an SFT adapter (the SFT policy is the reference); prints the run id."""
+    from tunelab.recipe import load_recipe, workspace_dir
+    from tunelab.train.dpo import run_dpo
+
+    recipe = load_recipe(recipe_path)
+    result = run_dpo(
+        recipe,
+        workspace_dir(recipe, workspace),
+        from_run=from_run,
+        curation_id=curation,
+        resume=resume,
+        merge=merge,
+    )
+    _print_result(result)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(train_app, name="train")
