@@ -205,7 +205,7 @@ def queries() -> dict[str, str]:
 
 def test_readme_has_every_query(queries: dict[str, str]) -> None:
     assert set(queries) >= {"drop_reasons", "why_dropped", "compare_rouge", "worst_dpo_vs_sft", "run_lineage",
-                            "sample_lineage"}  # fmt: skip
+                            "sample_lineage", "all_duplicates"}  # fmt: skip
 
 
 def test_drop_reasons_per_stage(demo_db: Path, queries: dict[str, str]) -> None:
@@ -226,6 +226,20 @@ def test_why_sample_was_dropped_with_both_texts(demo_db: Path, queries: dict[str
     assert (row["stage"], row["reason"], row["score"]) == ("semantic", "near_dup_semantic", 0.953)
     assert row["prompt"] == prompt(12) and row["duplicate_prompt"] == prompt(5)
     assert row["response"] == response(12) and row["duplicate_response"] == response(5)
+
+
+def test_all_duplicates_most_similar_first(demo_db: Path, queries: dict[str, str]) -> None:
+    rows = (
+        store.query(demo_db, queries["all_duplicates"])
+        .select("sample_id", "similarity", "duplicate_of")
+        .rows()
+    )
+    assert rows == [
+        ("demo-persona:3", 1.0, "demo-persona:1"),
+        ("demo-persona:12", 0.953, "demo-persona:5"),
+        ("demo-persona:7", 0.91, "demo-persona:2"),
+        ("demo-persona:20", 0.88, "demo-persona:19"),
+    ]
 
 
 def test_runs_compared_by_rouge_l(demo_db: Path, queries: dict[str, str]) -> None:
