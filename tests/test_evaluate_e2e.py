@@ -1,0 +1,155 @@
+"""run_evaluate end to end: a tiny local Llama, base vs a quickly trained LoRA adapter, real warehouse."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from tunelab.recipe import parse_recipe, warehouse_path  # noqa: E402
+
+CITIES = ["서울", "부산", "대구", "인천", "광주", "대전", "울산", "수원"]
+FOODS = ["김치찌개", "비빔밥", "떡볶이"]
+
+
+def persona_rows() -> list[dict[str, Any]]:
+    rows = []
+    for city in CITIES:
+        for food in FOODS:
+            egen = len(rows) % 2 == 0
+            rows.append(
+                {
+                    "sample_id": f"persona:{len(rows)}",
+                    "prompt": f"{city}에서 {food} 맛집 알려줘",
+                    "response": f"괜찮아요~ {city}의 {food}은 천천히 드셔도 좋아요"
+                    if egen
+                    else f"{city} {food}. 바로 가. 줄 서지 마.",
+                    "label": "egen" if egen else "teto",
+                }
+            )
+    return rows
+
+
+def make_recipe(base_model: str) -> Any:
+    return parse_recipe(
+        {
+            "dataset": {"path": "persona.jsonl", "name": "persona"},
+            "train": {
+                "base_model": base_model,
+                "quantization": "none",
+                "compute_dtype": "float32",
+                "lora": {"r": 8, "alpha": 16, "dropout": 0.0},
+                "sft": {
+                    "max_steps": 25,
+                    "learning_rate": 3e-3,
+                    "batch_size": 8,
+                    "max_length": 96,
+                    "logging_steps": 5,
+                    "save_steps": 1000,
+                    "warmup_ratio": 0.0,
+                },
+            },
+            "evaluate": {
+                "models": ["base", "sft"],
+                "generation": {"max_new_tokens": 12, "batch_size": 3},
+                "embedding_model": "use-v3",
+            },
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path, str]:
+    from tunelab.train.sft import run_sft
+    from tunelab.train.tiny import build_tiny_model
+    from tunelab.warehouse import store
+
+    root = tmp_path_factory.mktemp("e2e")
+    rows = persona_rows()
+    model_dir = build_tiny_model(
+        root / "tiny",
+        [r[k] for r in rows for k in ("prompt", "response")],
+        vocab_size=600,
+        hidden_size=64,
+        pretrain_steps=60,
+    )
+    workspace = root / "ws"
+    curation = workspace / "curations" / "cur-e2e"
+    curation.mkdir(parents=True)
+    pl.DataFrame(rows[:-6]).write_parquet(curation / "train.parquet")
+    pl.DataFrame(rows[-6:]).write_parquet(curation / "val.parquet")
+    # the curation row `tunelab curate` would write, so "the latest curation of dataset persona" resolves
+    store.ingest_curation(
+        warehouse_path(workspace),
+        {"curation_id": "cur-e2e", "dataset": "persona", "kind": "sft", "created_at": None},
+        pl.DataFrame({"sample_id": []}, schema={"sample_id": pl.Utf8}),
+        pl.DataFrame(schema={"sample_id": pl.Utf8, "stage": pl.Utf8, "kept": pl.Boolean}),
+        pl.DataFrame(),
+    )
+    recipe = make_recipe(str(model_dir))
+    result = run_sft(recipe, workspace, curation_id="cur-e2e", show_progress=False)
+    return recipe, workspace, result.run_id
+
+
+def test_run_evaluate_base_vs_sft_stores_everything_and_rescoring_reproduces_it(
+    trained: tuple[Any, Path, str],
+) -> None:
+    from tunelab.evaluate.runner import run_evaluate, score_file
+    from tunelab.warehouse.store import query
+
+    recipe, workspace, sft_run = trained
+    db = warehouse_path(workspace)
+    result = run_evaluate(recipe, workspace, show_progress=False)
+
+    preds = query(
+        db, "SELECT * FROM predictions WHERE eval_id = ? ORDER BY model, sample_id", [result.eval_id]
+    )
+    assert preds.height == 2 * 6
+    assert preds.filter(pl.col("model") == "sft")["run_id"].unique().to_list() == [sft_run]
+    assert preds.filter(pl.col("model") == "base")["run_id"].is_null().all()
+    assert preds["reference"].to_list()[:6] == [
+        r["response"] for r in sorted(persona_rows()[-6:], key=lambda r: r["sample_id"])
+    ]
+    assert (preds["latency_s"] > 0).all() and '"max_new_tokens": 12' in preds["gen_params"][0]
+    base, sft = (preds.filter(pl.col("model") == m)["prediction"].to_list() for m in ("base", "sft"))
+    assert base != sft  # the adapter changed what the model says
+
+    evals = query(db, "SELECT eval_set, curation_id FROM evals WHERE eval_id = ?", [result.eval_id])
+    assert evals.row(0) == ("persona:val", "cur-e2e")
+    metrics = query(db, "SELECT model, metric, value FROM eval_metrics WHERE eval_id = ?", [result.eval_id])
+    names = set(metrics["metric"])
+    assert {
+        "rouge1",
+        "rouge2",
+        "rougeL",
+        "bleu",
+        "bleu_corpus",
+        "chrf",
+        "chrf_corpus",
+        "cosine",
+        "label_acc",
+    } <= names
+    # scores are the per-sample ones, averaged: corpus rouge1 equals the mean of stored per-sample rows
+    per_sample = query(
+        db,
+        "SELECT avg(value) AS v FROM scores WHERE eval_id = ? AND model = 'sft' AND metric = 'rouge1'",
+        [result.eval_id],
+    )["v"][0]
+    corpus = metrics.filter((pl.col("model") == "sft") & (pl.col("metric") == "rouge1"))["value"][0]
+    assert corpus == pytest.approx(per_sample)
+    table = result.table
+    assert set(table["model"]) == {"base", "sft"}
+    assert (
+        table.filter(pl.col("model") == "base")["delta_abs"].drop_nulls().to_list()
+        == [0.0] * table.filter(pl.col("model") == "base")["delta_abs"].drop_nulls().len()
+    )
+
+    again = score_file(result.predictions_path, workspace)
+    for table_name in ("scores", "eval_metrics"):
+        sql = f"SELECT * EXCLUDE (eval_id) FROM {table_name} WHERE eval_id = ? ORDER BY ALL"
+        assert query(db, sql, [again.eval_id]).equals(query(db, sql, [result.eval_id])), table_name
