@@ -219,3 +219,39 @@ def test_sigkill_at_a_random_moment_is_all_or_nothing(tmp_path: Path) -> None:
         assert counts == (1, n, n)
     for table in TABLES:
         store.query(db, f"SELECT * FROM {table}")
+
+
+def test_threads_of_one_process_read_and_write_at_once(tmp_path: Path) -> None:
+    """The dashboard's case: Streamlit sessions are threads; one saves a review while others query."""
+    import threading
+
+    db = tmp_path / "tunelab.duckdb"
+    store.start_run(db, {"run_id": "run-1", "kind": "sft"})
+    errors: list[str] = []
+    counts: list[int] = []
+    written = []
+    end = time.monotonic() + 2
+
+    def read() -> None:
+        try:
+            while time.monotonic() < end:
+                counts.append(store.query(db, "SELECT count(*) AS n FROM reviews")["n"][0])
+        except Exception as exc:  # collected: an exception in a thread would not fail the test
+            errors.append(repr(exc))
+
+    def write() -> None:
+        try:
+            while time.monotonic() < end:
+                store.add_review(db, "e1", "sft", f"s:{len(written)}", 1, None)
+                written.append(1)
+        except Exception as exc:
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=read), threading.Thread(target=read), threading.Thread(target=write)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert written and counts
+    assert store.query(db, "SELECT count(*) AS n FROM reviews")["n"][0] == len(written)

@@ -59,8 +59,11 @@ def _is_lock_conflict(exc: Exception) -> bool:
     message = str(exc)
     if isinstance(exc, duckdb.IOException):
         return "Could not set lock" in message or "Conflicting lock" in message
-    # same process, another thread holds the file with the other mode (read-only vs read-write)
-    return isinstance(exc, duckdb.ConnectionException) and "different configuration" in message
+    # same process, another thread holds the file with the other mode (read-only vs read-write), or is
+    # attaching it at this very moment
+    if isinstance(exc, duckdb.ConnectionException):
+        return "different configuration" in message
+    return "Unique file handle conflict" in message or "is already attached by database" in message
 
 
 def with_lock_retry(db: Path, open_once: Callable[[], T], timeout_s: float | None = None) -> T:
@@ -71,7 +74,7 @@ def with_lock_retry(db: Path, open_once: Callable[[], T], timeout_s: float | Non
     while True:
         try:
             return open_once()
-        except (duckdb.IOException, duckdb.ConnectionException) as exc:
+        except duckdb.Error as exc:
             if not _is_lock_conflict(exc):
                 raise
             remaining = deadline - time.monotonic()
