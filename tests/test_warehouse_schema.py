@@ -98,3 +98,12 @@ def test_reading_a_missing_file_is_a_user_error(tmp_path: Path) -> None:
     assert store.get_run(tmp_path / "nope.duckdb", "r") is None
     assert store.latest_curation(tmp_path / "nope.duckdb", "d") is None
     assert not (tmp_path / "nope.duckdb").exists()
+
+
+def test_a_file_that_is_not_duckdb_is_a_user_error(tmp_path: Path) -> None:
+    bogus = tmp_path / "tunelab.duckdb"
+    bogus.write_text("sample_id,prompt\n1,hello\n")
+    with pytest.raises(UserError, match="cannot open the warehouse: .*not a valid DuckDB database file"):
+        store.query(bogus, "SELECT 1")
+    with pytest.raises(UserError, match="cannot open the warehouse"):
+        store.start_run(bogus, {"run_id": "r", "kind": "sft"})

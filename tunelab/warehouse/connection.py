@@ -75,8 +75,8 @@ def with_lock_retry(db: Path, open_once: Callable[[], T], timeout_s: float | Non
         try:
             return open_once()
         except duckdb.Error as exc:
-            if not _is_lock_conflict(exc):
-                raise
+            if not _is_lock_conflict(exc):  # not a DuckDB file, no permission, disk full, ...
+                raise UserError(f"{db}: cannot open the warehouse: {str(exc).splitlines()[0]}") from None
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise WarehouseBusyError(
