@@ -13,16 +13,17 @@ from tunelab.warehouse import store
 
 README = Path(__file__).resolve().parents[1] / "docs" / "readme" / "warehouse.md"
 
-N_SAMPLES = 40
+N_SAMPLES = 260  # ids match the demo's planted defects where the README names one
 DROPS = {  # sample index -> (stage, reason, ref index, score, evidence)
     3: ("exact", "exact_dup", 1, 1.0, "same content_hash"),
     7: ("minhash", "near_dup_minhash", 2, 0.91, "jaccard=0.91 vs demo-persona:2"),
     8: ("length", "too_long:response_tokens>2048", None, 2304.0, "response has 2304 tokens"),
     12: ("semantic", "near_dup_semantic", 5, 0.953, "cosine=0.953 vs demo-persona:5"),
     20: ("minhash", "near_dup_minhash", 19, 0.88, "jaccard=0.88 vs demo-persona:19"),
+    246: ("minhash", "near_dup_minhash", 139, 0.8198, "jaccard=0.8198 vs demo-persona:139"),
 }
 READ = N_SAMPLES + 1  # one quarantined line
-VAL = [i for i in range(N_SAMPLES) if i % 3 == 0 and i not in DROPS]
+VAL = [i for i in range(N_SAMPLES) if i % 3 == 1 and i not in DROPS]
 MODELS = {"base": None, "sft": "run-sft-1", "dpo": "run-dpo-1"}
 
 
@@ -211,7 +212,7 @@ def test_readme_has_every_query(queries: dict[str, str]) -> None:
 def test_drop_reasons_per_stage(demo_db: Path, queries: dict[str, str]) -> None:
     rows = store.query(demo_db, queries["drop_reasons"]).rows()
     assert rows == [
-        ("minhash", "near_dup_minhash", 2, round(100 * 2 / READ, 1)),
+        ("minhash", "near_dup_minhash", 3, round(100 * 3 / READ, 1)),
         ("exact", "exact_dup", 1, round(100 / READ, 1)),
         ("length", "too_long:response_tokens>2048", 1, round(100 / READ, 1)),
         ("semantic", "near_dup_semantic", 1, round(100 / READ, 1)),
@@ -222,10 +223,10 @@ def test_why_sample_was_dropped_with_both_texts(demo_db: Path, queries: dict[str
     rows = store.query(demo_db, queries["why_dropped"]).to_dicts()
     assert len(rows) == 1
     row = rows[0]
-    assert row["sample_id"] == "demo-persona:12" and row["duplicate_of"] == "demo-persona:5"
-    assert (row["stage"], row["reason"], row["score"]) == ("semantic", "near_dup_semantic", 0.953)
-    assert row["prompt"] == prompt(12) and row["duplicate_prompt"] == prompt(5)
-    assert row["response"] == response(12) and row["duplicate_response"] == response(5)
+    assert row["sample_id"] == "demo-persona:246" and row["duplicate_of"] == "demo-persona:139"
+    assert (row["stage"], row["reason"], row["score"]) == ("minhash", "near_dup_minhash", 0.8198)
+    assert row["prompt"] == prompt(246) and row["duplicate_prompt"] == prompt(139)
+    assert row["response"] == response(246) and row["duplicate_response"] == response(139)
 
 
 def test_all_duplicates_most_similar_first(demo_db: Path, queries: dict[str, str]) -> None:
@@ -239,6 +240,7 @@ def test_all_duplicates_most_similar_first(demo_db: Path, queries: dict[str, str
         ("demo-persona:12", 0.953, "demo-persona:5"),
         ("demo-persona:7", 0.91, "demo-persona:2"),
         ("demo-persona:20", 0.88, "demo-persona:19"),
+        ("demo-persona:246", 0.82, "demo-persona:139"),
     ]
 
 
@@ -277,13 +279,20 @@ def test_curation_and_data_version_of_each_run(demo_db: Path, queries: dict[str,
 
 def test_one_sample_lineage(demo_db: Path, queries: dict[str, str]) -> None:
     frame = store.query(demo_db, queries["sample_lineage"])
-    # demo-persona:9 is in val: it fed the SFT run directly and the DPO run through its parent
+    # demo-persona:1 is in val: it fed the SFT run directly and the DPO run through its parent
     assert frame.select("run_id", "via_parent_run", "model").rows() == [
         ("run-dpo-1", "run-sft-1", "dpo"),
         ("run-sft-1", None, "sft"),
     ]
     assert set(frame["data_version"]) == {"dv-persona-aaaa"} and set(frame["evidence"]) == {"split=val"}
-    assert frame["rougeL"].to_list() == [pytest.approx(rouge("dpo", 9)), pytest.approx(rouge("sft", 9))]
+    assert frame["rougeL"].to_list() == [pytest.approx(rouge("dpo", 1)), pytest.approx(rouge("sft", 1))]
+
+
+def test_a_dropped_sample_fed_no_run(demo_db: Path) -> None:
+    frame = store.query(demo_db, "SELECT * FROM v_lineage WHERE sample_id = 'demo-persona:246'")
+    assert frame.select("kept", "reason", "ref_sample_id", "data_version", "run_id", "model").rows() == [
+        (False, "near_dup_minhash", "demo-persona:139", "dv-persona-aaaa", None, None)
+    ]
 
 
 def test_queries_run_through_tunelab_sql(demo_db: Path, queries: dict[str, str]) -> None:

@@ -139,7 +139,7 @@ def test_sql_formats(db: Path, tmp_path: Path) -> None:
     lineage = tmp_path / "l.csv"
     invoke(["sql", "SELECT sample_id, scores FROM v_lineage WHERE model = 'sft' ORDER BY sample_id LIMIT 1",
             "--warehouse", str(db), "--format", "csv", "--out", str(lineage)])  # fmt: skip
-    assert pl.read_csv(lineage)["sample_id"].to_list() == ["demo-persona:0"]
+    assert pl.read_csv(lineage)["sample_id"].to_list() == ["demo-persona:1"]
     with pytest.raises(UserError, match="--format: must be one of"):
         invoke(["sql", sql, "--warehouse", str(db), "--format", "xml"])
 

@@ -31,8 +31,8 @@ LEFT JOIN eval_metrics b
     ON b.eval_id = m.eval_id AND b.metric = m.metric AND b.model = 'base';
 
 -- One sample's path: the decision that settled it in each curation -> that curation's data_version ->
--- the runs it fed (directly, or through a parent run: DPO on top of the SFT run) -> each such run's
--- prediction for the sample with its per-sample scores as a MAP(metric -> value).
+-- the runs it fed when it was kept (directly, or through a parent run: DPO on top of the SFT run) ->
+-- each such run's prediction for the sample with its per-sample scores as a MAP(metric -> value).
 CREATE OR REPLACE VIEW v_lineage AS
 WITH RECURSIVE fed(curation_id, run_id, via_parent_run) AS (
     SELECT curation_id, run_id, NULL::VARCHAR FROM runs WHERE curation_id IS NOT NULL
@@ -75,6 +75,6 @@ SELECT
     ) AS scores
 FROM settled s
 JOIN curations c USING (curation_id)
-LEFT JOIN fed ON fed.curation_id = s.curation_id
+LEFT JOIN fed ON fed.curation_id = s.curation_id AND s.kept
 LEFT JOIN runs r ON r.run_id = fed.run_id
 LEFT JOIN predictions p ON p.run_id = r.run_id AND p.sample_id = s.sample_id;
