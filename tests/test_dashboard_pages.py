@@ -13,7 +13,7 @@ from test_dashboard_queries import EVAL, KOREAN_NEAR_DUP, KOREAN_PROMPT, build_w
 from tunelab.dashboards import queries
 from tunelab.warehouse import store
 
-PAGES = Path(__file__).resolve().parents[1] / "tunelab" / "dashboards" / "pages"
+PAGES = Path(__file__).resolve().parents[1] / "tunelab" / "dashboards" / "views"
 APP = PAGES.parent / "app.py"
 
 
@@ -86,7 +86,7 @@ def test_runs_page_lineage_and_comparison(db: Path) -> None:
     assert set(runs["data_version"]) == {"dv-1a2b3c"}
     assert at.multiselect(key="curve_runs").value == ["dpo-0001", "sft-0001"]
     compare = frame_with(at, "metric", "base").set_index("metric")
-    assert list(compare.columns[:3]) == ["base", "sft", "dpo"]
+    assert list(compare.columns) == ["base", "sft", "dpo", "sft Δ%", "dpo Δ%"]
     assert compare.loc["rougeL", "dpo"] == pytest.approx(3.5 / 6)
     assert compare.loc["rougeL", "dpo Δ%"] == pytest.approx(100 * (3.5 - 1.8) / 1.8)
     assert "rougeL** · dpo: 0.5833 (+94.4% vs base)" in markdown_text(at)
@@ -114,14 +114,18 @@ def test_rating_round_trips_into_reviews(db: Path) -> None:
     at.text_input(key=f"comment|{key}").input("존댓말이 자연스러워요").run()
     at.button(key=f"up|{key}").click().run()
     assert not at.exception
-    assert [(s.icon, s.value) for s in at.success] == [("👍", "Review saved: dpo on demo-persona-eval:0")]
+    assert [(s.icon, s.value) for s in at.success] == [
+        (":material/thumb_up:", "Review saved: dpo on demo-persona-eval:0")
+    ]
     reviews = store.query(db, "SELECT eval_id, model, sample_id, rating, comment FROM reviews").to_dicts()
     assert reviews == [{"eval_id": EVAL, "model": "dpo", "sample_id": "demo-persona-eval:0", "rating": 1,
                         "comment": "존댓말이 자연스러워요"}]  # fmt: skip
     at.button(key=f"down|{EVAL}|base|demo-persona-eval:0").click().run()
     ratings = store.query(db, "SELECT model, rating, comment FROM reviews ORDER BY created_at").rows()
     assert ratings == [("dpo", 1, "존댓말이 자연스러워요"), ("base", -1, None)]
-    assert any("👍 존댓말이 자연스러워요" in c.value for c in at.caption)  # the page shows the saved review
+    assert any(
+        ":material/thumb_up: 존댓말이 자연스러워요" in c.value for c in at.caption
+    )  # the page shows the saved review
 
 
 def test_sql_page_examples_results_errors_and_csv(db: Path) -> None:

@@ -32,6 +32,8 @@ def streamlit_command(warehouse: Path, port: int, address: str = "127.0.0.1") ->
         str(port),
         "--browser.gatherUsageStats",
         "false",
+        "--client.toolbarMode",
+        "viewer",
         # The dashboard reads and rates; it never takes files from the browser.
         "--server.maxUploadSize",
         "1",

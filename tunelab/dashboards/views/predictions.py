@@ -9,6 +9,9 @@ from tunelab.dashboards import common, queries
 from tunelab.dashboards.common import q
 from tunelab.errors import UserError
 
+# 👍/👎 as Streamlit's bundled Material icons: emoji need a colour-emoji font many servers lack.
+THUMB_UP, THUMB_DOWN = ":material/thumb_up:", ":material/thumb_down:"
+
 db = common.page_start("Predictions", "Every model's answer to each prompt, scored; rate them to keep notes")
 
 evals = q(queries.evals, db)
@@ -35,7 +38,7 @@ metric = top[1].selectbox("Metric", metrics or ["(none)"], index=metric_index, k
 tuned = [m for m in models if m != queries.BASE_MODEL] or models
 model = top[2].selectbox("Model to sort / compare with base", tuned, index=len(tuned) - 1, key="model")
 
-filters = st.columns([2, 2, 2, 3, 1])
+filters = st.columns([2, 2, 2, 3, 1], vertical_alignment="bottom")
 sort = filters[0].selectbox("Sort by", list(queries.PREDICTION_SORTS), key="sort")
 labels = q(queries.eval_labels, db, eval_id)
 label = filters[1].selectbox("Label", ["(all)", *labels], key="label")
@@ -63,7 +66,7 @@ def save_review(
 
 if "review_saved" in st.session_state:
     saved_rating, saved_message = st.session_state.pop("review_saved")
-    st.success(saved_message, icon="👍" if saved_rating > 0 else "👎")
+    st.success(saved_message, icon=THUMB_UP if saved_rating > 0 else THUMB_DOWN)
 if "review_error" in st.session_state:
     st.error(st.session_state.pop("review_error"))
 
@@ -138,20 +141,22 @@ for row in page.to_dicts():
                 )
                 review = review_by.get((sid, model_name))
                 if review:
-                    mark = "👍" if review["rating"] > 0 else "👎"
-                    st.caption(f"{mark} {review['comment'] or ''}")
+                    mark = THUMB_UP if review["rating"] > 0 else THUMB_DOWN
+                    st.caption(f"{mark} {common.esc(review['comment'] or '')}")
                 key = f"{eval_id}|{model_name}|{sid}"
                 comment_key = f"comment|{key}"
                 st.text_input("Comment", key=comment_key, label_visibility="collapsed", placeholder="comment")
                 up, down = st.columns(2)
                 up.button(
-                    "👍",
+                    "good",
+                    icon=THUMB_UP,
                     key=f"up|{key}",
                     on_click=save_review,
                     args=(str(db), eval_id, model_name, sid, 1, comment_key),
                 )
                 down.button(
-                    "👎",
+                    "bad",
+                    icon=THUMB_DOWN,
                     key=f"down|{key}",
                     on_click=save_review,
                     args=(str(db), eval_id, model_name, sid, -1, comment_key),

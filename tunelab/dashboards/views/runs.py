@@ -90,7 +90,10 @@ deltas = (
     .with_columns(pl.col("model") + " Δ%")
     .pivot(on="model", index="metric", values="delta_pct")
 )
-table = values.join(deltas, on="metric", how="left") if deltas.height else values
+delta_order = [f"{m} Δ%" for m in models if f"{m} Δ%" in deltas.columns]
+table = (
+    values.join(deltas.select("metric", *delta_order), on="metric", how="left") if deltas.height else values
+)
 number_columns = {m: st.column_config.NumberColumn(m, format="%.4f") for m in models}
 delta_columns = {
     c: st.column_config.NumberColumn(c, format="%+.1f%%") for c in table.columns if c.endswith(" Δ%")

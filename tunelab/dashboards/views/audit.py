@@ -27,12 +27,14 @@ curation_id = st.selectbox(
 )
 curation = by_id[curation_id]
 
-cols = st.columns(5)
+cols = st.columns(4)
 cols[0].metric("Read", common.fmt_number(curation["read"]))
 cols[1].metric("Kept", common.fmt_number(curation["kept"]))
 cols[2].metric("Dropped", common.fmt_number(curation["dropped"]))
 cols[3].metric("Quarantined", common.fmt_number(curation["quarantined"]))
-cols[4].metric("Data version", curation["data_version"] or "–")
+st.caption(
+    f"dataset `{curation['dataset']}` · kind `{curation['kind']}` · data version `{curation['data_version']}`"
+)
 
 # ---------------------------------------------------------------- funnel
 st.subheader("Row funnel")
