@@ -1,0 +1,110 @@
+"""Balance stage: cap or re-weight rows per label with seeded undersampling; optional oversampling.
+
+- `max_per_label: N`: labels with more than N rows keep a seeded random N (the rest: over_cap:label=<x>);
+  with `oversample: true`, labels below N are topped up to N with duplicated rows.
+- `ratios: {a: 0.5, b: 0.5}`: the largest set whose label shares match the ratios is kept (undersampling),
+  or with `oversample: true` the smaller labels are duplicated up to the largest label's share. Labels not
+  named in `ratios` are left as they are. Rows without a label are never touched.
+Duplicated rows get new ids '<sample_id>#dup<k>' and a kept=true decision (reason 'oversampled',
+ref_sample_id = the source row); they are not source rows, so the pipeline counts them apart.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+from tunelab.curate.common import StageContext, decisions
+from tunelab.curate.config import BalanceSettings
+from tunelab.errors import UserError
+
+DUP_MARK = "#dup"
+
+
+def _targets(counts: dict[str, int], cfg: BalanceSettings) -> dict[str, int]:
+    if cfg.ratios:
+        named = {label: r for label, r in cfg.ratios.items() if r > 0}
+        total_ratio = sum(named.values())
+        shares = {label: r / total_ratio for label, r in named.items()}
+        present = {label: counts.get(label, 0) for label in shares}
+        if cfg.oversample:
+            scale = max(present[label] / shares[label] for label in shares)
+        else:
+            scale = min(present[label] / shares[label] for label in shares)
+        targets = dict(counts)
+        targets.update({label: int(round(shares[label] * scale)) for label in shares})
+        return targets
+    cap = cfg.max_per_label
+    if cap is None:
+        return dict(counts)
+    return {label: (cap if (n > cap or cfg.oversample) else n) for label, n in counts.items()}
+
+
+def run(frame: pl.DataFrame, cfg: BalanceSettings, ctx: StageContext) -> pl.DataFrame:
+    """over_cap:label=<x> drops and 'oversampled' annotations (for new '#dup' ids); counts in ctx.stats."""
+    column = cfg.label
+    if column not in frame.columns:
+        raise UserError(
+            f"curate.balance.label: no column {column!r} (use 'label' and map it in dataset.fields)"
+        )
+    labels = frame[column].cast(pl.String)
+    counts = {str(k): int(v) for k, v in labels.drop_nulls().value_counts().iter_rows()}
+    if not counts:
+        ctx.stats["balance"] = {"before": {}, "after": {}, "note": "no labels: nothing to balance"}
+        return decisions([], "balance", True)
+    targets = _targets(counts, cfg)
+    rng = np.random.default_rng(cfg.seed)
+    ids = frame["sample_id"].to_numpy()
+    label_array = labels.to_numpy()
+    drop_ids: list[str] = []
+    drop_reasons: list[str] = []
+    drop_evidence: list[str] = []
+    dup_ids: list[str] = []
+    dup_refs: list[str] = []
+    for label in sorted(counts):
+        rows = np.flatnonzero(label_array == label)
+        target = targets[label]
+        if target < rows.size:
+            chosen = rng.permutation(rows.size)[target:]
+            drop_ids += ids[rows[np.sort(chosen)]].tolist()
+            drop_reasons += [f"over_cap:label={label}"] * chosen.size
+            drop_evidence += [f"label {label}: {rows.size} rows, target {target}"] * chosen.size
+        elif target > rows.size and cfg.oversample:
+            extra = target - rows.size
+            sources = rows[
+                np.concatenate([rng.permutation(rows.size) for _ in range(extra // rows.size + 1)])[:extra]
+            ]
+            seen: dict[str, int] = {}
+            for source in ids[sources]:
+                seen[source] = seen.get(source, 0) + 1
+                dup_ids.append(f"{source}{DUP_MARK}{seen[source]}")
+                dup_refs.append(source)
+    after = {
+        label: min(targets[label], counts[label]) if not cfg.oversample else targets[label]
+        for label in counts
+    }
+    ctx.stats["balance"] = {
+        "before": counts,
+        "after": after,
+        "dropped": len(drop_ids),
+        "oversampled": len(dup_ids),
+    }
+    dropped = decisions(drop_ids, "balance", False, drop_reasons, evidence=drop_evidence)
+    duplicated = decisions(
+        dup_ids, "balance", True, "oversampled", ref_sample_id=dup_refs,
+        evidence=[f"oversampled copy of {ref}" for ref in dup_refs],
+    )  # fmt: skip
+    return pl.concat([dropped, duplicated])
+
+
+def expand(frame: pl.DataFrame, balance_decisions: pl.DataFrame) -> pl.DataFrame:
+    """The frame plus one row per oversampled duplicate (a copy of its source row under the new id)."""
+    dups = balance_decisions.filter(pl.col("reason") == "oversampled").select("sample_id", "ref_sample_id")
+    if dups.height == 0:
+        return frame
+    copies = (
+        dups.join(frame, left_on="ref_sample_id", right_on="sample_id", how="inner")
+        .drop("ref_sample_id")
+        .select(frame.columns)
+    )
+    return pl.concat([frame, copies])

@@ -1,0 +1,83 @@
+"""What every stage shares: the decisions frame shape and the context the pipeline hands in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+DECISION_SCHEMA: dict[str, pl.DataType] = {
+    "sample_id": pl.String(),
+    "stage": pl.String(),
+    "kept": pl.Boolean(),
+    "reason": pl.String(),
+    "ref_sample_id": pl.String(),
+    "score": pl.Float64(),
+    "evidence": pl.String(),
+}
+
+
+@dataclass
+class StageContext:
+    """Inputs a stage may need besides its frame and settings; `stats` collects numbers for the report."""
+
+    kind: str = "sft"
+    dataset_name: str = "dataset"
+    cache_dir: Path | None = None  # WORKSPACE/cache/embeddings
+    eval_texts: list[str] | None = None  # normalised eval content for decontamination
+    eval_prompts: list[str] | None = None  # the eval rows' prompt (question) field alone
+    eval_ids: list[str] | None = None
+    show_progress: bool = False
+    stats: dict[str, Any] = field(default_factory=dict)
+    # precomputed embeddings keyed by content (the audit threshold sweep computes them once)
+    embeddings: dict[str, Any] = field(default_factory=dict)
+
+
+def empty_decisions() -> pl.DataFrame:
+    return pl.DataFrame(schema=DECISION_SCHEMA)
+
+
+def decisions(
+    sample_ids: pl.Series | list[str],
+    stage: str,
+    kept: bool | pl.Series | list[bool],
+    reason: str | None | pl.Series | list[str | None] = None,
+    ref_sample_id: pl.Series | list[str | None] | None = None,
+    score: pl.Series | list[float | None] | None = None,
+    evidence: str | None | pl.Series | list[str | None] = None,
+) -> pl.DataFrame:
+    """A decisions frame with exactly the contract's columns and types; scalars broadcast."""
+    ids = pl.Series("sample_id", sample_ids, dtype=pl.String)
+    n = len(ids)
+
+    def column(name: str, value: Any) -> pl.Series:
+        dtype = DECISION_SCHEMA[name]
+        if isinstance(value, pl.Series):
+            return value.alias(name).cast(dtype)
+        if isinstance(value, list):
+            return pl.Series(name, value, dtype=dtype)
+        return pl.Series(name, [value] * n, dtype=dtype)
+
+    return pl.DataFrame(
+        [
+            ids,
+            column("stage", stage),
+            column("kept", kept),
+            column("reason", reason),
+            column("ref_sample_id", ref_sample_id),
+            column("score", score),
+            column("evidence", evidence),
+        ]
+    )
+
+
+def keep_order(frame: pl.DataFrame, keep: str, text: pl.Series | None = None) -> pl.Series:
+    """Priority rank per row (0 = best representative): 'first' = source order, 'longest' = most characters."""
+    n = frame.height
+    if keep == "longest" and text is not None:
+        lengths = text.str.len_chars().fill_null(0)
+        order = pl.DataFrame({"i": range(n), "len": lengths}).sort(["len", "i"], descending=[True, False])
+        return pl.Series("rank", order["i"].arg_sort(), dtype=pl.Int64)
+    return pl.Series("rank", range(n), dtype=pl.Int64)

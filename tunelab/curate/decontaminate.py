@@ -1,0 +1,87 @@
+"""Decontamination stage: drop training rows that near-duplicate any evaluation row (MinHash + exact Jaccard).
+
+Two views are compared: the whole content, and the prompt alone (an eval set often has prompts whose
+references differ from the training responses); either reaching the threshold is contamination.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+from tunelab.curate import minhash
+from tunelab.curate.common import StageContext, decisions
+from tunelab.curate.config import DecontaminateSettings
+
+PROMPT_FIELD = {"sft": "prompt", "dpo": "prompt", "raft": "question", "text": "text"}
+
+
+def matches(
+    train: list[str], evals: list[str], ngram: int, threshold: float, num_perm: int = 128, seed: int = 1
+) -> list[tuple[int, int, float]]:
+    """(train index, eval index, exact Jaccard) for every train text with an eval text at >= threshold
+    (the best eval match per train text)."""
+    if not train or not evals:
+        return []
+    sig = minhash.signatures(train + evals, ngram, num_perm, seed)
+    bands, rows = minhash.band_params(threshold, num_perm)
+    weights = np.random.default_rng(seed + 31).integers(1, 2**63, size=rows, dtype=np.uint64) | np.uint64(1)
+    band_hash = (sig[:, : bands * rows].reshape(len(sig), bands, rows).astype(np.uint64) * weights).sum(
+        axis=2, dtype=np.uint64
+    )
+    n_train = len(train)
+    table = pl.DataFrame(
+        {
+            "doc": np.repeat(np.arange(len(sig), dtype=np.int64), bands),
+            "band": np.tile(np.arange(bands, dtype=np.int16), len(sig)),
+            "h": band_hash.reshape(-1),
+        }
+    )
+    left = table.filter(pl.col("doc") < n_train)
+    right = table.filter(pl.col("doc") >= n_train).rename({"doc": "other"})
+    pairs = left.join(right, on=["band", "h"]).select("doc", "other").unique().to_numpy()
+    if len(pairs) == 0:
+        return []
+    docs = np.unique(pairs.reshape(-1))
+    sets = minhash.ShingleSets(train + evals, docs, ngram, seed)
+    best: dict[int, tuple[int, float]] = {}
+    for doc, other in pairs:
+        j = sets.jaccard(int(doc), int(other))
+        if j >= threshold and j > best.get(int(doc), (-1, -1.0))[1]:
+            best[int(doc)] = (int(other) - n_train, j)
+    return [(doc, other, j) for doc, (other, j) in sorted(best.items())]
+
+
+def run(frame: pl.DataFrame, cfg: DecontaminateSettings, ctx: StageContext) -> pl.DataFrame:
+    """contaminated:eval drops; ref_sample_id = the eval row's id, score = exact Jaccard."""
+    evals = ctx.eval_texts or []
+    eval_prompts = ctx.eval_prompts or []
+    eval_ids = ctx.eval_ids or [f"eval:{i}" for i in range(len(evals))]
+    if not evals:
+        ctx.stats["decontaminate"] = {"eval_rows": 0, "dropped": 0, "note": "no evaluation set given"}
+        return decisions([], "decontaminate", True)
+    found: dict[int, tuple[int, float, str]] = {}
+    for j_train, j_eval, j in matches(
+        frame["content"].fill_null("").to_list(), evals, cfg.ngram, cfg.threshold
+    ):
+        found[j_train] = (j_eval, j, "content")
+    field = PROMPT_FIELD[ctx.kind]
+    if eval_prompts and field in frame.columns:
+        prompts = frame[field].fill_null("").to_list()
+        for j_train, j_eval, j in matches(prompts, eval_prompts, cfg.ngram, cfg.threshold):
+            if j > found.get(j_train, (0, -1.0, ""))[1]:
+                found[j_train] = (j_eval, j, field)
+    rows = sorted(found)
+    ctx.stats["decontaminate"] = {"eval_rows": len(evals), "dropped": len(rows)}
+    ids = frame["sample_id"]
+    return decisions(
+        ids.gather(rows),
+        "decontaminate",
+        False,
+        "contaminated:eval",
+        ref_sample_id=[eval_ids[found[r][0]] for r in rows],
+        score=[found[r][1] for r in rows],
+        evidence=[
+            f"{found[r][2]} Jaccard {found[r][1]:.2f} >= {cfg.threshold} with an eval row" for r in rows
+        ],
+    )

@@ -1,0 +1,122 @@
+"""Length stage: min/max per field in characters, and in tokens of the recipe's tokenizer when one is given."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from tunelab.curate.common import StageContext, decisions
+from tunelab.curate.config import LengthSettings
+from tunelab.errors import UserError
+from tunelab.records import CANONICAL_FIELDS, LIST_FIELDS
+
+
+@lru_cache(maxsize=4)
+def load_tokenizer(name_or_path: str) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(name_or_path)
+    except Exception as exc:  # transformers raises OSError/ValueError/... for a bad name or path
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"curate.length.tokenizer: cannot load {name_or_path!r}: {first}") from None
+
+
+def _text(frame: pl.DataFrame, field: str) -> pl.Series:
+    col = pl.col(field).list.join("\n") if field in LIST_FIELDS else pl.col(field)
+    return frame.select(col.fill_null("").alias(field))[field]
+
+
+def token_counts(tokenizer: Any, texts: list[str], batch: int = 1024) -> np.ndarray:
+    counts = np.zeros(len(texts), dtype=np.int64)
+    for begin in range(0, len(texts), batch):
+        ids = tokenizer(texts[begin : begin + batch], add_special_tokens=False)["input_ids"]
+        counts[begin : begin + len(ids)] = [len(x) for x in ids]
+    return counts
+
+
+def _stats(values: np.ndarray) -> dict[str, float]:
+    if values.size == 0:
+        return {"mean": 0.0, "p50": 0.0, "p95": 0.0, "max": 0.0}
+    return {
+        "mean": round(float(values.mean()), 2),
+        "p50": float(np.percentile(values, 50)),
+        "p95": float(np.percentile(values, 95)),
+        "max": float(values.max()),
+    }
+
+
+def _check_fields(cfg: LengthSettings, kind: str) -> None:
+    allowed = set(CANONICAL_FIELDS[kind])
+    for block in ("min_chars", "max_chars", "min_tokens", "max_tokens"):
+        for field in getattr(cfg, block):
+            if field not in allowed:
+                raise UserError(
+                    f"curate.length.{block}: {field!r} is not a field of kind {kind} ({', '.join(sorted(allowed))})"
+                )
+    if (cfg.min_tokens or cfg.max_tokens) and not cfg.tokenizer:
+        raise UserError(
+            "curate.length: min_tokens/max_tokens need curate.length.tokenizer (a tokenizer name or path)"
+        )
+
+
+def run(frame: pl.DataFrame, cfg: LengthSettings, ctx: StageContext) -> pl.DataFrame:
+    """too_short/too_long drops (first failing limit wins: chars before tokens); length stats in ctx.stats."""
+    _check_fields(cfg, ctx.kind)
+    fields = [f for f in CANONICAL_FIELDS[ctx.kind] if f in frame.columns]
+    tokenizer = load_tokenizer(cfg.tokenizer) if cfg.tokenizer else None
+    n = frame.height
+    reason = np.full(n, None, dtype=object)
+    evidence = np.full(n, None, dtype=object)
+    stats: dict[str, dict[str, Any]] = {}
+
+    def apply(mask: np.ndarray, code: str, values: np.ndarray, unit: str) -> None:
+        fresh = mask & (reason == None)  # noqa: E711 (elementwise on an object array)
+        reason[fresh] = code
+        evidence[fresh] = [f"{v} {unit}" for v in values[fresh]]
+
+    for field in fields:
+        texts = _text(frame, field)
+        present = frame[field].is_not_null().to_numpy()
+        chars = texts.str.len_chars().to_numpy().astype(np.int64)
+        stats[field] = {"chars": _stats(chars[present])}
+        if field in cfg.min_chars:
+            apply(
+                chars < cfg.min_chars[field],
+                f"too_short:{field}_chars<{cfg.min_chars[field]}",
+                chars,
+                "chars",
+            )
+        if field in cfg.max_chars:
+            apply(
+                chars > cfg.max_chars[field], f"too_long:{field}_chars>{cfg.max_chars[field]}", chars, "chars"
+            )
+        if tokenizer is not None:
+            tokens = token_counts(tokenizer, texts.to_list())
+            stats[field]["tokens"] = _stats(tokens[present])
+            if field in cfg.min_tokens:
+                apply(
+                    tokens < cfg.min_tokens[field],
+                    f"too_short:{field}_tokens<{cfg.min_tokens[field]}",
+                    tokens,
+                    "tokens",
+                )
+            if field in cfg.max_tokens:
+                apply(
+                    tokens > cfg.max_tokens[field],
+                    f"too_long:{field}_tokens>{cfg.max_tokens[field]}",
+                    tokens,
+                    "tokens",
+                )
+    ctx.stats["length"] = {"tokenizer": cfg.tokenizer, "fields": stats}
+    dropped = np.flatnonzero(reason != None)  # noqa: E711
+    return decisions(
+        frame["sample_id"].gather(dropped),
+        "length",
+        False,
+        reason[dropped].tolist(),
+        evidence=evidence[dropped].tolist(),
+    )

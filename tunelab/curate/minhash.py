@@ -1,0 +1,273 @@
+"""Near-duplicate removal with MinHash LSH, vectorised over the whole batch.
+
+Sketch: one-permutation hashing (OPH) with optimal densification (Shrivastava 2017): every character
+n-gram is hashed once, its top bits pick one of `num_perm` bins and the bin keeps its minimum.
+`num_perm` true permutations cost num_perm hash-ops per shingle (~14k docs/s ceiling on one core at
+1,200 characters per document, see benchmarks/minhash_bench.py); OPH costs one and estimates Jaccard
+with the same variance, and its signatures agree with datasketch's (tests/test_curate_minhash.py).
+Bands/rows come from datasketch's `optimal_param`, weighted towards recall because every candidate
+pair is verified with exact Jaccard on the shingle sets before anything is dropped.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import polars as pl
+
+from tunelab.curate.common import StageContext, decisions, keep_order
+from tunelab.curate.config import MinhashSettings
+from tunelab.textnorm import shingle_hashes, window_hashes
+
+EMPTY = np.uint32(0xFFFFFFFF)
+# ~1M characters per chunk keeps every pass's arrays in L2/L3: 2-3x faster than 8k-document chunks
+CHUNK_CHARS = 1_000_000
+# recall-weighted banding (18x7 at t=0.7, 128 perms): verification restores precision
+FALSE_POSITIVE_WEIGHT = 0.2
+FALSE_NEGATIVE_WEIGHT = 0.8
+
+
+def signatures(texts: list[str], ngram: int = 5, num_perm: int = 128, seed: int = 1) -> np.ndarray:
+    """(len(texts), num_perm) uint32 OPH signatures; identical shingle sets give identical rows."""
+    out = np.empty((len(texts), num_perm), dtype=np.uint32)
+    probes = _probe_table(num_perm, seed)
+    total_chars = sum(len(t) for t in texts)
+    if texts and total_chars / len(texts) < num_perm:
+        # short texts (chat turns, titles) fill few OPH bins and densification dominates; true permutations
+        # cost shingles x num_perm, which is small exactly when texts are short. One scheme per call, so
+        # every signature of a batch is comparable.
+        return _permutation_signatures(texts, ngram, num_perm, seed)
+    ends = np.cumsum(np.fromiter((len(t) + 1 for t in texts), dtype=np.int64, count=len(texts)))
+    cuts = np.unique(np.searchsorted(ends, np.arange(CHUNK_CHARS, ends[-1] if len(ends) else 0, CHUNK_CHARS)))
+    bounds = [0, *[int(c) + 1 for c in cuts if c + 1 < len(texts)], len(texts)]
+    for begin, end in zip(bounds[:-1], bounds[1:], strict=True):
+        if end > begin:
+            out[begin:end] = _chunk_signatures(texts[begin:end], ngram, num_perm, seed, probes)
+    return out
+
+
+def _chunk_signatures(
+    texts: list[str], ngram: int, num_perm: int, seed: int, probes: np.ndarray
+) -> np.ndarray:
+    h, starts, counts = window_hashes(texts, ngram, seed)
+    docs = len(texts)
+    owned = np.diff(np.append(starts, h.size))  # windows per text, valid ones first
+    top = h
+    if num_perm & (num_perm - 1) == 0:
+        bins = top >> np.uint32(32 - int(np.log2(num_perm)))
+    else:
+        bins = ((top.astype(np.uint64) * np.uint64(num_perm)) >> np.uint64(32)).astype(np.uint32)
+    slot = np.repeat(np.arange(docs, dtype=np.int64) * num_perm, owned)
+    np.add(slot, bins, out=slot, casting="unsafe")
+    values = top
+    # windows that straddle a separator get the EMPTY value: they can never lower a bin's minimum
+    invalid = owned - counts
+    if invalid.sum():
+        first_invalid = np.repeat(starts + counts, invalid)
+        within = np.arange(invalid.sum(), dtype=np.int64) - np.repeat(np.cumsum(invalid) - invalid, invalid)
+        values[first_invalid + within] = EMPTY
+    sig = np.full(docs * num_perm, EMPTY, dtype=np.uint32)
+    np.minimum.at(sig, slot, values)
+    return _densify(sig.reshape(docs, num_perm), probes)
+
+
+def _permutation_signatures(texts: list[str], ngram: int, num_perm: int, seed: int) -> np.ndarray:
+    """Classic MinHash: num_perm hash functions a*x+b mod 2**32 over each text's shingle hashes."""
+    hashes, counts = shingle_hashes(texts, ngram, seed)
+    rng = np.random.default_rng(seed + 104729)
+    a = (rng.integers(0, 2**32, num_perm, dtype=np.uint64) | np.uint64(1)).astype(np.uint32)
+    b = rng.integers(0, 2**32, num_perm, dtype=np.uint64).astype(np.uint32)
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    out = np.empty((len(texts), num_perm), dtype=np.uint32)
+    block = max(1, 4_000_000 // max(hashes.size, 1))
+    for p in range(0, num_perm, block):
+        permuted = hashes[None, :] * a[p : p + block, None] + b[p : p + block, None]
+        _fmix_rows(permuted)
+        out[:, p : p + block] = np.minimum.reduceat(permuted, starts, axis=1).T
+    return out
+
+
+def _fmix_rows(h: np.ndarray) -> None:
+    # a*x+b alone is linear; the finaliser makes the minimum behave like a random permutation's
+    h ^= h >> np.uint32(16)
+    h *= np.uint32(0x85EBCA6B)
+    h ^= h >> np.uint32(13)
+
+
+def _probe_table(num_perm: int, seed: int, attempts: int = 64) -> np.ndarray:
+    """Bin k's t-th fallback bin; shared by all documents so densified bins still collide consistently."""
+    rng = np.random.default_rng(seed + 7919)
+    return rng.integers(0, num_perm, size=(num_perm, attempts), dtype=np.int64)
+
+
+def _densify(sig: np.ndarray, probes: np.ndarray) -> np.ndarray:
+    """Optimal densification: an empty bin borrows the value of the first non-empty bin on its probe path."""
+    docs, num_perm = sig.shape
+    original = sig.reshape(-1).copy()
+    flat = sig.reshape(-1)
+    empty = np.flatnonzero(original == EMPTY)
+    row_base = empty - empty % num_perm
+    col = empty % num_perm
+    for attempt in range(probes.shape[1]):
+        if empty.size == 0:
+            break
+        values = original[row_base + probes[col, attempt]]
+        found = values != EMPTY
+        flat[empty[found]] = values[found]
+        keep = ~found
+        empty, row_base, col = empty[keep], row_base[keep], col[keep]
+    if empty.size:
+        # docs with a handful of shingles: fall back to the document's minimum (still a function of the set)
+        flat[empty] = original.reshape(docs, num_perm).min(axis=1)[empty // num_perm]
+    return sig
+
+
+def estimated_jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.mean(a == b))
+
+
+@functools.lru_cache(maxsize=64)
+def band_params(threshold: float, num_perm: int) -> tuple[int, int]:
+    from datasketch.lsh import _optimal_param
+
+    bands, rows = _optimal_param(threshold, num_perm, FALSE_POSITIVE_WEIGHT, FALSE_NEGATIVE_WEIGHT)
+    return int(bands), int(rows)
+
+
+def candidate_pairs(sig: np.ndarray, bands: int, rows: int, seed: int = 1) -> np.ndarray:
+    """(m, 2) int64 pairs (doc, bucket root) sharing a band bucket; each bucket is a star around its lowest doc."""
+    n = sig.shape[0]
+    if n < 2:
+        return np.zeros((0, 2), dtype=np.int64)
+    weights = np.random.default_rng(seed + 31).integers(1, 2**63, size=rows, dtype=np.uint64) | np.uint64(1)
+    banded = sig[:, : bands * rows].reshape(n, bands, rows).astype(np.uint64)
+    band_hash = (banded * weights).sum(axis=2, dtype=np.uint64)  # wraps mod 2**64 on purpose
+    table = pl.DataFrame(
+        {
+            "doc": np.repeat(np.arange(n, dtype=np.int64), bands),
+            "band": np.tile(np.arange(bands, dtype=np.int16), n),
+            "h": band_hash.reshape(-1),
+        }
+    )
+    pairs = (
+        table.with_columns(root=pl.col("doc").min().over(["band", "h"]))
+        .filter(pl.col("doc") != pl.col("root"))
+        .select("doc", "root")
+        .unique()
+    )
+    return pairs.to_numpy().astype(np.int64)
+
+
+def components(n: int, pairs: np.ndarray) -> np.ndarray:
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    graph = coo_matrix((np.ones(len(pairs), dtype=np.int8), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    return connected_components(graph, directed=False)[1]
+
+
+class ShingleSets:
+    """Exact shingle-hash sets of the docs in candidate pairs, made unique per doc on first use.
+
+    One global sort of all involved shingles cost more than the whole signature pass; most docs are
+    compared once or twice, so sorting each doc's ~1k hashes lazily is cheaper.
+    """
+
+    def __init__(self, texts: list[str], docs: np.ndarray, ngram: int, seed: int) -> None:
+        hashes, counts = shingle_hashes([texts[i] for i in docs], ngram, seed)
+        offsets = np.concatenate(([0], np.cumsum(counts)))
+        self._slices = {int(d): (int(offsets[k]), int(offsets[k + 1])) for k, d in enumerate(docs)}
+        self._hashes = hashes
+        self._unique: dict[int, np.ndarray] = {}
+
+    def get(self, doc: int) -> np.ndarray:
+        found = self._unique.get(doc)
+        if found is None:
+            begin, end = self._slices[doc]
+            ordered = np.sort(self._hashes[begin:end])
+            keep = np.empty(ordered.size, dtype=bool)
+            keep[:1] = True
+            np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
+            # np.unique hashes instead of sorting in numpy 2.x: 5x slower on arrays this small
+            found = self._unique[doc] = ordered[keep]
+        return found
+
+    def jaccard(self, a: int, b: int) -> float:
+        x, y = self.get(a), self.get(b)
+        inter = np.intersect1d(x, y, assume_unique=True).size
+        union = x.size + y.size - inter
+        return inter / union if union else 1.0
+
+
+def cluster(
+    texts: list[str], sig: np.ndarray, settings: MinhashSettings, rank: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
+    """Greedy clustering without chains: within each LSH component, in rank order, a doc is dropped when its
+    exact Jaccard with an earlier representative is >= threshold, else it becomes a representative.
+
+    Returns (ref, score, n_candidate_pairs, component): ref[i] = representative doc index or -1 (kept),
+    score = exact Jaccard, component[i] = LSH component id (-1 when the doc collided with nothing).
+    """
+    n = len(texts)
+    ref = np.full(n, -1, dtype=np.int64)
+    score = np.full(n, np.nan)
+    bands, rows = band_params(settings.threshold, settings.num_perm)
+    pairs = candidate_pairs(sig, bands, rows, settings.seed)
+    if len(pairs) == 0:
+        return ref, score, 0, np.full(n, -1, dtype=np.int64)
+    labels = components(n, pairs)
+    sizes = np.bincount(labels)
+    involved = np.flatnonzero(sizes[labels] > 1)
+    sets = ShingleSets(texts, involved, settings.ngram, settings.seed)
+    # rounds: each round every pending component's best-ranked doc becomes a representative and every other
+    # pending member is compared with it; equivalent to the sequential greedy rule, with one numpy pass per round
+    pending = involved[np.lexsort((rank[involved], labels[involved]))]
+    while pending.size > 1:
+        comp = labels[pending]
+        is_first = np.ones(pending.size, dtype=bool)
+        is_first[1:] = comp[1:] != comp[:-1]
+        rep_of = pending[np.flatnonzero(is_first)[np.cumsum(is_first) - 1]]
+        members = ~is_first
+        if not members.any():
+            break
+        matched = np.zeros(pending.size, dtype=bool)
+        for pos in np.flatnonzero(members):
+            doc, rep = pending[pos], rep_of[pos]
+            j = sets.jaccard(doc, rep)
+            if j >= settings.threshold:
+                ref[doc], score[doc], matched[pos] = rep, j, True
+        pending = pending[members & ~matched]
+    return ref, score, len(pairs), np.where(sizes[labels] > 1, labels, -1)
+
+
+def run(frame: pl.DataFrame, cfg: MinhashSettings, ctx: StageContext) -> pl.DataFrame:
+    """Decisions for `frame` (needs sample_id and content): near_dup_minhash drops with ref + exact Jaccard."""
+    texts = frame["content"].fill_null("").to_list()
+    sig = signatures(texts, cfg.ngram, cfg.num_perm, cfg.seed)
+    rank = keep_order(frame, cfg.keep, frame["content"]).to_numpy()
+    ref, score, pairs, component = cluster(texts, sig, cfg, rank)
+    dropped = np.flatnonzero(ref >= 0)
+    ids = frame["sample_id"]
+    # kept members of one LSH component (similar, under the threshold) must land on one side of the split
+    kept_in_component = np.flatnonzero((component >= 0) & (ref < 0))
+    cluster_of = ctx.embeddings.setdefault("cluster_of", {})
+    for doc in kept_in_component:
+        cluster_of[ids[int(doc)]] = f"minhash:{int(component[doc])}"
+    ctx.stats["minhash"] = {
+        "bands_rows": list(band_params(cfg.threshold, cfg.num_perm)),
+        "candidate_pairs": int(pairs),
+        "dropped": int(dropped.size),
+        "kept_in_clusters": int(kept_in_component.size),
+    }
+    if dropped.size == 0:
+        return decisions([], "minhash", True)
+    return decisions(
+        ids.gather(dropped),
+        "minhash",
+        False,
+        "near_dup_minhash",
+        ref_sample_id=ids.gather(ref[dropped]),
+        score=pl.Series(score[dropped]),
+        evidence=f"exact Jaccard of {cfg.ngram}-char shingles >= {cfg.threshold}",
+    )

@@ -1,0 +1,275 @@
+"""The curation report (dict → report.json / report.md) and the files a curation writes."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import polars as pl
+
+from tunelab.curate.common import StageContext
+from tunelab.records import CANONICAL_FIELDS, LIST_FIELDS, content_text
+from tunelab.records_config import DatasetConfig
+
+if TYPE_CHECKING:
+    from tunelab.curate.pipeline import CurationResult
+
+DEDUP_REASONS = ("exact_dup", "near_dup_minhash", "near_dup_semantic")
+SNIPPET = 160
+
+
+def _snippet(text: str | None) -> str:
+    text = (text or "").replace("\n", " ⏎ ")
+    return text if len(text) <= SNIPPET else text[: SNIPPET - 1] + "…"
+
+
+def _length_stats(frame: pl.DataFrame, kind: str) -> dict[str, dict[str, float]]:
+    out = {}
+    for field in CANONICAL_FIELDS[kind]:
+        if field not in frame.columns:
+            continue
+        col = pl.col(field).list.join("\n") if field in LIST_FIELDS else pl.col(field)
+        chars = frame.select(col.str.len_chars())[field].drop_nulls().to_numpy()
+        if chars.size:
+            out[field] = {
+                "mean": round(float(chars.mean()), 2),
+                "p50": float(np.percentile(chars, 50)),
+                "p95": float(np.percentile(chars, 95)),
+                "max": float(chars.max()),
+            }
+    return out
+
+
+def largest_clusters(
+    decisions: pl.DataFrame, loaded: pl.DataFrame, kind: str, top: int = 20
+) -> list[dict[str, Any]]:
+    """The `top` representatives with the most dropped duplicates, with texts side by side."""
+    dups = decisions.filter(pl.col("reason").is_in(DEDUP_REASONS) & pl.col("ref_sample_id").is_not_null())
+    if dups.height == 0:
+        return []
+    texts = dict(loaded.select("sample_id", content_text(kind)).iter_rows())
+    sizes = (
+        dups.group_by("ref_sample_id")
+        .len()
+        .sort(["len", "ref_sample_id"], descending=[True, False])
+        .head(top)
+    )
+    clusters = []
+    for ref, size in sizes.iter_rows():
+        members = dups.filter(pl.col("ref_sample_id") == ref).sort("score", descending=True, nulls_last=True)
+        clusters.append(
+            {
+                "representative": ref,
+                "representative_text": _snippet(texts.get(ref)),
+                "size": int(size) + 1,
+                "members": [
+                    {
+                        "sample_id": sid,
+                        "reason": reason,
+                        "score": None if score is None else round(float(score), 4),
+                        "text": _snippet(texts.get(sid)),
+                    }
+                    for sid, reason, score in members.select("sample_id", "reason", "score")
+                    .head(10)
+                    .iter_rows()
+                ],
+            }
+        )
+    return clusters
+
+
+def build_report(
+    result: CurationResult,
+    dataset: DatasetConfig,
+    loaded: pl.DataFrame,
+    per_stage: dict[str, dict[str, Any]],
+    ctx: StageContext,
+    seconds: float,
+) -> dict[str, Any]:
+    decisions = result.decisions
+    reasons = (
+        decisions.filter(
+            ~pl.col("kept") | (pl.col("reason") == "normalized") | (pl.col("reason") == "oversampled")
+        )
+        .group_by("stage", "reason", "kept")
+        .len()
+        .sort(["stage", "len"], descending=[False, True])
+    )
+    quarantine_errors = []
+    if result.quarantine is not None and result.quarantine.height:
+        quarantine_errors = [
+            {"error": e, "count": int(n)}
+            for e, n in result.quarantine.group_by("error")
+            .len()
+            .sort("len", descending=True)
+            .head(10)
+            .iter_rows()
+        ]
+    survivors = pl.concat([result.train, result.val]) if result.train is not None else loaded.head(0)
+    stats = {k: v for k, v in ctx.stats.items() if not k.startswith("_")}
+    return {
+        "curation_id": result.curation_id,
+        "dataset": dataset.name,
+        "dataset_path": str(dataset.path),
+        "kind": dataset.kind,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "data_version": result.data_version,
+        "seconds": round(seconds, 3),
+        "counts": {
+            "read": result.read,
+            "kept": result.kept,
+            "dropped": result.dropped,
+            "quarantined": result.quarantined,
+            "oversampled": result.oversampled,
+            "train": 0 if result.train is None else result.train.height,
+            "val": 0 if result.val is None else result.val.height,
+        },
+        "stages": [{"stage": name, **info} for name, info in per_stage.items()],
+        "reasons": [
+            {"stage": s, "reason": r, "kept": k, "count": int(n)} for s, r, k, n in reasons.iter_rows()
+        ],
+        "quarantine_errors": quarantine_errors,
+        "length_input": _length_stats(loaded, dataset.kind),
+        "length_output": _length_stats(survivors, dataset.kind),
+        "stage_stats": stats,
+        "largest_clusters": largest_clusters(decisions, loaded, dataset.kind),
+    }
+
+
+def _md_table(header: list[str], rows: list[list[Any]]) -> str:
+    def cell(value: Any) -> str:
+        return str(value).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def report_markdown(report: dict[str, Any]) -> str:
+    c = report["counts"]
+    parts = [
+        f"# Curation {report['curation_id']}",
+        f"Dataset `{report['dataset']}` ({report['kind']}) from `{report['dataset_path']}`; "
+        f"data version `{report['data_version']}`; {report['seconds']} s.",
+        "",
+        f"**read {c['read']:,}** = kept {c['kept']:,} + dropped {c['dropped']:,} + quarantined "
+        f"{c['quarantined']:,}; train {c['train']:,}, val {c['val']:,} (oversampled copies: {c['oversampled']:,}).",
+        "",
+        "## Stages",
+        _md_table(
+            ["stage", "rows in", "dropped", "seconds"],
+            [[s["stage"], s["in"], s["dropped"], s["seconds"]] for s in report["stages"]],
+        ),
+        "",
+        "## Reasons",
+        _md_table(
+            ["stage", "reason", "kept", "rows"],
+            [[r["stage"], r["reason"], r["kept"], r["count"]] for r in report["reasons"]],
+        ),
+    ]
+    if report["quarantine_errors"]:
+        parts += [
+            "",
+            "## Quarantine",
+            _md_table(["error", "rows"], [[q["error"], q["count"]] for q in report["quarantine_errors"]]),
+        ]
+    for title, key in (
+        ("Lengths in (characters)", "length_input"),
+        ("Lengths out (characters)", "length_output"),
+    ):
+        rows = [[f, s["mean"], s["p50"], s["p95"], s["max"]] for f, s in report[key].items()]
+        parts += ["", f"## {title}", _md_table(["field", "mean", "p50", "p95", "max"], rows)]
+    tokens = (report["stage_stats"].get("length") or {}).get("fields") or {}
+    token_rows = [
+        [f, s["tokens"]["mean"], s["tokens"]["p50"], s["tokens"]["p95"], s["tokens"]["max"]]
+        for f, s in tokens.items()
+        if "tokens" in s
+    ]
+    if token_rows:
+        parts += [
+            "",
+            "## Lengths in tokens (length stage input)",
+            _md_table(["field", "mean", "p50", "p95", "max"], token_rows),
+        ]
+    balance = report["stage_stats"].get("balance")
+    if balance and balance.get("before"):
+        labels = sorted(balance["before"])
+        parts += [
+            "",
+            "## Balance",
+            _md_table(
+                ["label", "before", "after"],
+                [[k, balance["before"][k], balance["after"].get(k, "")] for k in labels],
+            ),
+        ]
+    if report["largest_clusters"]:
+        parts += ["", "## Largest duplicate clusters"]
+        for k, cluster in enumerate(report["largest_clusters"], 1):
+            rows = [["**kept**", cluster["representative"], "", cluster["representative_text"]]]
+            rows += [[m["reason"], m["sample_id"], m["score"], m["text"]] for m in cluster["members"]]
+            parts += [
+                "",
+                f"### {k}. {cluster['representative']} ({cluster['size']} rows)",
+                _md_table(["", "sample", "score", "text"], rows),
+            ]
+    return "\n".join(parts) + "\n"
+
+
+def write_outputs(
+    result: CurationResult,
+    dataset: DatasetConfig,
+    loaded: pl.DataFrame,
+    recipe_raw: dict[str, Any],
+    workspace: Path,
+) -> None:
+    """WORKSPACE/curations/<id>/{train,val}.{parquet,jsonl}, decisions/quarantine parquet, report.{json,md};
+    then the warehouse ingest (one transaction)."""
+    from tunelab.curate import normalize
+    from tunelab.curate.pipeline import with_content
+
+    out = result.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    assert result.train is not None and result.val is not None and result.quarantine is not None
+    for name, frame in (("train", result.train), ("val", result.val)):
+        frame.write_parquet(out / f"{name}.parquet")
+        frame.write_ndjson(out / f"{name}.jsonl")
+    result.train_path, result.val_path = out / "train.parquet", out / "val.parquet"
+    result.decisions.write_parquet(out / "decisions.parquet")
+    result.quarantine.write_parquet(out / "quarantine.parquet")
+    (out / "report.json").write_text(
+        json.dumps(result.report, ensure_ascii=False, indent=2), encoding="utf-8"
+    )
+    (out / "report.md").write_text(report_markdown(result.report), encoding="utf-8")
+    try:
+        from tunelab.warehouse import store
+    except ImportError:
+        return
+    from tunelab.recipe import warehouse_path
+
+    samples = with_content(normalize.transform(loaded, normalize.NormalizeSettings()), dataset.kind).drop(
+        "content"
+    )
+    copies = result.train.filter(pl.col("sample_id").str.contains("#dup", literal=True))
+    if copies.height:
+        samples = pl.concat([samples, copies], how="diagonal_relaxed")
+    curation = {
+        "curation_id": result.curation_id,
+        "dataset": dataset.name,
+        "dataset_path": str(dataset.path),
+        "kind": dataset.kind,
+        "data_version": result.data_version,
+        "recipe": json.dumps(
+            {k: (recipe_raw or {}).get(k) for k in ("dataset", "curate")}, ensure_ascii=False, default=str
+        ),
+        "created_at": datetime.now(UTC).replace(tzinfo=None),
+        "read": result.read,
+        "kept": result.kept,
+        "dropped": result.dropped,
+        "quarantined": result.quarantined,
+        "report": json.dumps(result.report, ensure_ascii=False),
+        "out_dir": str(out),
+    }
+    store.ingest_curation(warehouse_path(workspace), curation, samples, result.decisions, result.quarantine)

@@ -1,0 +1,56 @@
+"""Split stage: seeded train/val split, stratified by label, that never splits a near-duplicate cluster.
+
+Clusters: rows the minhash stage found in one LSH component but kept (their exact Jaccard with the
+representative was under the threshold, e.g. paraphrases) share a group id; so do rows left from one
+exact/semantic cluster. A whole group goes to train or to val, so val never holds a close paraphrase of a
+train row. Within each label, groups are shuffled with the seed and moved to val until the label's val
+share reaches val_ratio. Decisions are the terminal ones: stage 'final', kept=true, evidence split=train|val.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+from tunelab.curate.common import StageContext, decisions
+from tunelab.curate.config import SplitSettings
+
+
+def assign(frame: pl.DataFrame, cfg: SplitSettings, groups: dict[str, str] | None = None) -> pl.Series:
+    """'train' or 'val' per row of `frame`."""
+    n = frame.height
+    if n == 0:
+        return pl.Series("split", [], dtype=pl.String)
+    groups = groups or {}
+    base_ids = frame["sample_id"].str.replace(r"#dup\d+$", "")  # an oversampled copy follows its source
+    group = pl.Series([groups.get(s, s) for s in base_ids.to_list()])
+    if cfg.stratify and cfg.stratify in frame.columns:
+        strata = frame[cfg.stratify].cast(pl.String).fill_null("(none)")
+    else:
+        strata = pl.Series(["(all)"] * n)
+    table = pl.DataFrame({"group": group, "stratum": strata})
+    # a group's stratum is its first row's
+    per_group = table.group_by("group", maintain_order=True).agg(pl.col("stratum").first(), size=pl.len())
+    rng = np.random.default_rng(cfg.seed)
+    val_groups: set[str] = set()
+    for _, part in per_group.group_by("stratum", maintain_order=True):
+        want = int(round(cfg.val_ratio * part["size"].sum()))
+        if want == 0:
+            continue
+        order = rng.permutation(part.height)
+        names, sizes = part["group"].to_numpy(), part["size"].to_numpy()
+        taken = 0
+        for k in order:
+            if taken >= want:
+                break
+            if taken + sizes[k] > want and taken > 0:
+                continue  # a big cluster would overshoot: try smaller ones
+            val_groups.add(str(names[k]))
+            taken += int(sizes[k])
+    return pl.Series("split", ["val" if g in val_groups else "train" for g in group.to_list()])
+
+
+def run(frame: pl.DataFrame, cfg: SplitSettings, ctx: StageContext) -> pl.DataFrame:
+    split = assign(frame, cfg, ctx.embeddings.get("cluster_of"))
+    ctx.stats["split"] = {"train": int((split == "train").sum()), "val": int((split == "val").sum())}
+    return decisions(frame["sample_id"], "final", True, None, evidence="split=" + split)
