@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import string
+import warnings
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from importlib.metadata import version
@@ -82,12 +83,19 @@ class CharTokenizer:
         return "tok:char-lower"
 
 
+def kiwi_threads() -> int:
+    """TUNELAB_KIWI_THREADS: Kiwi worker threads (-1 = all cores, the default; 0 = the calling thread only)."""
+    return int(os.environ.get("TUNELAB_KIWI_THREADS", "-1"))
+
+
 @lru_cache(maxsize=1)
 def kiwi_instance() -> Any:
-    """The process's one Kiwi; TUNELAB_KIWI_THREADS sets its worker threads (-1 = all cores, 0 = caller's)."""
+    """The process's one Kiwi (loading its model takes ~3 s)."""
     from kiwipiepy import Kiwi
 
-    return Kiwi(num_workers=int(os.environ.get("TUNELAB_KIWI_THREADS", "-1")))
+    with warnings.catch_warnings():  # kiwipiepy warns that 0's meaning changed in 0.21; we mean today's
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return Kiwi(num_workers=kiwi_threads())
 
 
 class KiwiTokenizer:
@@ -101,6 +109,8 @@ class KiwiTokenizer:
 
     def tokenize_many(self, texts: Sequence[str]) -> list[list[str]]:
         # Kiwi's iterable form analyses the batch on its worker threads: ~2x the per-text calls here.
+        if kiwi_threads() == 0:  # Kiwi's batch form needs worker threads
+            return [self.tokenize(text) for text in texts]
         non_empty = [i for i, text in enumerate(texts) if text.strip()]
         out: list[list[str]] = [[] for _ in texts]
         analysed = kiwi_instance().tokenize([texts[i] for i in non_empty])
