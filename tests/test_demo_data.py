@@ -86,7 +86,7 @@ def test_planted_counts_per_reason() -> None:
     assert {k: len(v) for k, v in SFT["drops"].items()} == {
         "missing_field:response": 3,
         "missing_field:prompt": 1,
-        "empty_field:response": 2,
+        "empty:response": 2,
         "wrong_type:response": 2,
         "too_short:response": 3,
         "too_long:response": 2,
@@ -197,9 +197,12 @@ def test_contamination_copies_an_eval_row_and_nothing_else_does() -> None:
     assert len(contaminated) == 3
     for n, d in contaminated.items():
         assert exact_jaccard(shingles(SFT_ROWS[n]), eval_sets[d["eval_line"] - 1]) >= 0.8
+    eval_prompts = [char_shingles(normalize_text(e["instruction"]), NGRAM) for e in EVAL_ROWS]
     for n in minhash_survivor_lines():
         if n not in contaminated:
             assert max(exact_jaccard(shingles(SFT_ROWS[n]), e) for e in eval_sets) < 0.4
+            prompt = char_shingles(normalize_text(SFT_ROWS[n]["instruction"]), NGRAM)
+            assert max(exact_jaccard(prompt, e) for e in eval_prompts) < 0.5, f"sft line {n}"
 
 
 def test_label_imbalance_is_about_three_to_one() -> None:

@@ -433,7 +433,7 @@ def main() -> None:
         elif kind == "missing_instruction":
             drop(item, "missing_field:prompt", "schema", source_field="instruction")
         elif kind == "empty_output":
-            drop(item, "empty_field:response", "schema", note="whitespace only; empty after normalisation")
+            drop(item, "empty:response", "schema", note="whitespace only; empty after normalisation")
         elif kind == "wrong_type":
             drop(item, "wrong_type:response", "schema", source_type=type(item["output"]).__name__)
         elif kind == "too_short":
@@ -502,6 +502,15 @@ def main() -> None:
         for e in eval_shingles
     )
     assert worst_eval < DECONTAM_THRESHOLD - 0.2, worst_eval
+    # prompt-only matching (what decontamination of a prompt-only eval set compares) must not fire either
+    eval_prompts = [char_shingles(normalize_text(e["instruction"]), NGRAM) for e in built["eval"]]
+    worst_prompt = max(
+        exact_jaccard(char_shingles(normalize_text(r["instruction"]), NGRAM), e)
+        for r in order
+        if id(r) not in contaminated
+        for e in eval_prompts
+    )
+    assert worst_prompt < CLEAN_MAX, worst_prompt
 
     # semantic stage: calibrate the cosine threshold with the real default model (use-v3)
     sem = sorted(semantic_survivors, key=lambda r: line_of[id(r)])
@@ -574,6 +583,7 @@ def main() -> None:
             "clean_sample_ids": sorted((sid[id(r)] for r in clean), key=lambda s: int(s.split(":")[1])),
             "max_clean_jaccard": {"score": round(worst_clean[0], 4), "pair": list(worst_clean[1:])},
             "max_clean_eval_jaccard": round(worst_eval, 4),
+            "max_clean_eval_prompt_jaccard": round(worst_prompt, 4),
             "semantic": {
                 "model": "use-v3",
                 "paraphrase_cosines": para_scores,
