@@ -59,9 +59,8 @@ def run_demo(workspace: Path, recipe: Recipe | None = None, console: Console | N
 
     console.rule("[bold]4. evaluate base vs SFT vs DPO")
     started = time.perf_counter()
-    summary.evaluation = run_evaluate(
-        recipe, workspace, models=["base", summary.sft_run.run_id, summary.dpo_run.run_id]
-    )
+    # "sft"/"dpo" resolve to the runs just trained, and read better in tables than run ids
+    summary.evaluation = run_evaluate(recipe, workspace)
     summary.seconds["evaluate"] = time.perf_counter() - started
     print_summary(summary, console)
     return summary
