@@ -155,3 +155,18 @@ def test_korsts_pairs_score_nonzero_with_korean_tokenizers() -> None:
     _, scores = rouge_pairs(frame["sentence1"].to_list(), frame["sentence2"].to_list(), "auto")
     f1 = [f for _, _, f in scores["rouge1"]]
     assert sum(v > 0 for v in f1) > 190  # near-paraphrases: almost all overlap
+
+
+def test_ngram_counts_equal_rouge_scores_create_ngrams() -> None:
+    from tunelab.evaluate.tokenizers import KiwiTokenizer
+
+    texts = [REF, PRED, "하나", "", "가 가 가 나 가 가"]
+    tokens = KiwiTokenizer().tokenize_many(texts)
+    refs, preds = texts, list(reversed(texts))
+    _, ours = rouge_pairs(refs, preds, "kiwi")
+    for i, (ref_tokens, pred_tokens) in enumerate(zip(tokens, list(reversed(tokens)), strict=True)):
+        for kind, n in (("rouge1", 1), ("rouge2", 2)):
+            own = rouge_scorer._score_ngrams(
+                rouge_scorer._create_ngrams(ref_tokens, n), rouge_scorer._create_ngrams(pred_tokens, n)
+            )
+            assert ours[kind][i] == (own.precision, own.recall, own.fmeasure)

@@ -73,7 +73,7 @@ def rouge_pairs(
     `tokenizer` is auto | kiwi | whitespace | char: rouge-score's default tokenizer (which scores
     Korean 0) cannot be selected.
     """
-    from rouge_score.rouge_scorer import _create_ngrams, _score_lcs, _score_ngrams
+    from rouge_score.rouge_scorer import _score_lcs, _score_ngrams
 
     name = resolve_tokenizer_name(tokenizer, [*references, *predictions])
     distinct = _unique([*references, *predictions])
@@ -84,7 +84,10 @@ def rouge_pairs(
 
     @cache
     def ngrams(text: str, n: int) -> Counter:
-        return _create_ngrams(tokens[text], n)
+        # rouge-score's _create_ngrams counts in a Python loop and was the top entry in the benchmark's
+        # profile (~1 s of 4 s for 10k pairs); Counter over zip builds the identical Counter in C.
+        words = tokens[text]
+        return Counter(zip(*(words[i:] for i in range(n)), strict=False))  # shifted copies differ in length
 
     out: dict[str, list[tuple[float, float, float]]] = {kind: [] for kind in ROUGE_TYPES}
     for ref, pred in zip(references, predictions, strict=True):
