@@ -50,7 +50,7 @@ def build_tiny_model(
     hidden_size: int = 128,
     layers: int = 2,
     seed: int = 0,
-    pretrain_steps: int = 300,
+    pretrain_steps: int = 200,
 ) -> Path:
     """Train a byte-level BPE tokenizer on `texts` and save a random-init Llama beside it.
 
