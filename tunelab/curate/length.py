@@ -49,13 +49,15 @@ def _stats(values: np.ndarray) -> dict[str, float]:
     }
 
 
-def _check_fields(cfg: LengthSettings, kind: str) -> None:
-    allowed = set(CANONICAL_FIELDS[kind])
+def _check_fields(cfg: LengthSettings) -> None:
+    # one curate block serves the SFT and the DPO dataset of a recipe: a field of another kind is
+    # skipped for this one, a field of no kind at all is a typo
+    allowed = {f for fields in CANONICAL_FIELDS.values() for f in fields}
     for block in ("min_chars", "max_chars", "min_tokens", "max_tokens"):
         for field in getattr(cfg, block):
             if field not in allowed:
                 raise UserError(
-                    f"curate.length.{block}: {field!r} is not a field of kind {kind} ({', '.join(sorted(allowed))})"
+                    f"curate.length.{block}: {field!r} is not a canonical field ({', '.join(sorted(allowed))})"
                 )
     if (cfg.min_tokens or cfg.max_tokens) and not cfg.tokenizer:
         raise UserError(
@@ -65,7 +67,7 @@ def _check_fields(cfg: LengthSettings, kind: str) -> None:
 
 def run(frame: pl.DataFrame, cfg: LengthSettings, ctx: StageContext) -> pl.DataFrame:
     """too_short/too_long drops (first failing limit wins: chars before tokens); length stats in ctx.stats."""
-    _check_fields(cfg, ctx.kind)
+    _check_fields(cfg)
     fields = [f for f in CANONICAL_FIELDS[ctx.kind] if f in frame.columns]
     tokenizer = load_tokenizer(cfg.tokenizer) if cfg.tokenizer else None
     n = frame.height

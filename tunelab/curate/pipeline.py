@@ -71,8 +71,8 @@ def eval_content(
 ) -> tuple[list[str], list[str], list[str]] | None:
     """(content, prompt, ids) of the evaluation rows decontamination compares against, normalised the same way.
 
-    The eval file is read with its own kind (evaluate.eval_set.kind, default sft): a DPO training set is
-    still checked against an SFT-style eval set through the prompt view.
+    The eval file is read with its own kind (evaluate.eval_set.kind, default sft). Same kind as the
+    training set: contents are compared; another kind (a DPO set against an SFT eval set): prompts only.
     """
     block = curate.decontaminate
     if block.eval_path:
@@ -94,8 +94,9 @@ def eval_content(
     loaded = loaded.with_columns(content_text(cfg.kind))
     prompt_field = decontaminate.PROMPT_FIELD[cfg.kind]
     prompts = loaded[prompt_field].fill_null("").to_list() if prompt_field in loaded.columns else []
-    contents = loaded["content"].to_list() if cfg.kind == kind else []
-    return contents or prompts, prompts, loaded["sample_id"].to_list()
+    if cfg.kind == kind:  # same kind: whole content against whole content (prompts alone are too short)
+        return loaded["content"].to_list(), [], loaded["sample_id"].to_list()
+    return [], prompts, loaded["sample_id"].to_list()
 
 
 def _dropped_ids(stage_decisions: pl.DataFrame) -> pl.Series:
@@ -247,7 +248,7 @@ def curate_dataset(
     eval_rows = None
     if "decontaminate" in curate.stages:
         if eval_texts is not None:
-            eval_rows = (list(eval_texts), list(eval_texts), [f"eval:{i}" for i in range(len(eval_texts))])
+            eval_rows = (list(eval_texts), [], [f"eval:{i}" for i in range(len(eval_texts))])
         else:
             source_dir = Path(dataset.path).parent
             eval_rows = eval_content(curate, recipe_raw, dataset.kind, source_dir)

@@ -45,11 +45,12 @@ def run(frame: pl.DataFrame, cfg: SchemaSettings, ctx: StageContext) -> pl.DataF
     """Drop rows missing a required field, with a wrongly typed field, or with an empty one (first failure wins)."""
     fields = CANONICAL_FIELDS[ctx.kind]
     required = set(REQUIRED_FIELDS[ctx.kind]) | set(cfg.require)
-    unknown = sorted(set(cfg.require) - set(fields) - {"label"})
+    every_field = {f for kind_fields in CANONICAL_FIELDS.values() for f in kind_fields}
+    unknown = sorted(set(cfg.require) - every_field - {"label"})
     if unknown:
         from tunelab.errors import UserError
 
-        raise UserError(f"curate.schema.require: {unknown[0]!r} is not a field of kind {ctx.kind}")
+        raise UserError(f"curate.schema.require: {unknown[0]!r} is not a canonical field")
     struct = pl.Struct({field: pl.String for field in fields})
     work = frame.with_columns(_types=pl.col("field_types").str.json_decode(struct))
     checks = [_reason_for(field, field in required, work) for field in fields if field in work.columns]
