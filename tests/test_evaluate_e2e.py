@@ -35,32 +35,34 @@ def persona_rows() -> list[dict[str, Any]]:
     return rows
 
 
+def recipe_data(base_model: str) -> dict[str, Any]:
+    return {
+        "dataset": {"path": "persona.jsonl", "name": "persona"},
+        "train": {
+            "base_model": base_model,
+            "quantization": "none",
+            "compute_dtype": "float32",
+            "lora": {"r": 8, "alpha": 16, "dropout": 0.0},
+            "sft": {
+                "max_steps": 25,
+                "learning_rate": 3e-3,
+                "batch_size": 8,
+                "max_length": 96,
+                "logging_steps": 5,
+                "save_steps": 1000,
+                "warmup_ratio": 0.0,
+            },
+        },
+        "evaluate": {
+            "models": ["base", "sft"],
+            "generation": {"max_new_tokens": 12, "batch_size": 3},
+            "embedding_model": "use-v3",
+        },
+    }
+
+
 def make_recipe(base_model: str) -> Any:
-    return parse_recipe(
-        {
-            "dataset": {"path": "persona.jsonl", "name": "persona"},
-            "train": {
-                "base_model": base_model,
-                "quantization": "none",
-                "compute_dtype": "float32",
-                "lora": {"r": 8, "alpha": 16, "dropout": 0.0},
-                "sft": {
-                    "max_steps": 25,
-                    "learning_rate": 3e-3,
-                    "batch_size": 8,
-                    "max_length": 96,
-                    "logging_steps": 5,
-                    "save_steps": 1000,
-                    "warmup_ratio": 0.0,
-                },
-            },
-            "evaluate": {
-                "models": ["base", "sft"],
-                "generation": {"max_new_tokens": 12, "batch_size": 3},
-                "embedding_model": "use-v3",
-            },
-        }
-    )
+    return parse_recipe(recipe_data(base_model))
 
 
 @pytest.fixture(scope="module")
@@ -153,3 +155,32 @@ def test_run_evaluate_base_vs_sft_stores_everything_and_rescoring_reproduces_it(
     for table_name in ("scores", "eval_metrics"):
         sql = f"SELECT * EXCLUDE (eval_id) FROM {table_name} WHERE eval_id = ? ORDER BY ALL"
         assert query(db, sql, [again.eval_id]).equals(query(db, sql, [result.eval_id])), table_name
+
+
+def test_evaluate_cli_with_model_option(trained: tuple[Any, Path, str], tmp_path: Path) -> None:
+    import yaml
+    from typer.testing import CliRunner
+
+    from tunelab.cli import app
+    from tunelab.warehouse.store import query
+
+    recipe, workspace, sft_run = trained
+    path = tmp_path / "recipe.yaml"
+    path.write_text(
+        yaml.safe_dump(recipe_data(recipe.train.base_model), allow_unicode=True), encoding="utf-8"
+    )
+    result = CliRunner().invoke(
+        app, ["evaluate", str(path), "--workspace", str(workspace), "--model", sft_run]
+    )
+    assert result.exit_code == 0, result.output
+    eval_id = result.stdout.strip().splitlines()[-1]
+    models = query(
+        warehouse_path(workspace),
+        "SELECT DISTINCT model, run_id FROM predictions WHERE eval_id = ?",
+        [eval_id],
+    )
+    assert models.rows() == [(sft_run, sft_run)]
+    missing = CliRunner().invoke(
+        app, ["evaluate", str(path), "--workspace", str(workspace), "--model", "no-such-run"]
+    )
+    assert missing.exit_code != 0 and "no-such-run" in str(missing.exception)

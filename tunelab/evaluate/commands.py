@@ -11,11 +11,12 @@ from tunelab.errors import UserError
 ROUGE_CHOICES = ("auto", "kiwi", "whitespace", "char")
 
 
-def _report(result: object) -> None:
+def _report(result: object, tables: bool = True) -> None:
     from tunelab.evaluate.compare import print_comparison, print_samples
 
-    print_comparison(result.table, title=f"evaluation {result.eval_id}")  # type: ignore[attr-defined]
-    print_samples(result.predictions)  # type: ignore[attr-defined]
+    if tables:
+        print_comparison(result.table, title=f"evaluation {result.eval_id}")  # type: ignore[attr-defined]
+        print_samples(result.predictions)  # type: ignore[attr-defined]
     typer.echo(f"predictions: {result.predictions_path}", err=True)  # type: ignore[attr-defined]
     # the eval id alone on stdout's last line, so scripts can pick it up
     typer.echo(result.eval_id)  # type: ignore[attr-defined]
@@ -35,7 +36,8 @@ def evaluate_command(
     from tunelab.recipe import load_recipe, workspace_dir
 
     recipe = load_recipe(recipe_path)
-    _report(run_evaluate(recipe, workspace_dir(recipe, workspace), models=model or None))
+    # run_evaluate prints the table itself when showing progress
+    _report(run_evaluate(recipe, workspace_dir(recipe, workspace), models=model or None), tables=False)
 
 
 def score_command(

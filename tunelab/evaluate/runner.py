@@ -207,7 +207,11 @@ def load_eval_rows(recipe: Any, workspace: Path) -> tuple[pl.DataFrame, str, str
 def run_evaluate(
     recipe: Any, workspace: Path, models: list[str] | None = None, show_progress: bool = True
 ) -> EvalResult:
-    """Generate with every model (recipe.evaluate.models unless `models`), score, store, compare."""
+    """Generate with every model (recipe.evaluate.models unless `models`), score, store, compare.
+
+    With `show_progress` a progress bar runs while stdout is a terminal, and the comparison table and
+    a few side-by-side samples are printed at the end (the demo and the CLI rely on that).
+    """
     from tunelab.evaluate.config import EvaluateConfig
     from tunelab.evaluate.generate import generate_predictions
     from tunelab.progress import progress
@@ -221,7 +225,7 @@ def run_evaluate(
     workspace = Path(workspace)
     rows, kind, eval_set, curation_id = load_eval_rows(recipe, workspace)
     frames = []
-    with progress(show_progress) as bar:
+    with progress(None if show_progress else False) as bar:
         task = bar.add_task("generating", total=len(model_refs) * rows.height, status="")
         for ref in model_refs:
             bar.update(task, status=ref)
@@ -230,7 +234,7 @@ def run_evaluate(
             )
             gc.collect()  # one model in memory at a time
     predictions = pl.concat(frames)
-    return _finish(
+    result = _finish(
         workspace,
         eval_set,
         curation_id,
@@ -240,6 +244,12 @@ def run_evaluate(
         cfg.embedding_model,
         {"models": model_refs, "generation": cfg.generation.model_dump()},
     )
+    if show_progress:
+        from tunelab.evaluate.compare import print_comparison, print_samples
+
+        print_comparison(result.table, title=f"evaluation {result.eval_id} on {eval_set}")
+        print_samples(result.predictions)
+    return result
 
 
 REQUIRED_FILE_COLUMNS = ("prompt", "reference", "prediction", "model")
