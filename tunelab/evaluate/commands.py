@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -9,6 +12,18 @@ import typer
 from tunelab.errors import UserError
 
 ROUGE_CHOICES = ("auto", "kiwi", "whitespace", "char")
+
+
+@contextmanager
+def one_line_warnings() -> Iterator[None]:
+    """Scoring warnings (a text with no tokens) as `warning: ...` lines, not Python's file:line + source."""
+
+    def show(message: Warning | str, category: type[Warning], *_: object, **__: object) -> None:
+        typer.echo(f"warning: {message}", err=True)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
 
 
 def _report(result: object, tables: bool = True) -> None:
@@ -37,7 +52,9 @@ def evaluate_command(
 
     recipe = load_recipe(recipe_path)
     # run_evaluate prints the table itself when showing progress
-    _report(run_evaluate(recipe, workspace_dir(recipe, workspace), models=model or None), tables=False)
+    with one_line_warnings():
+        result = run_evaluate(recipe, workspace_dir(recipe, workspace), models=model or None)
+    _report(result, tables=False)
 
 
 def score_command(
@@ -63,7 +80,8 @@ def score_command(
 
     if tokenizer is not None and tokenizer not in ROUGE_CHOICES:
         raise UserError(f"--tokenizer: must be one of {', '.join(ROUGE_CHOICES)}, got {tokenizer!r}")
-    result = score_file(file, workspace_dir(None, workspace), eval_set, tokenizer, embedding_model)
+    with one_line_warnings():
+        result = score_file(file, workspace_dir(None, workspace), eval_set, tokenizer, embedding_model)
     _report(result)
 
 
