@@ -184,3 +184,27 @@ def test_evaluate_cli_with_model_option(trained: tuple[Any, Path, str], tmp_path
         app, ["evaluate", str(path), "--workspace", str(workspace), "--model", "no-such-run"]
     )
     assert missing.exit_code != 0 and "no-such-run" in str(missing.exception)
+
+
+def test_batched_left_padded_generation_equals_one_prompt_at_a_time(trained: tuple[Any, Path, str]) -> None:
+    from tunelab.evaluate.config import GenerationSettings
+    from tunelab.evaluate.generate import generate_texts, render_prompts
+    from tunelab.train.model import load_for_generation
+
+    recipe, workspace, sft_run = trained
+    model, tokenizer, _ = load_for_generation(sft_run, recipe, workspace)
+    rows = [
+        {"prompt": "서울에서 김치찌개 맛집 알려줘"},
+        {"prompt": "수원"},
+        {"prompt": "대전에서 비빔밥 맛집 좀 알려줄래 정말 궁금해"},
+    ]
+    prompts = render_prompts(rows, "sft", tokenizer, None)
+    assert prompts[0].endswith(
+        "<|assistant|>\n"
+    )  # rendered by the model's chat template, generation prompt on
+    batched, latencies = generate_texts(
+        model, tokenizer, prompts, GenerationSettings(max_new_tokens=10, batch_size=3)
+    )
+    single, _ = generate_texts(model, tokenizer, prompts, GenerationSettings(max_new_tokens=10, batch_size=1))
+    assert batched == single
+    assert any(text for text in batched) and len(latencies) == 3

@@ -69,15 +69,21 @@ def generate_texts(
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    from tunelab.train.render import has_chat_template
+
     kwargs = generation_kwargs(settings, tokenizer)
+    # a chat template already writes BOS into the text (a second one would shift what the model saw in
+    # training); plain prompts for template-less base models need the tokenizer's own special tokens
+    add_special = not has_chat_template(tokenizer)
     torch.manual_seed(settings.seed)
     outputs: list[str] = []
     latencies: list[float] = []
     device = next(model.parameters()).device
     for start in range(0, len(prompts), settings.batch_size):
         batch = prompts[start : start + settings.batch_size]
-        # the chat template already put BOS in the text; a second one would shift what the model saw in training
-        encoded = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+        encoded = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=add_special).to(
+            device
+        )
         began = time.perf_counter()
         with torch.no_grad():
             generated = model.generate(**encoded, **kwargs)
