@@ -7,6 +7,7 @@ tests/artifacts/dashboard/ (git-ignored) so a person can check that Hangul rende
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -38,7 +39,9 @@ CHROMIUM_FLAGS = [
 ]
 # url path -> texts that only a fully rendered page shows
 PAGES = {
-    "": ("Row funnel", KOREAN_PROMPT, "exact_dup", "missing field: response"),
+    "": ("Row funnel", KOREAN_PROMPT, "exact_dup"),
+    "?tab=Duplicates&cluster=demo-persona:3": ("좋네요<mark>!</mark>", "산책하러 <mark>가실래</mark>요?"),
+    "?tab=Quarantine": ("missing field: response", "빈 응답"),
     "runs": ("dpo-0001", "sft-0001", "Comparison"),
     "predictions": (KOREAN_PROMPT, "서울의 인구는 약 천만 명입니다.", "[dpo]"),
     "sql": ("Example queries", queries.example_queries()[0][0]),
@@ -116,7 +119,9 @@ def test_every_page_renders_its_data_in_chromium(server: str, tmp_path: Path) ->
 
     missing: dict[str, tuple[str, ...]] = {}
     for path, expected in PAGES.items():
-        name = path or "audit"
+        name = re.sub(
+            r"[^a-z0-9]+", "-", (f"audit{path}" if path.startswith("?") else path or "audit").lower()
+        )
         dom = ""
         for _ in range(ATTEMPTS):
             dom = chromium(["--dump-dom", f"{server}/{path}"], tmp_path / f"profile-{name}")

@@ -66,16 +66,30 @@ def test_audit_page_numbers_reasons_duplicates_quarantine(db: Path) -> None:
     assert "demo-persona:7" in rows_html and KOREAN_NEAR_DUP in rows_html and "jaccard 0.82" in rows_html
     assert "demo-persona:9" not in rows_html  # an exact_dup row is not a near_dup_minhash row
 
-    at.selectbox(key="cluster_pick").select("demo-persona:3").run()
+    assert not any(t.children for t in at.tabs[1:])  # closed tabs run no query
+
+    at.session_state["tab"] = "Duplicates"
+    at.run()
+    at.selectbox(key="cluster").select("demo-persona:3").run()
     text = markdown_text(at)
     assert "similarity 0.820 (stage)" in text and "similarity 0.900 (stage)" in text
     assert "좋네요<mark>!</mark>" in text and "좋네요<del>.</del>" in text
 
-    lengths = frame_with(at, "bin_start", "before")
+    at.session_state["tab"] = "Lengths"
+    lengths = frame_with(at.run(), "bin_start", "before")
     assert lengths["before"].sum() == 18 and lengths["after"].sum() == 12
-    labels = frame_with(at, "label", "before", "after")
+    at.session_state["tab"] = "Labels"
+    labels = frame_with(at.run(), "label", "before", "after")
     assert dict(zip(labels["label"], labels["after"], strict=True)) == {"friendly": 7, "teto": 5}
-    assert "missing field: response" in text and "<td>20</td>" in text  # quarantine: error and line number
+
+
+def test_audit_quarantine_tab_from_the_url(db: Path) -> None:
+    at = AppTest.from_file(str(PAGES / "audit.py"), default_timeout=60)
+    at.query_params["tab"] = "Quarantine"
+    text = markdown_text(at.run())
+    assert not at.exception
+    assert "missing field: response" in text and "<td>20</td>" in text  # the error and its line number
+    assert "persona.jsonl" in text and "빈 응답" in text
 
 
 def test_runs_page_lineage_and_comparison(db: Path) -> None:

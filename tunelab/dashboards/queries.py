@@ -21,6 +21,19 @@ CONTENT_SQL = (
     "concat_ws(chr(10), {a}system, {a}prompt, {a}response, {a}chosen, {a}rejected, {a}instruction, "
     "{a}question, {a}answer, {a}cot, {a}text)"
 )
+TEXT_FIELDS = (
+    "system",
+    "prompt",
+    "response",
+    "chosen",
+    "rejected",
+    "instruction",
+    "question",
+    "answer",
+    "cot",
+    "text",
+)
+CONTENT_LENGTH_SQL = " + ".join(f"coalesce(length({f}), 0)" for f in TEXT_FIELDS)
 # Stages that annotate rather than filter; they are not steps of the funnel.
 NON_FUNNEL_STAGES = ("final",)
 # The model every other model is compared with.
@@ -101,16 +114,23 @@ def drop_reasons(db: Path, curation_id: str) -> pl.DataFrame:
 def rows_for_reason(
     db: Path, curation_id: str, stage: str, reason: str | None, limit: int = DEFAULT_LIMIT, offset: int = 0
 ) -> pl.DataFrame:
-    """One page of the samples a stage dropped for `reason`, with their text; `total` repeats the count."""
+    """One page of the samples a stage dropped for `reason`, with their text; `total` repeats the count.
+
+    The page is cut from `decisions` first (in the order they were written, which is source order) and
+    only its rows are joined to `samples`: sorting every dropped row's text would cost a full join.
+    """
     return run(
         db,
-        f"""SELECT d.sample_id, s.source_line, s.label, d.score, d.ref_sample_id, d.evidence,
-                   {content("s")} AS text, count(*) OVER () AS total
-            FROM decisions d
-            LEFT JOIN samples s ON s.curation_id = d.curation_id AND s.sample_id = d.sample_id
-            WHERE d.curation_id = $cid AND d.stage = $stage AND NOT d.kept AND d.reason IS NOT DISTINCT FROM $reason
-            ORDER BY s.source_row NULLS LAST, d.sample_id
-            LIMIT $limit OFFSET $offset""",
+        f"""WITH page AS (
+                SELECT sample_id, score, ref_sample_id, evidence, rowid AS written, count(*) OVER () AS total
+                FROM decisions
+                WHERE curation_id = $cid AND stage = $stage AND NOT kept AND reason IS NOT DISTINCT FROM $reason
+                ORDER BY rowid LIMIT $limit OFFSET $offset
+            )
+            SELECT page.sample_id, s.source_line, s.label, page.score, page.ref_sample_id, page.evidence,
+                   {content("s")} AS text, page.total
+            FROM page LEFT JOIN samples s ON s.curation_id = $cid AND s.sample_id = page.sample_id
+            ORDER BY page.written""",
         {"cid": curation_id, "stage": stage, "reason": reason, "limit": limit, "offset": offset},
     )
 
@@ -119,14 +139,15 @@ def length_histogram(db: Path, curation_id: str, bins: int = 30) -> pl.DataFrame
     """Character-length histogram of every parsed sample (before) and of the kept ones (after).
 
     Bins are equal-width up to the 99th percentile; the last bin is open-ended so one huge outlier
-    does not squash every other bar into the first one.
+    does not squash every other bar into the first one. Lengths are summed per field rather than
+    measured on the concatenated text: the same numbers less the separators, at a third of the cost.
     """
     return run(
         db,
         f"""WITH dropped AS (
                 SELECT DISTINCT sample_id FROM decisions WHERE curation_id = $cid AND NOT kept
             ), lens AS (
-                SELECT length({content("s")}) AS chars, s.sample_id NOT IN (SELECT sample_id FROM dropped) AS kept
+                SELECT {CONTENT_LENGTH_SQL} AS chars, s.sample_id NOT IN (SELECT sample_id FROM dropped) AS kept
                 FROM samples s WHERE s.curation_id = $cid
             ), width AS (
                 SELECT greatest(ceil(coalesce(quantile_cont(chars, 0.99), 1) / $bins), 1)::BIGINT AS w FROM lens
@@ -160,15 +181,18 @@ def duplicate_clusters(
         db,
         f"""WITH c AS (
                 SELECT ref_sample_id AS representative, count(*) AS members, min(score) AS min_score,
-                       max(score) AS max_score, string_agg(DISTINCT reason, ', ') AS reasons
+                       max(score) AS max_score, string_agg(DISTINCT reason, ', ') AS reasons,
+                       count(*) OVER () AS total
                 FROM decisions
                 WHERE curation_id = $cid AND NOT kept AND ref_sample_id IS NOT NULL
                   AND list_contains($reasons, reason)
                 GROUP BY ref_sample_id
+                ORDER BY members DESC, representative LIMIT $limit OFFSET $offset
             )
-            SELECT c.*, {content("s")} AS representative_text, count(*) OVER () AS total
+            SELECT c.representative, c.members, c.min_score, c.max_score, c.reasons,
+                   {content("s")} AS representative_text, c.total
             FROM c LEFT JOIN samples s ON s.curation_id = $cid AND s.sample_id = c.representative
-            ORDER BY members DESC, representative LIMIT $limit OFFSET $offset""",
+            ORDER BY members DESC, representative""",
         {"cid": curation_id, "reasons": reasons, "limit": limit, "offset": offset},
     )
 
@@ -178,11 +202,14 @@ def cluster_members(
 ) -> pl.DataFrame:
     return run(
         db,
-        f"""SELECT d.sample_id, d.stage, d.reason, d.score, d.evidence, {content("s")} AS text
-            FROM decisions d
-            LEFT JOIN samples s ON s.curation_id = d.curation_id AND s.sample_id = d.sample_id
-            WHERE d.curation_id = $cid AND NOT d.kept AND d.ref_sample_id = $rep
-            ORDER BY d.score DESC NULLS LAST, d.sample_id LIMIT $limit""",
+        f"""WITH m AS (
+                SELECT sample_id, stage, reason, score, evidence FROM decisions
+                WHERE curation_id = $cid AND NOT kept AND ref_sample_id = $rep
+                ORDER BY score DESC NULLS LAST, sample_id LIMIT $limit
+            )
+            SELECT m.*, {content("s")} AS text
+            FROM m LEFT JOIN samples s ON s.curation_id = $cid AND s.sample_id = m.sample_id
+            ORDER BY m.score DESC NULLS LAST, m.sample_id""",
         {"cid": curation_id, "rep": representative, "limit": limit},
     )
 

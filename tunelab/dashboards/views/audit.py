@@ -18,12 +18,8 @@ by_id = {row["curation_id"]: row for row in curations.to_dicts()}
 curation_id = st.selectbox(
     "Curation",
     list(by_id),
-    format_func=lambda cid: (
-        f"{cid} · {by_id[cid]['dataset']} · {by_id[cid]['created_at']:%Y-%m-%d %H:%M}"
-        if by_id[cid]["created_at"]
-        else f"{cid} · {by_id[cid]['dataset']}"
-    ),
     key="curation",
+    bind="query-params",
 )
 curation = by_id[curation_id]
 
@@ -57,155 +53,167 @@ if funnel["rows"][-1] != curation["kept"]:
         "some stage dropped rows without a decision, or dropped a row twice."
     )
 
+# Only the open tab runs its queries (on_change="rerun"); the tab is in the URL (?tab=Duplicates).
 reasons_tab, lengths_tab, dups_tab, labels_tab, quarantine_tab = st.tabs(
-    ["Drop reasons", "Lengths", "Duplicates", "Labels", "Quarantine"]
+    ["Drop reasons", "Lengths", "Duplicates", "Labels", "Quarantine"],
+    key="tab",
+    on_change="rerun",
+    bind="query-params",
 )
 
 # ---------------------------------------------------------------- drop reasons + click-through
 with reasons_tab:
-    reasons = q(queries.drop_reasons, db, curation_id)
-    if reasons.height == 0:
-        st.success("No row was dropped.")
-    else:
-        event = st.dataframe(
-            reasons,
-            hide_index=True,
-            on_select="rerun",
-            selection_mode="single-row",
-            key="reasons_table",
-            column_config={"pct": st.column_config.NumberColumn("% of read", format="%.2f")},
-        )
-        options = [(r["stage"], r["reason"]) for r in reasons.to_dicts()]
-        picked_rows = event.selection.rows if event is not None else []
-        # a click on a row of the table picks that reason below
-        if picked_rows and st.session_state.get("_reason_row") != picked_rows[0]:
-            st.session_state["_reason_row"] = picked_rows[0]
-            st.session_state["reason_pick"] = options[picked_rows[0]]
-        counts = {(r["stage"], r["reason"]): r["n"] for r in reasons.to_dicts()}
-        stage, reason = st.selectbox(
-            "Rows dropped for",
-            options,
-            format_func=lambda o: f"{o[0]} · {o[1]} ({counts[o]:,} rows)",
-            key="reason_pick",
-        )
-        page_size = 25
-        offset = common.pager("reason_page", counts[(stage, reason)], page_size)
-        rows = q(queries.rows_for_reason, db, curation_id, stage, reason, limit=page_size, offset=offset)
-        st.markdown(
-            common.html_table(
-                rows.to_dicts(),
-                ["sample_id", "source_line", "label", "score", "ref_sample_id", "evidence", "text"],
-                text_columns=("text", "evidence"),
-            ),
-            unsafe_allow_html=True,
-        )
+    if reasons_tab.open:
+        reasons = q(queries.drop_reasons, db, curation_id)
+        if reasons.height == 0:
+            st.success("No row was dropped.")
+        else:
+            event = st.dataframe(
+                reasons,
+                hide_index=True,
+                on_select="rerun",
+                selection_mode="single-row",
+                key="reasons_table",
+                column_config={"pct": st.column_config.NumberColumn("% of read", format="%.2f")},
+            )
+            options = [(r["stage"], r["reason"]) for r in reasons.to_dicts()]
+            picked_rows = event.selection.rows if event is not None else []
+            # a click on a row of the table picks that reason below
+            if picked_rows and st.session_state.get("_reason_row") != picked_rows[0]:
+                st.session_state["_reason_row"] = picked_rows[0]
+                st.session_state["reason_pick"] = options[picked_rows[0]]
+            counts = {(r["stage"], r["reason"]): r["n"] for r in reasons.to_dicts()}
+            stage, reason = st.selectbox(
+                "Rows dropped for",
+                options,
+                format_func=lambda o: f"{o[0]} · {o[1]} ({counts[o]:,} rows)",
+                key="reason_pick",
+            )
+            page_size = 25
+            offset = common.pager("reason_page", counts[(stage, reason)], page_size)
+            rows = q(queries.rows_for_reason, db, curation_id, stage, reason, limit=page_size, offset=offset)
+            st.markdown(
+                common.html_table(
+                    rows.to_dicts(),
+                    ["sample_id", "source_line", "label", "score", "ref_sample_id", "evidence", "text"],
+                    text_columns=("text", "evidence"),
+                ),
+                unsafe_allow_html=True,
+            )
 
 # ---------------------------------------------------------------- lengths
 with lengths_tab:
-    hist = q(queries.length_histogram, db, curation_id)
-    if hist.height:
-        long = hist.unpivot(
-            index=["bin_start", "bin_end"], on=["before", "after"], variable_name="set", value_name="rows"
-        )
-        chart = (
-            alt.Chart(long.to_pandas())
-            .mark_bar(opacity=0.65)
-            .encode(
-                x=alt.X(
-                    "bin_start:Q", title="characters (bin start; the last bin is open-ended)", bin="binned"
-                ),
-                x2="bin_end:Q",
-                y=alt.Y("rows:Q", stack=None),
-                color=alt.Color("set:N", sort=["before", "after"]),
-                tooltip=["bin_start", "bin_end", "set", "rows"],
+    if lengths_tab.open:
+        hist = q(queries.length_histogram, db, curation_id)
+        if hist.height:
+            long = hist.unpivot(
+                index=["bin_start", "bin_end"], on=["before", "after"], variable_name="set", value_name="rows"
             )
-        )
-        st.altair_chart(chart, width="stretch")
-        st.dataframe(hist, hide_index=True, key="length_table")
+            chart = (
+                alt.Chart(long.to_pandas())
+                .mark_bar(opacity=0.65)
+                .encode(
+                    x=alt.X(
+                        "bin_start:Q",
+                        title="characters (bin start; the last bin is open-ended)",
+                        bin="binned",
+                    ),
+                    x2="bin_end:Q",
+                    y=alt.Y("rows:Q", stack=None),
+                    color=alt.Color("set:N", sort=["before", "after"]),
+                    tooltip=["bin_start", "bin_end", "set", "rows"],
+                )
+            )
+            st.altair_chart(chart, width="stretch")
+            st.dataframe(hist, hide_index=True, key="length_table")
 
 # ---------------------------------------------------------------- duplicate clusters
 with dups_tab:
-    dup_reasons = q(queries.duplicate_reasons, db, curation_id)
-    if dup_reasons.height == 0:
-        st.info("No duplicate was dropped in this curation.")
-    else:
-        all_reasons = dup_reasons["reason"].to_list()
-        chosen = st.multiselect(
-            "Reasons",
-            all_reasons,
-            default=[r for r in all_reasons if "dup" in r] or all_reasons,
-            key="dup_reasons",
-        )
-        clusters = q(queries.duplicate_clusters, db, curation_id, chosen, limit=200)
-        if clusters.height == 0:
-            st.info("No cluster for these reasons.")
+    if dups_tab.open:
+        dup_reasons = q(queries.duplicate_reasons, db, curation_id)
+        if dup_reasons.height == 0:
+            st.info("No duplicate was dropped in this curation.")
         else:
-            total = clusters["total"][0]
-            st.caption(f"{total:,} clusters; the 200 largest are listed")
-            reps = clusters.to_dicts()
-            rep = st.selectbox(
-                "Cluster (representative)",
-                [r["representative"] for r in reps],
-                format_func=lambda sid: next(
-                    f"{sid} · {r['members']} members · {r['reasons']}"
-                    for r in reps
-                    if r["representative"] == sid
-                ),
-                key="cluster_pick",
+            all_reasons = dup_reasons["reason"].to_list()
+            chosen = st.multiselect(
+                "Reasons",
+                all_reasons,
+                default=[r for r in all_reasons if "dup" in r] or all_reasons,
+                key="dup_reasons",
             )
-            rep_text = next(r["representative_text"] for r in reps if r["representative"] == rep)
-            if rep_text is None:
-                st.caption("The representative is not a sample of this curation (e.g. an eval-set item).")
-            for member in q(queries.cluster_members, db, curation_id, rep).to_dicts():
-                old, new = highlight_diff(rep_text, member["text"])
-                ratio = diff_ratio(rep_text, member["text"])
-                score = "–" if member["score"] is None else f"{member['score']:.3f}"
-                st.markdown(
-                    f"**{common.esc(member['sample_id'])}** · {common.esc(member['reason'])} · "
-                    f"similarity {score} (stage) · {ratio:.3f} (characters)",
-                    unsafe_allow_html=True,
+            clusters = q(queries.duplicate_clusters, db, curation_id, chosen, limit=200)
+            if clusters.height == 0:
+                st.info("No cluster for these reasons.")
+            else:
+                total = clusters["total"][0]
+                st.caption(f"{total:,} clusters; the 200 largest are listed")
+                reps = clusters.to_dicts()
+                rep = st.selectbox(
+                    "Cluster (representative)",
+                    [r["representative"] for r in reps],
+                    key="cluster",
+                    bind="query-params",
                 )
-                a, b = st.columns(2)
-                a.markdown(
-                    f'<div class="tl-box"><div class="tl-score">representative {common.esc(rep)}</div>'
-                    f'<div class="tl-text">{old}</div></div>',
-                    unsafe_allow_html=True,
+                cluster = next(r for r in reps if r["representative"] == rep)
+                rep_text = cluster["representative_text"]
+                low, high = (common.fmt_number(cluster[k], 3) for k in ("min_score", "max_score"))
+                st.caption(
+                    f"{cluster['members']} members dropped as {cluster['reasons']}; similarity {low}–{high}"
                 )
-                b.markdown(
-                    f'<div class="tl-box"><div class="tl-score">member {common.esc(member["sample_id"])}</div>'
-                    f'<div class="tl-text">{new}</div></div>',
-                    unsafe_allow_html=True,
-                )
+                if rep_text is None:
+                    st.caption("The representative is not a sample of this curation (e.g. an eval-set item).")
+                for member in q(queries.cluster_members, db, curation_id, rep).to_dicts():
+                    old, new = highlight_diff(rep_text, member["text"])
+                    ratio = diff_ratio(rep_text, member["text"])
+                    score = "–" if member["score"] is None else f"{member['score']:.3f}"
+                    st.markdown(
+                        f"**{common.esc(member['sample_id'])}** · {common.esc(member['reason'])} · "
+                        f"similarity {score} (stage) · {ratio:.3f} (characters)",
+                        unsafe_allow_html=True,
+                    )
+                    a, b = st.columns(2)
+                    a.markdown(
+                        f'<div class="tl-box"><div class="tl-score">representative {common.esc(rep)}</div>'
+                        f'<div class="tl-text">{old}</div></div>',
+                        unsafe_allow_html=True,
+                    )
+                    b.markdown(
+                        f'<div class="tl-box"><div class="tl-score">member {common.esc(member["sample_id"])}</div>'
+                        f'<div class="tl-text">{new}</div></div>',
+                        unsafe_allow_html=True,
+                    )
 
 # ---------------------------------------------------------------- labels
 with labels_tab:
-    balance = q(queries.label_balance, db, curation_id)
-    long = balance.unpivot(index="label", on=["before", "after"], variable_name="set", value_name="rows")
-    chart = (
-        alt.Chart(long.to_pandas())
-        .mark_bar()
-        .encode(
-            x=alt.X("label:N", sort=balance["label"].to_list()),
-            xOffset=alt.XOffset("set:N", sort=["before", "after"]),
-            y="rows:Q",
-            color=alt.Color("set:N", sort=["before", "after"]),
-            tooltip=["label", "set", "rows"],
+    if labels_tab.open:
+        balance = q(queries.label_balance, db, curation_id)
+        long = balance.unpivot(index="label", on=["before", "after"], variable_name="set", value_name="rows")
+        chart = (
+            alt.Chart(long.to_pandas())
+            .mark_bar()
+            .encode(
+                x=alt.X("label:N", sort=balance["label"].to_list()),
+                xOffset=alt.XOffset("set:N", sort=["before", "after"]),
+                y="rows:Q",
+                color=alt.Color("set:N", sort=["before", "after"]),
+                tooltip=["label", "set", "rows"],
+            )
         )
-    )
-    st.altair_chart(chart, width="stretch")
-    st.dataframe(balance, hide_index=True, key="label_table")
+        st.altair_chart(chart, width="stretch")
+        st.dataframe(balance, hide_index=True, key="label_table")
 
 # ---------------------------------------------------------------- quarantine
 with quarantine_tab:
-    n_quarantined = int(curation["quarantined"] or 0)
-    if n_quarantined == 0:
-        st.success("No malformed line.")
-    else:
-        offset = common.pager("quarantine_page", n_quarantined, 50)
-        rows = q(queries.quarantine_rows, db, curation_id, limit=50, offset=offset)
-        st.markdown(
-            common.html_table(
-                rows.to_dicts(), ["source_file", "source_line", "error", "raw"], text_columns=("raw",)
-            ),
-            unsafe_allow_html=True,
-        )
+    if quarantine_tab.open:
+        n_quarantined = int(curation["quarantined"] or 0)
+        if n_quarantined == 0:
+            st.success("No malformed line.")
+        else:
+            offset = common.pager("quarantine_page", n_quarantined, 50)
+            rows = q(queries.quarantine_rows, db, curation_id, limit=50, offset=offset)
+            st.markdown(
+                common.html_table(
+                    rows.to_dicts(), ["source_file", "source_line", "error", "raw"], text_columns=("raw",)
+                ),
+                unsafe_allow_html=True,
+            )

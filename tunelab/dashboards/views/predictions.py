@@ -22,7 +22,10 @@ if evals.height == 0:
 by_id = {row["eval_id"]: row for row in evals.to_dicts()}
 top = st.columns([3, 2, 2])
 eval_id = top[0].selectbox(
-    "Evaluation", list(by_id), format_func=lambda e: f"{e} · {by_id[e]['eval_set'] or ''}", key="eval"
+    "Evaluation",
+    list(by_id),
+    key="eval",
+    bind="query-params",
 )
 models = q(queries.eval_models, db, eval_id)
 metrics = q(queries.eval_metrics_names, db, eval_id)
@@ -34,16 +37,20 @@ metric_index = next(
     (i for i, m in enumerate(metrics) if m.lower().replace("_", "").replace("-", "") == "rougel"),
     next((i for i, m in enumerate(metrics) if m.lower().startswith("rouge")), 0),
 )
-metric = top[1].selectbox("Metric", metrics or ["(none)"], index=metric_index, key="metric")
+metric = top[1].selectbox(
+    "Metric", metrics or ["(none)"], index=metric_index, key="metric", bind="query-params"
+)
 tuned = [m for m in models if m != queries.BASE_MODEL] or models
-model = top[2].selectbox("Model to sort / compare with base", tuned, index=len(tuned) - 1, key="model")
+model = top[2].selectbox(
+    "Model to sort / compare with base", tuned, index=len(tuned) - 1, key="model", bind="query-params"
+)
 
 filters = st.columns([2, 2, 2, 3, 1], vertical_alignment="bottom")
 sort = filters[0].selectbox("Sort by", list(queries.PREDICTION_SORTS), key="sort")
 labels = q(queries.eval_labels, db, eval_id)
 label = filters[1].selectbox("Label", ["(all)", *labels], key="label")
 regressions = filters[2].toggle(
-    "Regressions only", key="regressions", help=f"{model} scored below base on {metric}"
+    "Regressions only", key="regressions", bind="query-params", help=f"{model} scored below base on {metric}"
 )
 search = filters[3].text_input("Search prompt or sample id", key="search")
 page_size = int(filters[4].number_input("Per page", 1, 50, 5, key="page_size"))
