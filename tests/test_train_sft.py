@@ -286,3 +286,49 @@ def test_killed_run_resumes_from_its_checkpoint(tiny_model: Path, tmp_path: Path
     assert run["status"] == "finished" and run["error"] is None
     steps = train_log(tmp_path, run_id).filter(pl.col("loss").is_not_null())["step"].to_list()
     assert steps == list(range(1, 121))  # no gaps, nothing logged twice across the kill
+
+
+def test_sft_curates_first_when_no_curation_exists_and_merges(tiny_model: Path, tmp_path: Path) -> None:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tunelab.recipe import load_recipe
+    from tunelab.train.sft import run_sft
+    from tunelab.warehouse import store
+
+    source = tmp_path / "persona.jsonl"
+    rows = persona_rows()
+    lines = [json.dumps({"system": r["system"], "prompt": r["prompt"], "response": r["response"],
+                         "label": r["label"]}, ensure_ascii=False) for r in rows]  # fmt: skip
+    source.write_text("\n".join(lines + lines[:3]) + "\n", encoding="utf-8")  # 3 exact duplicates
+    recipe_file = tmp_path / "recipe.yaml"
+    recipe_file.write_text(
+        "dataset: {path: persona.jsonl, name: persona}\n"
+        "curate: {stages: [schema, normalize, exact, split], split: {val_ratio: 0.1, seed: 0}}\n"
+        f"train: {{base_model: {tiny_model}, quantization: none, compute_dtype: float32,\n"
+        "        lora: {r: 8, alpha: 16, dropout: 0.0},\n"
+        "        sft: {max_steps: 8, learning_rate: 3.0e-3, batch_size: 8, max_length: 96, logging_steps: 2}}\n",
+        encoding="utf-8",
+    )
+    recipe = load_recipe(recipe_file)
+    result = run_sft(recipe, tmp_path / "ws", merge=True, show_progress=False)
+
+    db = warehouse_path(tmp_path / "ws")
+    curation_id = store.latest_curation(db, "persona")
+    assert curation_id is not None and store.get_run(db, result.run_id)["curation_id"] == curation_id
+    curation = store.get_curation(db, curation_id)
+    assert curation["kept"] == len(rows)  # the duplicates were curated away before training
+    card = json.loads((result.output_dir / "run_card.json").read_text())
+    assert card["data_version"] == curation["data_version"] and card["train_rows"] + card["val_rows"] == len(
+        rows
+    )
+
+    # the merged model alone generates what base + adapter generates
+    assert result.merged_dir == result.output_dir / "merged"
+    tokenizer = AutoTokenizer.from_pretrained(result.merged_dir)
+    merged = AutoModelForCausalLM.from_pretrained(result.merged_dir)
+    adapted = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(tiny_model), str(result.adapter_dir)
+    )
+    row = rows[5]
+    assert generate_reply(merged, tokenizer, row) == generate_reply(adapted, tokenizer, row)
