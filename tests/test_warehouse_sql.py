@@ -144,6 +144,18 @@ def test_sql_formats(db: Path, tmp_path: Path) -> None:
         invoke(["sql", sql, "--warehouse", str(db), "--format", "xml"])
 
 
+def test_query_from_stdin(db: Path) -> None:
+    app = typer.Typer()
+    register(app)
+    result = CliRunner().invoke(
+        app,
+        ["sql", "-", "--warehouse", str(db), "--format", "csv"],
+        input="-- a comment first\nSELECT 7 AS n\n",
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == ["n", "7"]
+
+
 def test_workspace_option_finds_the_default_file(db: Path) -> None:
     code, text = invoke(
         ["sql", "SELECT count(*) AS n FROM runs", "--workspace", str(db.parent), "--format", "csv"]

@@ -40,7 +40,9 @@ def resolve_warehouse(workspace: Path | None, warehouse: Path | None) -> Path:
 
 
 def sql_command(
-    query: str = typer.Argument(..., help="One read-only SQL query (SELECT, WITH, FROM, SHOW, DESCRIBE)."),
+    query: str = typer.Argument(
+        ..., help="A read-only SQL query (SELECT, WITH, FROM, SHOW, DESCRIBE); - reads stdin."
+    ),
     workspace: Path | None = WorkspaceOption,
     warehouse: Path | None = WarehouseOption,
     fmt: str = FormatOption,
@@ -51,6 +53,10 @@ def sql_command(
 
     if fmt not in FORMATS:
         raise UserError(f"--format: must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if query == "-":
+        import sys
+
+        query = sys.stdin.read()
     frame = run_user_sql(resolve_warehouse(workspace, warehouse), query)
     write_result(frame, fmt, out)
 
