@@ -12,7 +12,8 @@ import polars as pl
 import pytest
 
 from tunelab.dashboards import queries
-from tunelab.dashboards.diffview import highlight_diff
+from tunelab.dashboards.diffview import compare_texts, highlight_diff
+from tunelab.errors import UserError
 from tunelab.warehouse import store
 
 CURATION = "cur-persona-1"
@@ -259,8 +260,10 @@ def test_console_is_read_only_and_limited(db: Path) -> None:
     assert frame["n"][0] == 18 and not truncated
     frame, _ = queries.console_query(db, "DESCRIBE reviews")
     assert "rating" in frame["column_name"].to_list()
-    with pytest.raises(Exception, match="(?i)read-only|read only"):
+    with pytest.raises(UserError, match="refused DELETE statement"):
         queries.console_query(db, "DELETE FROM samples")
+    with pytest.raises(UserError, match="refused CREATE"):
+        queries.console_query(db, "CREATE TEMP TABLE t AS SELECT 1")
     with pytest.raises(Exception, match="(?i)external|disabled|permission"):
         queries.console_query(db, "SELECT * FROM read_csv('/etc/passwd')")
     for _, sql in queries.example_queries():
@@ -275,15 +278,31 @@ def test_csv_keeps_korean_and_flattens_lists(db: Path) -> None:
 def test_example_queries_are_read_from_sql_blocks(tmp_path: Path) -> None:
     readme = tmp_path / "warehouse.md"
     readme.write_text(
-        "# Warehouse\n## Drop reasons\n```sql\nSELECT 1;\n```\n```sql\n-- Runs\nSELECT 2;\n```\n"
+        "# Warehouse\n## Drop reasons\n```sql drop_reasons\nSELECT 1;\n```\n```sql\n-- Runs\nSELECT 2;\n```\n"
+        "```python\nprint(3)\n```\n### Lineage\n```sql\nSELECT 4\n```\n"
     )
-    assert queries.example_queries(readme) == [("Drop reasons", "SELECT 1;"), ("Runs", "-- Runs\nSELECT 2;")]
+    assert queries.example_queries(readme) == [
+        ("Drop reasons", "SELECT 1;"),
+        ("Drop reasons: Runs", "-- Runs\nSELECT 2;"),
+        ("Lineage", "SELECT 4"),
+    ]
     assert queries.example_queries(tmp_path / "missing.md") == list(queries.BUILTIN_EXAMPLES)
+
+
+def test_the_warehouse_readme_examples_are_offered() -> None:
+    readme = Path(__file__).resolve().parents[1] / "docs" / "readme" / "warehouse.md"
+    if not readme.is_file():
+        pytest.skip("docs/readme/warehouse.md not written yet")
+    examples = queries.example_queries()
+    assert len(examples) == readme.read_text(encoding="utf-8").count("```sql")
+    assert all(sql.strip() and title for title, sql in examples)
 
 
 def test_diff_marks_only_the_changed_characters() -> None:
     old, new = highlight_diff(KOREAN_REPRESENTATIVE, KOREAN_NEAR_DUP)
     assert old == "오늘 날씨가 정말 좋네요<del>.</del> 산책하러 <del>갈까</del>요?"
     assert new == "오늘 날씨가 정말 좋네요<mark>!</mark> 산책하러 <mark>가실래</mark>요?"
+    assert compare_texts("같은 글", "같은 글") == ("같은 글", "같은 글", 1.0)
+    assert compare_texts("abcd", "abxd")[2] == pytest.approx(0.75)
     old, new = highlight_diff("<b>x</b>", "<b>y</b>")
     assert "<b>" not in old and "&lt;b&gt;" in new  # texts are escaped, never injected as HTML

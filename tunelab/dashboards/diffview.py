@@ -10,7 +10,13 @@ MAX_DIFF_CHARS = 4000
 
 
 def highlight_diff(representative: str | None, member: str | None) -> tuple[str, str]:
-    """Two HTML fragments: the representative with removed characters in <del>, the member with added ones in <mark>.
+    old, new, _ = compare_texts(representative, member)
+    return old, new
+
+
+def compare_texts(representative: str | None, member: str | None) -> tuple[str, str, float]:
+    """The representative with removed characters in <del>, the member with added ones in <mark>, and
+    their character similarity in [0, 1] (difflib's ratio, shown next to the stage's own score).
 
     autojunk is off because it treats frequent characters (Korean particles, spaces) as junk in texts over
     200 characters and then reports whole sentences as changed.
@@ -30,11 +36,4 @@ def highlight_diff(representative: str | None, member: str | None) -> tuple[str,
             left_parts.append(f"<del>{old}</del>")
         if new:
             right_parts.append(f"<mark>{new}</mark>")
-    return "".join(left_parts), "".join(right_parts)
-
-
-def diff_ratio(representative: str | None, member: str | None) -> float:
-    """Character similarity in [0, 1] (difflib's ratio), shown next to the stage's own score."""
-    left = (representative or "")[:MAX_DIFF_CHARS]
-    right = (member or "")[:MAX_DIFF_CHARS]
-    return difflib.SequenceMatcher(None, left, right, autojunk=False).ratio()
+    return "".join(left_parts), "".join(right_parts), matcher.ratio()

@@ -440,6 +440,9 @@ def console_query(db: Path, sql: str, limit: int = SQL_CONSOLE_ROW_LIMIT) -> tup
 
     Returns the rows and whether they were cut at `limit`.
     """
+    from tunelab.warehouse.usersql import check_read_only
+
+    check_read_only(sql)  # the same refusal of writes, by DuckDB's parser, as `tunelab sql`
     statement = strip_sql(sql)
     if _SELECT_LIKE.match(statement):
         frame = run(db, f"SELECT * FROM ({statement}) AS user_query LIMIT {int(limit) + 1}")
@@ -464,25 +467,28 @@ def to_csv(frame: pl.DataFrame) -> str:
     return frame.write_csv()
 
 
-_SQL_BLOCK = re.compile(r"```sql\s*\n(.*?)```", re.DOTALL | re.IGNORECASE)
+_SQL_BLOCK = re.compile(r"```sql[ \t]*([\w-]*)[^\n]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
 
 
 def example_queries(readme: Path | None = None) -> list[tuple[str, str]]:
     """(title, sql) pairs: the ```sql blocks of the warehouse README section, else a built-in list.
 
-    A block's title is its first `-- comment` line, else the nearest heading above it.
+    A block's title is the heading above it; a second block under the same heading is told apart by
+    its name (```sql all_duplicates), else by its first `-- comment` line.
     """
     readme = readme or Path(__file__).resolve().parents[2] / "docs" / "readme" / "warehouse.md"
     found: list[tuple[str, str]] = []
     if readme.is_file():
         text = readme.read_text(encoding="utf-8")
         for match in _SQL_BLOCK.finditer(text):
-            sql = match.group(1).strip()
+            name, sql = match.group(1), match.group(2).strip()
             comment = next(
                 (ln.strip()[2:].strip() for ln in sql.splitlines() if ln.strip().startswith("--")), ""
             )
             headings = re.findall(r"^#+\s*(.+)$", text[: match.start()], re.MULTILINE)
-            title = comment or (headings[-1].strip() if headings else f"query {len(found) + 1}")
+            title = headings[-1].strip() if headings else comment or name.replace("_", " ") or "query"
+            if any(title == seen for seen, _ in found):
+                title = f"{title}: {comment or name.replace('_', ' ') or len(found) + 1}"
             found.append((title, sql))
     return found or list(BUILTIN_EXAMPLES)
 

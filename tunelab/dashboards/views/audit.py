@@ -5,7 +5,7 @@ import streamlit as st
 
 from tunelab.dashboards import common, queries
 from tunelab.dashboards.common import q
-from tunelab.dashboards.diffview import diff_ratio, highlight_diff
+from tunelab.dashboards.diffview import compare_texts
 
 db = common.page_start("Audit", "Every row of a curation: kept, dropped (and why), quarantined")
 
@@ -163,8 +163,7 @@ with dups_tab:
                 if rep_text is None:
                     st.caption("The representative is not a sample of this curation (e.g. an eval-set item).")
                 for member in q(queries.cluster_members, db, curation_id, rep).to_dicts():
-                    old, new = highlight_diff(rep_text, member["text"])
-                    ratio = diff_ratio(rep_text, member["text"])
+                    old, new, ratio = compare_texts(rep_text, member["text"])
                     score = "–" if member["score"] is None else f"{member['score']:.3f}"
                     st.markdown(
                         f"**{common.esc(member['sample_id'])}** · {common.esc(member['reason'])} · "

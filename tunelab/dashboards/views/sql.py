@@ -34,9 +34,11 @@ if st.session_state.get("sql_run"):
     sql = st.session_state["sql_text"]
     try:
         frame, truncated = queries.console_query(db, sql)
-    except (duckdb.Error, UserError) as exc:
+    except UserError as exc:  # already one line, phrased like `tunelab sql`'s
+        st.error(str(exc))
+    except duckdb.Error as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        st.error(f"{type(exc).__name__}: {message}")
+        st.error(f"sql: {message}")
     else:
         note = f" (first {queries.SQL_CONSOLE_ROW_LIMIT:,} rows)" if truncated else ""
         st.caption(f"{frame.height:,} rows{note}")
