@@ -36,6 +36,7 @@ def run_dpo(
     train_cfg = runs.require_train(recipe)
     if train_cfg.dpo is None:
         raise UserError(f"{runs.recipe_name(recipe)}: train.dpo: required for DPO (dataset, beta, loss_type)")
+    runs.quiet_libraries()
     workspace = Path(workspace)
     db = warehouse_path(workspace)
     parent = store.get_run(db, from_run) if db.is_file() else None

@@ -142,6 +142,18 @@ def common_training_args(
     }
 
 
+def quiet_libraries() -> None:
+    """The datasets/transformers/hub tqdm bars (tokenizing, loading, writing shards) would interleave with
+    our one rich bar; their warnings stay on."""
+    import datasets
+    import huggingface_hub
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+    huggingface_hub.utils.disable_progress_bars()
+
+
 def quiet_trainer(trainer: Any) -> None:
     """With tqdm off, transformers prints every log dict to stdout; the rich bar and train_log carry them."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback

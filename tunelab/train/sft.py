@@ -45,6 +45,7 @@ def run_sft(
     from tunelab.recipe import warehouse_path
 
     train_cfg = runs.require_train(recipe)
+    runs.quiet_libraries()
     workspace = Path(workspace)
     db = warehouse_path(workspace)
     kind = recipe.dataset.kind
