@@ -140,18 +140,26 @@ def bleu_chrf_pairs(references: Sequence[str], predictions: Sequence[str]) -> di
     }
 
 
+@cache
+def embedder_for(name: str) -> Any:
+    """One loaded embedding model per name per process (e5-small takes seconds to build)."""
+    from tunelab.embeddings import load_embedder
+
+    return load_embedder(name)
+
+
 def cosine_pairs(
     references: Sequence[str], predictions: Sequence[str], embedding_model: str, cache_dir: Path | None
 ) -> list[float]:
     """Cosine of L2-normalised embeddings (tunelab.embeddings; vectors cached by content hash)."""
     import numpy as np
 
-    from tunelab.embeddings import embed_cached, load_embedder
+    from tunelab.embeddings import embed_cached
 
     distinct = _unique([*references, *predictions])
     if not distinct:
         return []
-    vectors = embed_cached(load_embedder(embedding_model), distinct, cache_dir)
+    vectors = embed_cached(embedder_for(embedding_model), distinct, cache_dir)
     row = {text: i for i, text in enumerate(distinct)}
     ref_v = vectors[[row[t] for t in references]]
     pred_v = vectors[[row[t] for t in predictions]]

@@ -41,9 +41,10 @@ def label_hits(
 ) -> tuple[list[float | None], list[str]]:
     """Per prediction: 1.0 when its nearest-centroid label equals the expected label, 0.0 when not,
     None when the row has no expected label; plus the predicted labels."""
-    from tunelab.embeddings import embed_cached, load_embedder
+    from tunelab.embeddings import embed_cached
+    from tunelab.evaluate.metrics import embedder_for
 
-    embedder = load_embedder(embedding_model)
+    embedder = embedder_for(embedding_model)
     names, centroids = label_centroids(
         embed_cached(embedder, list(train_texts), cache_dir), list(train_labels)
     )
