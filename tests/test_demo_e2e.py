@@ -1,9 +1,6 @@
 """The whole product on the bundled data: `tunelab demo`, then the warehouse it leaves behind."""
 
 import json
-import re
-import subprocess
-import sys
 from pathlib import Path
 
 import polars as pl
@@ -73,34 +70,3 @@ def test_demo_evaluation_compares_base_sft_dpo(demo_workspace: Path):
         if line.strip()
     )
     assert n_pred == 3 * n_eval
-
-
-def _readme_queries() -> list[str]:
-    text = (REPO / "docs/readme/warehouse.md").read_text(encoding="utf-8")
-    blocks = re.findall(r"```sql\n(.*?)```", text, flags=re.S)
-    return [b.strip() for b in blocks if b.strip()]
-
-
-def test_every_readme_query_runs_on_the_demo_warehouse_and_returns_rows(demo_workspace: Path):
-    queries = _readme_queries()
-    assert len(queries) >= 5
-    for text in queries:
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "tunelab.cli",
-                "sql",
-                text,
-                "--workspace",
-                str(demo_workspace),
-                "--format",
-                "json",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert proc.returncode == 0, (text, proc.stderr)
-        rows = json.loads(proc.stdout)
-        assert rows, f"no rows for:\n{text}"
