@@ -100,6 +100,20 @@ def test_dpo_reference_is_the_sft_policy(sft_workspace: tuple[Path, Path, str]) 
     assert run_id == result.run_id and tok.padding_side == "left"
 
 
+def test_four_bit_dpo_reference_is_the_sft_policy(sft_workspace: tuple[Path, Path, str]) -> None:
+    from tunelab.train.dpo import run_dpo
+
+    model_dir, workspace, sft_run = sft_workspace
+    curation = write_curation(workspace, "cur-prefs-4bit", preference_rows())
+    recipe = make_recipe(str(model_dir), quantization="nf4")
+    result = run_dpo(recipe, workspace, from_run=sft_run, curation_id=curation, show_progress=False)
+    log = train_log(workspace, result.run_id).filter(pl.col("loss").is_not_null()).sort("step")
+    assert log["step"].to_list() == list(range(1, 7))
+    assert abs(log["rewards_margins"][0]) < 1e-3
+    assert all(math.isfinite(x) for x in log["loss"].to_list())
+    assert log["rewards_margins"][-1] > 0.05
+
+
 def test_dpo_from_a_missing_run_is_a_user_error(sft_workspace: tuple[Path, Path, str]) -> None:
     from tunelab.train.dpo import run_dpo
 

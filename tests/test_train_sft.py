@@ -332,3 +332,27 @@ def test_sft_curates_first_when_no_curation_exists_and_merges(tiny_model: Path, 
     )
     row = rows[5]
     assert generate_reply(merged, tokenizer, row) == generate_reply(adapted, tokenizer, row)
+
+
+def test_ctrl_c_marks_the_run_failed_and_keeps_its_logs(tiny_model: Path, tmp_path: Path) -> None:
+    from tunelab.warehouse import store
+
+    curation = write_curation(tmp_path, "cur-int", persona_rows())
+    script = RESUMABLE_RUN.format(
+        tests=str(Path(__file__).parent), model=str(tiny_model), workspace=str(tmp_path), curation=curation
+    )
+    child = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and child.poll() is None:
+        if list(tmp_path.glob("runs/*/checkpoints/checkpoint-5/trainer_state.json")):
+            break
+        time.sleep(0.05)
+    child.send_signal(signal.SIGINT)
+    _, stderr = child.communicate(timeout=60)
+    assert child.returncode != 0, stderr[-2000:]
+    runs = store.query(warehouse_path(tmp_path), "select run_id, status, error from runs").to_dicts()
+    assert (
+        len(runs) == 1 and runs[0]["status"] == "failed" and runs[0]["error"].startswith("KeyboardInterrupt")
+    )
+    logged = train_log(tmp_path, runs[0]["run_id"]).filter(pl.col("loss").is_not_null())["step"].to_list()
+    assert logged[:5] == [1, 2, 3, 4, 5]  # rows up to the interrupt were flushed, not lost
