@@ -53,8 +53,18 @@ def test_audit_page_numbers_reasons_duplicates_quarantine(db: Path) -> None:
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Read"] == "20" and metrics["Kept"] == "12" and metrics["Quarantined"] == "2"
     funnel = frame_with(at, "step", "rows", "dropped")
-    assert list(funnel["step"]) == ["read", "parsed", "length", "exact", "minhash", "balance"]
-    assert list(funnel["rows"]) == [20, 18, 17, 15, 13, 12]
+    assert list(funnel["step"]) == [
+        "read",
+        "parsed",
+        "schema",
+        "normalize",
+        "length",
+        "exact",
+        "minhash",
+        "balance",
+        "split",
+    ]
+    assert list(funnel["rows"]) == [20, 18, 18, 18, 17, 15, 13, 12, 12]
     assert "funnel ends at" not in "".join(w.value for w in at.warning)
 
     reasons = at.dataframe(key="reasons_table").value
@@ -116,7 +126,7 @@ def test_predictions_page_side_by_side_and_regressions(db: Path) -> None:
     assert "<b>rougeL 0.7 (+0.500)</b>" in text  # dpo on sample 0: 0.7 vs base 0.2
 
     at.toggle(key="regressions").set_value(True).run()
-    assert "1 regressions · dpo vs base on rougeL" in "".join(c.value for c in at.caption)
+    assert "1 regression · dpo vs base on rougeL" in "".join(c.value for c in at.caption)
     text = markdown_text(at)
     assert "**demo-persona-eval:2**" in text and "**demo-persona-eval:0**" not in text
     assert "Δ rougeL -0.200" in text

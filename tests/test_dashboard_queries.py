@@ -151,9 +151,14 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_funnel_ends_at_kept_and_follows_recipe_order(db: Path) -> None:
     curation = store.get_curation(db, CURATION)
     funnel = queries.funnel(curation, queries.stage_drops(db, CURATION))
-    assert funnel["step"].to_list() == ["read", "parsed", "length", "exact", "minhash", "balance"]
-    assert funnel["rows"].to_list() == [20, 18, 17, 15, 13, 12]
-    assert funnel["dropped"].to_list() == [0, 2, 1, 2, 2, 1]
+    steps = ["read", "parsed", "schema", "normalize", "length", "exact", "minhash", "balance", "split"]
+    assert funnel["step"].to_list() == steps
+    assert funnel["rows"].to_list() == [20, 18, 18, 18, 17, 15, 13, 12, 12]
+    assert funnel["dropped"].to_list() == [0, 2, 0, 0, 1, 2, 2, 1, 0]
+    # a stage missing from the stored recipe still shows, after the recipe's stages
+    unnamed = queries.funnel({**curation, "recipe": None}, queries.stage_drops(db, CURATION))
+    assert unnamed["step"].to_list() == ["read", "parsed", "length", "exact", "minhash", "balance"]
+    assert unnamed["rows"][-1] == 12
 
 
 def test_drop_reasons_and_click_through_rows(db: Path) -> None:

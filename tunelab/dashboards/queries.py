@@ -91,7 +91,8 @@ def funnel(curation: dict[str, Any], drops: pl.DataFrame) -> pl.DataFrame:
     """
     order = recipe_stages(curation.get("recipe"))
     seen = [s for s in drops["stage"].to_list() if s not in NON_FUNNEL_STAGES]
-    stages = [s for s in order if s in seen] + [s for s in seen if s not in order]
+    # every stage the recipe ran, even one that dropped nothing, then any stage it did not name
+    stages = order + [s for s in seen if s not in order]
     dropped_by = dict(zip(drops["stage"].to_list(), drops["dropped"].to_list(), strict=True))
     read = int(curation.get("read") or 0)
     quarantined = int(curation.get("quarantined") or 0)

@@ -15,9 +15,12 @@ if curations.height == 0:
     st.stop()
 
 by_id = {row["curation_id"]: row for row in curations.to_dicts()}
+# preference (DPO) data is curated as a side input: open on the newest instruction-data curation
+default_index = next((i for i, c in enumerate(by_id.values()) if c["kind"] != "dpo"), 0)
 curation_id = st.selectbox(
     "Curation",
     list(by_id),
+    index=default_index,
     key="curation",
     bind="query-params",
 )
@@ -157,9 +160,9 @@ with dups_tab:
                 cluster = next(r for r in reps if r["representative"] == rep)
                 rep_text = cluster["representative_text"]
                 low, high = (common.fmt_number(cluster[k], 3) for k in ("min_score", "max_score"))
-                st.caption(
-                    f"{cluster['members']} members dropped as {cluster['reasons']}; similarity {low}–{high}"
-                )
+                members = f"{cluster['members']} member" + ("s" if cluster["members"] != 1 else "")
+                similarity = low if low == high else f"{low}–{high}"
+                st.caption(f"{members} dropped as {cluster['reasons']}; similarity {similarity}")
                 if rep_text is None:
                     st.caption("The representative is not a sample of this curation (e.g. an eval-set item).")
                 for member in q(queries.cluster_members, db, curation_id, rep).to_dicts():

@@ -82,7 +82,7 @@ probe = q(
     label=None if label == "(all)" else label, search=search or None, limit=1, offset=0,
 )  # fmt: skip
 total = int(probe["total"][0]) if probe.height else 0
-word = "regressions" if regressions else "prompts"
+word = ("regression" if regressions else "prompt") + ("" if total == 1 else "s")
 st.caption(f"{total:,} {word} · {model} vs base on {metric}")
 if total == 0:
     st.info("Nothing matches these filters.")
