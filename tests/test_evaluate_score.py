@@ -193,3 +193,23 @@ def test_score_cli_prints_table_and_eval_id(workspace: Path, predictions_file: P
     assert "persona acc" in result.stdout
     bad = CliRunner().invoke(app, ["score", str(predictions_file), "--tokenizer", "rouge-default"])
     assert isinstance(bad.exception, UserError) and "--tokenizer" in str(bad.exception)
+
+
+def test_labels_without_a_curation_skip_label_acc_with_a_warning(tmp_path: Path) -> None:
+    rows = [
+        {
+            "prompt": "p",
+            "reference": "고양이가 잔다",
+            "prediction": "고양이가 잔다",
+            "model": "m",
+            "label": "egen",
+        },
+        {"prompt": "q", "reference": "개가 짖는다", "prediction": "개가 잔다", "model": "m", "label": "teto"},
+    ]
+    path = write_jsonl(tmp_path / "ext.jsonl", rows)
+    with pytest.warns(UserWarning, match="label_acc skipped"):
+        result = score_file(path, tmp_path / "ws", embedding_model="use-v3")
+    assert "label_acc" not in set(result.metrics["metric"])
+    # kiwi: 개/가/짖/는다 vs 개/가/자/ᆫ다 -> 2 of 4 morphemes shared -> 0.5; the first pair is identical -> 1.0
+    rouge1 = result.metrics.filter(pl.col("metric") == "rouge1")["value"][0]
+    assert rouge1 == pytest.approx((1.0 + 0.5) / 2)

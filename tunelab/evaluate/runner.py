@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import json
 import uuid
+import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -103,6 +104,12 @@ def score_predictions(
     cache_dir = Path(workspace) / "cache" / "embeddings"
     scores, corpus = score_pairs(predictions, metrics, rouge_tokenizer_name, embedding_model, cache_dir)
     source = persona_source(workspace, curation_id) if "label_acc" in metrics else None
+    if source is None and "label_acc" in metrics and predictions["label"].drop_nulls().len() > 0:
+        warnings.warn(
+            f"label_acc skipped: rows carry labels but curation {curation_id or '(none found)'} has no train "
+            "responses with at least two labels to build persona centroids from",
+            stacklevel=2,
+        )
     if source is not None and curation_id is not None:
         label_scores, label_metrics = label_accuracy_rows(
             predictions, source, embedding_model, cache_dir, curation_id
