@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tunelab.curate import balance, exact, length, minhash, normalize, schema, split
 from tunelab.curate.common import DECISION_SCHEMA, StageContext
@@ -300,3 +302,22 @@ def test_split_is_stratified_seeded_and_keeps_clusters_together(tmp_path: Path) 
     assert split.run(
         frame, SplitSettings(val_ratio=0.2, seed=1), StageContext(embeddings={"cluster_of": groups})
     ).equals(out)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    texts=st.lists(
+        st.text(
+            alphabet=st.sampled_from(list("가나 \t\n\r\u00a0\u3000\u200b\x07a\u1100\u1161")), max_size=12
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_normalize_frame_matches_reference_on_random_text(texts: list[str]) -> None:
+    frame = pl.DataFrame(
+        {"sample_id": [str(i) for i in range(len(texts))], "prompt": texts, "response": texts}
+    )
+    clean = normalize.transform(frame, NormalizeSettings())
+    expected = [normalize_text(t) for t in texts]
+    assert clean["prompt"].to_list() == expected and clean["response"].to_list() == expected

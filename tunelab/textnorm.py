@@ -19,6 +19,11 @@ CONTROL_PATTERN = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200d\u2060\ufef
 HORIZONTAL_SPACE_PATTERN = r"[ \t\u00a0\u2000-\u200a\u202f\u205f\u3000]+"
 
 
+# a superset of what normalize_expr changes: rows that do not match are left alone (most rows of real
+# data), so the five replace passes run only on the few that need them
+CHANGE_PATTERN = CONTROL_PATTERN + r"|[\t\r\u00a0\u2000-\u200a\u202f\u205f\u3000]|  | \n|\n |\n\n\n|^\s|\s$"
+
+
 def normalize_expr(
     column: str | pl.Expr,
     unicode_form: str = "NFC",

@@ -13,7 +13,7 @@ import polars as pl
 from tunelab.curate.common import StageContext, decisions
 from tunelab.curate.config import NormalizeSettings
 from tunelab.records import CANONICAL_FIELDS, LIST_FIELDS
-from tunelab.textnorm import normalize_expr
+from tunelab.textnorm import CHANGE_PATTERN, normalize_expr
 
 TEXT_FIELDS = tuple(dict.fromkeys(f for fields in CANONICAL_FIELDS.values() for f in fields))
 
@@ -28,6 +28,17 @@ def _unicode_normalized(series: pl.Series, form: str) -> pl.Series:
     if not todo:
         return series
     return series.scatter(todo, [unicodedata.normalize(form, values[i]) for i in todo])
+
+
+def _cleaned(series: pl.Series, cfg: NormalizeSettings) -> pl.Series:
+    """Controls and whitespace, on the rows CHANGE_PATTERN flags only (unicode already done)."""
+    flagged = series.str.contains(CHANGE_PATTERN).fill_null(False)
+    if not flagged.any():
+        return series
+    positions = flagged.arg_true()
+    subset = pl.DataFrame({"s": series.gather(positions)})
+    cleaned = subset.select(normalize_expr("s", "none", cfg.collapse_whitespace, cfg.strip_control))["s"]
+    return series.scatter(positions, cleaned)
 
 
 def _normalized(field: str, cfg: NormalizeSettings, unicode_done: bool = False) -> pl.Expr:
@@ -56,8 +67,10 @@ def apply(
     """(normalised frame, kept=true 'normalized' decisions naming the changed fields) in one pass."""
     fields = _fields(frame)
     string_fields = [f for f in fields if f not in LIST_FIELDS]
-    unicode_done = frame.with_columns([_unicode_normalized(frame[f], cfg.unicode) for f in string_fields])
-    columns = [_normalized(f, cfg, unicode_done=f in string_fields).alias(f) for f in fields]
+    unicode_done = frame.with_columns(
+        [_cleaned(_unicode_normalized(frame[f], cfg.unicode), cfg) for f in string_fields]
+    )
+    columns = [_normalized(f, cfg).alias(f) for f in fields if f not in string_fields]
     if "label" in frame.columns:
         columns.append(_label())
     clean = unicode_done.with_columns(columns)
