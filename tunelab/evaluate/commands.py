@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -12,18 +9,6 @@ import typer
 from tunelab.errors import UserError
 
 ROUGE_CHOICES = ("auto", "kiwi", "whitespace", "char")
-
-
-@contextmanager
-def one_line_warnings() -> Iterator[None]:
-    """Scoring warnings (a text with no tokens) as `warning: ...` lines, not Python's file:line + source."""
-
-    def show(message: Warning | str, category: type[Warning], *_: object, **__: object) -> None:
-        typer.echo(f"warning: {message}", err=True)
-
-    with warnings.catch_warnings():
-        warnings.showwarning = show
-        yield
 
 
 def _report(result: object, tables: bool = True) -> None:
@@ -52,8 +37,7 @@ def evaluate_command(
 
     recipe = load_recipe(recipe_path)
     # run_evaluate prints the table itself when showing progress
-    with one_line_warnings():
-        result = run_evaluate(recipe, workspace_dir(recipe, workspace), models=model or None)
+    result = run_evaluate(recipe, workspace_dir(recipe, workspace), models=model or None)
     _report(result, tables=False)
 
 
@@ -75,7 +59,7 @@ def score_command(
     ),
 ) -> None:
     """Re-score an existing predictions JSONL without generating (any model's outputs) and store it."""
-    from tunelab.evaluate.runner import score_file
+    from tunelab.evaluate.runner import one_line_warnings, score_file
     from tunelab.recipe import workspace_dir
 
     if tokenizer is not None and tokenizer not in ROUGE_CHOICES:

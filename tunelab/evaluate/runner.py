@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import gc
 import json
+import sys
 import uuid
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +40,18 @@ class EvalResult:
     predictions: pl.DataFrame
     scores: pl.DataFrame
     metrics: pl.DataFrame
+
+
+@contextmanager
+def one_line_warnings() -> Iterator[None]:
+    """Scoring warnings (a text with no tokens) as `warning: ...` lines, not Python's file:line + source."""
+
+    def show(message: Warning | str, category: type[Warning], *_: object, **__: object) -> None:
+        print(f"warning: {message}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
 
 
 def new_eval_id() -> str:
@@ -241,16 +256,17 @@ def run_evaluate(
             )
             gc.collect()  # one model in memory at a time
     predictions = pl.concat(frames)
-    result = _finish(
-        workspace,
-        eval_set,
-        curation_id,
-        predictions,
-        list(cfg.metrics),
-        cfg.rouge_tokenizer,
-        cfg.embedding_model,
-        {"models": model_refs, "generation": cfg.generation.model_dump()},
-    )
+    with one_line_warnings() if show_progress else nullcontext():
+        result = _finish(
+            workspace,
+            eval_set,
+            curation_id,
+            predictions,
+            list(cfg.metrics),
+            cfg.rouge_tokenizer,
+            cfg.embedding_model,
+            {"models": model_refs, "generation": cfg.generation.model_dump()},
+        )
     if show_progress:
         from tunelab.evaluate.compare import print_comparison, print_samples
 
