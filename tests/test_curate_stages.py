@@ -321,3 +321,25 @@ def test_normalize_frame_matches_reference_on_random_text(texts: list[str]) -> N
     clean = normalize.transform(frame, NormalizeSettings())
     expected = [normalize_text(t) for t in texts]
     assert clean["prompt"].to_list() == expected and clean["response"].to_list() == expected
+
+
+def test_decontaminate_matches_train_rows_to_eval_rows() -> None:
+    from tunelab.curate import decontaminate
+    from tunelab.curate.config import DecontaminateSettings
+
+    evals = [
+        "서울의 인구는 약 천만 명이고 수도권에는 그보다 훨씬 많은 사람이 삽니다",
+        "전혀 관계없는 평가 문장 하나",
+    ]
+    train = [
+        "오늘 점심은 비빔밥을 먹었습니다 아주 맛있었어요",
+        "서울의 인구는 약 천만 명이고 수도권에는 그보다 훨씬 많은 사람이 살아요",
+        "서울의 인구는 약 천만 명이고 수도권에는 그보다 훨씬 많은 사람이 삽니다",
+    ] * 2
+    frame = pl.DataFrame({"sample_id": [f"t:{i}" for i in range(len(train))], "content": train})
+    ctx = StageContext(eval_texts=evals, eval_ids=["eval:0", "eval:1"])
+    out = decontaminate.run(frame, DecontaminateSettings(threshold=0.6), ctx)
+    assert reasons(out) == {f"t:{i}": "contaminated:eval" for i in (1, 2, 4, 5)}
+    assert set(out["ref_sample_id"]) == {"eval:0"}
+    assert out.filter(pl.col("sample_id") == "t:2")["score"].item() == 1.0
+    assert decontaminate.run(frame, DecontaminateSettings(), StageContext()).height == 0

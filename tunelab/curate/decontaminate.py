@@ -24,32 +24,23 @@ def matches(
     (the best eval match per train text)."""
     if not train or not evals:
         return []
-    sig = minhash.signatures(train + evals, ngram, num_perm, seed)
+    # eval texts first: a bucket's star root is its lowest doc, so any bucket holding an eval text pairs
+    # every train text in it with an eval text (pairs inside one side are of no interest)
+    texts = evals + train
+    n_eval = len(evals)
+    sig = minhash.signatures(texts, ngram, num_perm, seed)
     bands, rows = minhash.band_params(threshold, num_perm)
-    weights = np.random.default_rng(seed + 31).integers(1, 2**63, size=rows, dtype=np.uint64) | np.uint64(1)
-    band_hash = (sig[:, : bands * rows].reshape(len(sig), bands, rows).astype(np.uint64) * weights).sum(
-        axis=2, dtype=np.uint64
-    )
-    n_train = len(train)
-    table = pl.DataFrame(
-        {
-            "doc": np.repeat(np.arange(len(sig), dtype=np.int64), bands),
-            "band": np.tile(np.arange(bands, dtype=np.int16), len(sig)),
-            "h": band_hash.reshape(-1),
-        }
-    )
-    left = table.filter(pl.col("doc") < n_train)
-    right = table.filter(pl.col("doc") >= n_train).rename({"doc": "other"})
-    pairs = left.join(right, on=["band", "h"]).select("doc", "other").unique().to_numpy()
+    pairs = minhash.candidate_pairs(sig, bands, rows, seed)
+    pairs = pairs[(pairs[:, 0] >= n_eval) & (pairs[:, 1] < n_eval)]  # (train doc, eval root)
     if len(pairs) == 0:
         return []
-    docs = np.unique(pairs.reshape(-1))
-    sets = minhash.ShingleSets(train + evals, docs, ngram, seed)
+    sets = minhash.ShingleSets(texts, np.unique(pairs.reshape(-1)), ngram, seed)
     best: dict[int, tuple[int, float]] = {}
     for doc, other in pairs:
         j = sets.jaccard(int(doc), int(other))
-        if j >= threshold and j > best.get(int(doc), (-1, -1.0))[1]:
-            best[int(doc)] = (int(other) - n_train, j)
+        train_index = int(doc) - n_eval
+        if j >= threshold and j > best.get(train_index, (-1, -1.0))[1]:
+            best[train_index] = (int(other), j)
     return [(doc, other, j) for doc, (other, j) in sorted(best.items())]
 
 
