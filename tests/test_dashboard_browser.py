@@ -6,6 +6,9 @@ tests/artifacts/dashboard/ (git-ignored) so a person can check that Hangul rende
 
 from __future__ import annotations
 
+import difflib
+import html
+import json
 import os
 import re
 import shutil
@@ -14,6 +17,7 @@ import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -69,33 +73,36 @@ def healthy(url: str) -> bool:
         return False
 
 
+@contextmanager
+def serve(db: Path, log_path: Path) -> Iterator[str]:
+    """`streamlit run` exactly as `tunelab dashboard` starts it, on a free port; yields the base URL."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, WAREHOUSE_ENV: str(db), "OMP_NUM_THREADS": "1"}
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(streamlit_command(db, port), stdout=log, stderr=subprocess.STDOUT, env=env)
+        try:
+            deadline = time.monotonic() + 90
+            while not healthy(url):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    log.flush()
+                    pytest.fail(f"streamlit did not come up on {url}:\n{log_path.read_text()[-3000:]}")
+                time.sleep(0.5)
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("dashboard")
-    db = build_warehouse(tmp / "tunelab.duckdb")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = (tmp / "streamlit.log").open("wb")
-    env = {**os.environ, WAREHOUSE_ENV: str(db), "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(streamlit_command(db, port), stdout=log, stderr=subprocess.STDOUT, env=env)
-    try:
-        deadline = time.monotonic() + 90
-        while not healthy(url):
-            if process.poll() is not None or time.monotonic() > deadline:
-                log.flush()
-                pytest.fail(
-                    f"streamlit did not come up on {url}:\n{(tmp / 'streamlit.log').read_text()[-3000:]}"
-                )
-            time.sleep(0.5)
+    with serve(build_warehouse(tmp / "tunelab.duckdb"), tmp / "streamlit.log") as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
 
 
 def chromium(args: list[str], profile: Path) -> str:
@@ -110,16 +117,17 @@ def chromium(args: list[str], profile: Path) -> str:
     return completed.stdout.decode("utf-8", errors="replace")
 
 
-def test_every_page_renders_its_data_in_chromium(server: str, tmp_path: Path) -> None:
+def check_pages(server: str, pages: dict[str, tuple[str, ...]], tmp_path: Path, prefix: str = "") -> None:
+    """Load each page until the DOM holds all its expected texts; save its DOM and a screenshot."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     (ARTIFACTS.parent / ".gitignore").write_text("*\n")
     # a cold server's first loads show only the title within the time budget: warm every page once
-    for path in PAGES:
+    for path in pages:
         chromium(["--dump-dom", f"{server}/{path}"], tmp_path / "warmup")
 
     missing: dict[str, tuple[str, ...]] = {}
-    for path, expected in PAGES.items():
-        name = re.sub(
+    for path, expected in pages.items():
+        name = prefix + re.sub(
             r"[^a-z0-9]+", "-", (f"audit{path}" if path.startswith("?") else path or "audit").lower()
         )
         dom = ""
@@ -147,3 +155,38 @@ def test_every_page_renders_its_data_in_chromium(server: str, tmp_path: Path) ->
                 shutil.copyfile(candidate, shot)
         assert best > 20_000, f"{name}: screenshot looks empty ({best} bytes)"
     assert not missing, f"texts never rendered after {ATTEMPTS} loads: {missing}"
+
+
+def test_every_page_renders_its_data_in_chromium(server: str, tmp_path: Path) -> None:
+    check_pages(server, PAGES, tmp_path)
+
+
+def test_demo_warehouse_renders_korean_in_chromium(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    """The pages over what `tunelab demo` wrote: a planted near-duplicate and the first eval prompt."""
+    existing = os.environ.get("TUNELAB_DEMO_WORKSPACE")  # reuse an earlier demo's workspace
+    workspace = Path(existing) if existing else request.getfixturevalue("demo_workspace")
+    db = tmp_path_factory.mktemp("demo-browser") / "tunelab.duckdb"
+    shutil.copyfile(workspace / "tunelab.duckdb", db)
+
+    demo = Path(__file__).resolve().parents[1] / "tunelab" / "demo"
+    planted = json.loads((demo / "planted.json").read_text(encoding="utf-8"))
+    pair = next(d for d in planted["sft"]["defects"] if d["reason"] == "near_dup_minhash")
+    lines = (demo / "sft.jsonl").read_text(encoding="utf-8").splitlines()
+    ref_row = int(pair["ref_sample_id"].rsplit(":", 1)[1])
+    member, representative = (json.loads(lines[row])["output"] for row in (pair["line"] - 1, ref_row))
+    # the longest stretch the two texts share is shown unmarked in both boxes
+    match = difflib.SequenceMatcher(None, representative, member, autojunk=False).find_longest_match()
+    shared = html.escape(representative[match.a : match.a + match.size], quote=False)
+    assert len(shared) >= 8 and re.search("[가-힣]", shared)
+    first_prompt = json.loads((demo / "eval.jsonl").read_text(encoding="utf-8").splitlines()[0])[
+        "instruction"
+    ]
+    pages = {
+        f"?tab=Duplicates&cluster={pair['ref_sample_id']}": (pair["sample_id"], shared, "<mark>"),
+        "predictions": (first_prompt, "Regressions only"),
+        "runs": ("sft-", "dpo-", "Comparison"),
+    }
+    with serve(db, tmp_path / "streamlit.log") as url:
+        check_pages(url, pages, tmp_path, prefix="demo-")

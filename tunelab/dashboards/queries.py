@@ -345,7 +345,7 @@ def eval_labels(db: Path, eval_id: str, limit: int = 200) -> list[str]:
 
 
 PREDICTION_SORTS = {
-    "sample id": "sample_id",
+    "eval set order": "first_row, sample_id",
     "score ↑": "value ASC NULLS LAST, sample_id",
     "score ↓": "value DESC NULLS LAST, sample_id",
     "delta vs base ↑ (worst first)": "delta ASC NULLS LAST, sample_id",
@@ -358,7 +358,7 @@ def prediction_page(
     eval_id: str,
     metric: str,
     model: str,
-    sort: str = "sample id",
+    sort: str = "eval set order",
     regressions_only: bool = False,
     label: str | None = None,
     search: str | None = None,
@@ -373,7 +373,7 @@ def prediction_page(
     return run(
         db,
         f"""WITH ids AS (
-                SELECT sample_id, any_value(label) AS label, any_value(prompt) AS prompt
+                SELECT sample_id, any_value(label) AS label, any_value(prompt) AS prompt, min(rowid) AS first_row
                 FROM predictions WHERE eval_id = $eid GROUP BY sample_id
             ), m AS (
                 SELECT sample_id,

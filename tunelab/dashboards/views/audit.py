@@ -49,7 +49,9 @@ funnel_chart = (
 )
 left, right = st.columns([3, 2])
 left.altair_chart(funnel_chart, width="stretch")
-right.dataframe(funnel, hide_index=True, key="funnel_table")
+right.dataframe(
+    funnel, hide_index=True, key="funnel_table", height=35 * (funnel.height + 1) + 3
+)  # every step, no scrolling
 if funnel["rows"][-1] != curation["kept"]:
     st.warning(
         f"The funnel ends at {funnel['rows'][-1]:,} rows but the curation recorded {curation['kept']:,} kept: "
