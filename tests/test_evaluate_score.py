@@ -145,6 +145,14 @@ def test_score_file_stores_korean_scores_and_rescoring_its_output_reproduces_the
             r"bad\.jsonl:2: reference: must be a string",
         ),
         ("[1, 2]", r"bad\.jsonl:2: each line must be a JSON object"),
+        (
+            '{"prompt": "p", "reference": "r", "prediction": "x", "model": "m", "latency_s": "1s"}',
+            r"bad\.jsonl:2: latency_s: must be a number, got str",
+        ),
+        (
+            '{"prompt": "p", "reference": "r", "prediction": "x", "model": "m", "label": [1]}',
+            r"bad\.jsonl:2: label: must be a string, got list",
+        ),
     ],
 )
 def test_bad_predictions_file_is_one_line_error_with_file_line_field(
@@ -213,3 +221,19 @@ def test_labels_without_a_curation_skip_label_acc_with_a_warning(tmp_path: Path)
     # kiwi: 개/가/짖/는다 vs 개/가/자/ᆫ다 -> 2 of 4 morphemes shared -> 0.5; the first pair is identical -> 1.0
     rouge1 = result.metrics.filter(pl.col("metric") == "rouge1")["value"][0]
     assert rouge1 == pytest.approx((1.0 + 0.5) / 2)
+
+
+def test_integer_labels_and_ids_and_object_gen_params_are_accepted(tmp_path: Path) -> None:
+    row = {
+        "prompt": "p",
+        "reference": "r",
+        "prediction": "x",
+        "model": "m",
+        "sample_id": 7,
+        "label": 1,
+        "latency_s": 2,
+        "gen_params": {"max_new_tokens": 8},
+    }
+    frame = read_predictions_file(write_jsonl(tmp_path / "ints.jsonl", [row]))
+    assert frame.row(0, named=True)["sample_id"] == "7" and frame.row(0, named=True)["label"] == "1"
+    assert frame["latency_s"][0] == 2.0 and frame["gen_params"][0] == '{"max_new_tokens": 8}'

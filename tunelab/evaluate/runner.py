@@ -301,12 +301,7 @@ def read_predictions_file(path: Path) -> pl.DataFrame:
                     raise UserError(
                         f"{path}:{line_no}: {field}: must be a string, got {type(record[field]).__name__}"
                     )
-            for field in ("sample_id", "label", "run_id", *SCORING_COLUMNS):
-                value = record.get(field)
-                if value is not None and not isinstance(value, str):
-                    raise UserError(
-                        f"{path}:{line_no}: {field}: must be a string, got {type(value).__name__}"
-                    )
+            _normalise_optional_fields(record, f"{path}:{line_no}")
             # without ids, the n-th row of each model is sample n: one model's rows pair with another's
             nth = seen_per_model.get(record["model"], 0)
             seen_per_model[record["model"]] = nth + 1
@@ -323,6 +318,26 @@ def read_predictions_file(path: Path) -> pl.DataFrame:
             f"{path}: sample_id: '{first['sample_id']}' appears twice for model '{first['model']}'"
         )
     return frame
+
+
+def _normalise_optional_fields(record: dict[str, Any], where: str) -> None:
+    """Optional columns in place: integer ids/labels become text, gen_params objects become JSON."""
+    for field in ("sample_id", "label", "run_id", *SCORING_COLUMNS):
+        value = record.get(field)
+        if isinstance(value, int) and not isinstance(value, bool) and field in ("sample_id", "label"):
+            record[field] = str(value)
+        elif value is not None and not isinstance(value, str):
+            raise UserError(f"{where}: {field}: must be a string, got {type(value).__name__}")
+    latency = record.get("latency_s")
+    if latency is not None and (isinstance(latency, bool) or not isinstance(latency, int | float)):
+        raise UserError(f"{where}: latency_s: must be a number, got {type(latency).__name__}")
+    params = record.get("gen_params")
+    if isinstance(params, dict):
+        record["gen_params"] = json.dumps(params, sort_keys=True)
+    elif params is not None and not isinstance(params, str):
+        raise UserError(
+            f"{where}: gen_params: must be an object or a JSON string, got {type(params).__name__}"
+        )
 
 
 def _one_value(frame: pl.DataFrame, column: str) -> str | None:
