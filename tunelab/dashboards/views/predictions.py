@@ -107,15 +107,23 @@ base_scores = {
 }
 
 
-def score_line(sample_id: str, model_name: str) -> str:
-    parts = []
+def score_text(sample_id: str, model_name: str, metric_name: str, value: float | None) -> str:
+    text = f"{metric_name} {common.fmt_number(value, 3)}"
+    base = base_scores.get((sample_id, metric_name))
+    if model_name != queries.BASE_MODEL and base is not None and value is not None:
+        text += f" ({value - base:+.3f})"
+    return common.esc(text)
+
+
+def score_lines(sample_id: str, model_name: str) -> tuple[str, str]:
+    """The chosen metric (headline) and the other metrics; ROUGE precision/recall parts are left out."""
+    headline, others = "", []
     for r in scores_by.get((sample_id, model_name), []):
-        text = f"{r['metric']} {common.fmt_number(r['value'], 3)}"
-        base = base_scores.get((sample_id, r["metric"]))
-        if model_name != queries.BASE_MODEL and base is not None and r["value"] is not None:
-            text += f" ({r['value'] - base:+.3f})"
-        parts.append(f"<b>{common.esc(text)}</b>" if r["metric"] == metric else common.esc(text))
-    return " · ".join(parts) or "no scores"
+        if r["metric"] == metric:
+            headline = f"<b>{score_text(sample_id, model_name, r['metric'], r['value'])}</b>"
+        elif not r["metric"].endswith(("_precision", "_recall")):
+            others.append(score_text(sample_id, model_name, r["metric"], r["value"]))
+    return headline or "no score", " · ".join(others)
 
 
 for row in page.to_dicts():
@@ -140,10 +148,11 @@ for row in page.to_dicts():
                 if pred is None:
                     st.caption(f"{model_name}: no prediction")
                     continue
+                headline, others = score_lines(sid, model_name)
                 st.markdown(
-                    f'<div class="tl-box"><div class="tl-score">{common.esc(model_name)} · '
-                    f"{score_line(sid, model_name)}</div>"
-                    f'<div class="tl-text">{common.esc(pred["prediction"], 3000)}</div></div>',
+                    f'<div class="tl-box"><div class="tl-score">{common.esc(model_name)} · {headline}</div>'
+                    f'<div class="tl-text">{common.esc(pred["prediction"], 3000)}</div>'
+                    f'<div class="tl-score">{others}</div></div>',
                     unsafe_allow_html=True,
                 )
                 review = review_by.get((sid, model_name))

@@ -49,7 +49,10 @@ else:
                 .encode(
                     x=alt.X("step:Q"),
                     y=alt.Y("value:Q", scale=alt.Scale(zero=False)),
-                    color=alt.Color("line:N", title=None),
+                    # run ids are long: legend below the plot, untruncated
+                    color=alt.Color(
+                        "line:N", title=None, legend=alt.Legend(orient="bottom", columns=1, labelLimit=0)
+                    ),
                     tooltip=["run_id", "series", "step", alt.Tooltip("value:Q", format=".4f")],
                 )
             )
