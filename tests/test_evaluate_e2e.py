@@ -208,3 +208,15 @@ def test_batched_left_padded_generation_equals_one_prompt_at_a_time(trained: tup
     single, _ = generate_texts(model, tokenizer, prompts, GenerationSettings(max_new_tokens=10, batch_size=1))
     assert batched == single
     assert any(text for text in batched) and len(latencies) == 3
+
+    # sampling follows the recipe and its seed: same seed, same texts; the knobs reach generate()
+    sampling = GenerationSettings(
+        max_new_tokens=10, batch_size=3, do_sample=True, temperature=1.5, top_p=0.95, seed=7
+    )
+    first, _ = generate_texts(model, tokenizer, prompts, sampling)
+    again, _ = generate_texts(model, tokenizer, prompts, sampling)
+    assert first == again
+    other_seeds = [
+        generate_texts(model, tokenizer, prompts, sampling.model_copy(update={"seed": s}))[0] for s in (8, 9)
+    ]
+    assert any(texts != first for texts in other_seeds)
