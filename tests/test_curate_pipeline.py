@@ -225,3 +225,28 @@ def test_cli_user_errors_are_one_line(tmp_path: Path) -> None:
         text=True,
     )
     assert bad.returncode == 2 and "canonical=source" in bad.stderr
+
+
+def test_cli_audit_with_recipe_runs_the_recipe_stages(tmp_path: Path) -> None:
+    if not (DEMO / "sft.jsonl").exists():
+        pytest.skip("demo data not generated yet")
+    out = run_cli(
+        [
+            "audit",
+            str(DEMO / "sft.jsonl"),
+            "--recipe",
+            str(DEMO / "recipe.yaml"),
+            "--workspace",
+            str(tmp_path),
+        ]
+    )
+    assert out.exit_code == 0, out.output
+    for reason in (
+        "contaminated:eval",
+        "near_dup_minhash",
+        "exact_dup",
+        "missing_field:response",
+        "over_cap:label=teto",
+    ):
+        assert reason in out.output, reason
+    assert not (tmp_path / "curations").exists() and not (tmp_path / "tunelab.duckdb").exists()

@@ -98,7 +98,7 @@ def audit_command(
     from tunelab.curate import minhash, semantic
     from tunelab.curate.common import StageContext, keep_order
     from tunelab.curate.config import CurateConfig
-    from tunelab.curate.pipeline import curate_frame, run_stages
+    from tunelab.curate.pipeline import curate_frame, eval_content, run_stages
     from tunelab.curate.report import report_markdown
     from tunelab.recipe import load_recipe, workspace_dir
     from tunelab.records import load_dataset_records
@@ -113,8 +113,10 @@ def audit_command(
     if loaded_recipe is None:
         stages = ["schema", "normalize", "length", "exact", "minhash"] + (["semantic"] if sem_values else [])
         curate = curate.model_copy(update={"stages": stages})
-    else:  # a dry run has no eval set to compare with unless the recipe names one
-        curate = curate.model_copy(update={"stages": [s for s in curate.stages if s != "decontaminate"]})
+    eval_rows = None
+    if loaded_recipe is not None and "decontaminate" in curate.stages:
+        recipe_dir = loaded_recipe.source_path.parent if loaded_recipe.source_path else None
+        eval_rows = eval_content(curate, loaded_recipe.raw, kind, recipe_dir)
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", file.stem) or "audit"
     dataset = DatasetConfig(path=file, name=name, kind=kind, fields=_field_map(field))
     loaded = load_dataset_records(dataset)
@@ -122,7 +124,7 @@ def audit_command(
     ctx = StageContext(cache_dir=ws / "cache" / "embeddings")
     result = curate_frame(
         loaded.frame, loaded.quarantine, loaded.read, dataset, curate, loaded_recipe.raw if loaded_recipe else {},
-        eval_rows=None, show_progress=True, ctx=ctx,
+        eval_rows=eval_rows, show_progress=True, ctx=ctx,
     )  # fmt: skip
     console = Console()
     console.print(Markdown(report_markdown(result.report)))

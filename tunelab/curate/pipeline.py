@@ -242,15 +242,19 @@ def curate_dataset(
     eval_texts: list[str] | None = None,
     write: bool = True,
     show_progress: bool = True,
+    recipe_dir: Path | None = None,
 ) -> CurationResult:
-    """Load, curate, and (write=True) write WORKSPACE/curations/<id>/ and ingest into the warehouse."""
+    """Load, curate, and (write=True) write WORKSPACE/curations/<id>/ and ingest into the warehouse.
+
+    `recipe_dir`: where relative paths of `recipe_raw` (evaluate.eval_set.path) resolve; default the
+    dataset file's folder."""
     loaded = load_dataset_records(dataset)
     eval_rows = None
     if "decontaminate" in curate.stages:
         if eval_texts is not None:
             eval_rows = (list(eval_texts), [], [f"eval:{i}" for i in range(len(eval_texts))])
         else:
-            source_dir = Path(dataset.path).parent
+            source_dir = recipe_dir or Path(dataset.path).parent
             eval_rows = eval_content(curate, recipe_raw, dataset.kind, source_dir)
     result = curate_frame(
         loaded.frame,
