@@ -170,3 +170,23 @@ def test_ngram_counts_equal_rouge_scores_create_ngrams() -> None:
                 rouge_scorer._create_ngrams(ref_tokens, n), rouge_scorer._create_ngrams(pred_tokens, n)
             )
             assert ours[kind][i] == (own.precision, own.recall, own.fmeasure)
+
+
+def test_one_tokenization_for_every_model_in_an_evaluation() -> None:
+    # English references; one model answers in Korean. Tokenizers are chosen over the whole evaluation,
+    # so both models are scored with the same ones and their numbers stay comparable.
+    pairs = pl.DataFrame(
+        {
+            "model": ["base", "sft"],
+            "sample_id": ["d:0", "d:0"],
+            "reference": ["the cat sleeps", "the cat sleeps"],
+            "prediction": ["the cat sleeps", "고양이가 잔다"],
+        }
+    )
+    scores, _ = score_pairs(pairs, metrics=("rouge", "bleu"))
+    signatures = scores.group_by("metric").agg(pl.col("signature").n_unique())
+    assert signatures["signature"].to_list() == [1] * signatures.height
+    assert "tok:ko-mecab" in scores.filter(pl.col("metric") == "bleu")["signature"][0]
+    assert "tok:kiwi" in scores.filter(pl.col("metric") == "rouge1")["signature"][0]
+    base = scores.filter((pl.col("model") == "base") & (pl.col("metric") == "rouge1"))["value"][0]
+    assert base == 1.0

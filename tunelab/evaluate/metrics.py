@@ -58,6 +58,12 @@ def _warn_empty_tokens(
         )
 
 
+def tokenize_distinct(texts: Sequence[str], tokenizer_name: str) -> dict[str, list[str]]:
+    """text -> tokens, each distinct text tokenized once (references repeat across models)."""
+    distinct = _unique(texts)
+    return dict(zip(distinct, rouge_tokenizer(tokenizer_name).tokenize_many(distinct), strict=True))
+
+
 def rouge_signature(tokenizer_name: str) -> str:
     return f"rouge-score {version('rouge-score')}|{rouge_tokenizer(tokenizer_name).signature()}|stem:no"
 
@@ -67,17 +73,18 @@ def rouge_pairs(
     predictions: Sequence[str],
     tokenizer: str,
     sample_ids: Sequence[str] | None = None,
+    tokens: dict[str, list[str]] | None = None,
 ) -> tuple[str, dict[str, list[tuple[float, float, float]]]]:
     """ROUGE-1/2/L (precision, recall, F1) per pair; returns (resolved tokenizer, {type: [(p, r, f)]}).
 
     `tokenizer` is auto | kiwi | whitespace | char: rouge-score's default tokenizer (which scores
-    Korean 0) cannot be selected.
+    Korean 0) cannot be selected. `tokens` (text -> tokens from that tokenizer) skips tokenizing again.
     """
     from rouge_score.rouge_scorer import _score_lcs, _score_ngrams
 
     name = resolve_tokenizer_name(tokenizer, [*references, *predictions])
-    distinct = _unique([*references, *predictions])
-    tokens = dict(zip(distinct, rouge_tokenizer(name).tokenize_many(distinct), strict=True))
+    if tokens is None:
+        tokens = tokenize_distinct([*references, *predictions], name)
     ids = list(sample_ids) if sample_ids is not None else [str(i) for i in range(len(references))]
     _warn_empty_tokens("reference", references, ids, tokens, name)
     _warn_empty_tokens("prediction", predictions, ids, tokens, name)
@@ -114,14 +121,17 @@ def _sacrebleu_metric(kind: str, tokenize: str | None = None, effective_order: b
     return CHRF()
 
 
-def bleu_chrf_pairs(references: Sequence[str], predictions: Sequence[str]) -> dict[str, Any]:
+def bleu_chrf_pairs(
+    references: Sequence[str], predictions: Sequence[str], tokenize: str | None = None
+) -> dict[str, Any]:
     """Sentence BLEU (effective order) and chrF per pair, corpus BLEU and chrF, with signatures.
 
     Equal to `BLEU(tokenize=t, effective_order=True).sentence_score`, `BLEU(tokenize=t).corpus_score`,
     `CHRF().sentence_score/corpus_score`; each text is tokenized once for both BLEU values.
+    `tokenize` (ko-mecab | 13a) defaults to ko-mecab when any text has Hangul.
     """
     refs, preds = list(references), list(predictions)
-    tokenize = bleu_tokenizer_for([*refs, *preds])
+    tokenize = tokenize or bleu_tokenizer_for([*refs, *preds])
     sentence_bleu = _sacrebleu_metric("bleu", tokenize, True)
     corpus_bleu = _sacrebleu_metric("bleu", tokenize, False)
     chrf = _sacrebleu_metric("chrf")
@@ -181,6 +191,13 @@ def score_pairs(
     pairs = pairs.with_columns(pl.col("reference", "prediction").fill_null(""))
     all_texts = [*pairs["reference"].to_list(), *pairs["prediction"].to_list()]
     rouge_name = resolve_tokenizer_name(rouge_tokenizer_name, all_texts)
+    shared = {
+        "rouge_name": rouge_name,
+        "rouge_tokens": tokenize_distinct(all_texts, rouge_name) if "rouge" in metrics else None,
+        "bleu_tokenize": bleu_tokenizer_for(all_texts),
+        "embedding_model": embedding_model,
+        "cache_dir": cache_dir,
+    }
     score_rows: list[dict[str, Any]] = []
     metric_rows: list[dict[str, Any]] = []
     for (model,), group in pairs.group_by("model", maintain_order=True):
@@ -189,9 +206,7 @@ def score_pairs(
             group["prediction"].to_list(),
             group["sample_id"].to_list(),
             metrics,
-            rouge_name,
-            embedding_model,
-            cache_dir,
+            **shared,
         )
         for metric, values, signature, corpus in rows:
             if values is not None:
@@ -221,13 +236,15 @@ def _score_one_model(
     ids: list[str],
     metrics: Sequence[str],
     rouge_name: str,
+    rouge_tokens: dict[str, list[str]] | None,
+    bleu_tokenize: str,
     embedding_model: str,
     cache_dir: Path | None,
 ) -> list[tuple[str, list[float] | None, str, float]]:
     """(metric, per-sample values or None for corpus-only metrics, signature, corpus value) rows."""
     rows: list[tuple[str, list[float] | None, str, float]] = []
     if "rouge" in metrics:
-        _, rouge = rouge_pairs(refs, preds, rouge_name, ids)
+        _, rouge = rouge_pairs(refs, preds, rouge_name, ids, rouge_tokens)
         signature = rouge_signature(rouge_name)
         for kind in ROUGE_TYPES:
             for part, index in (("f1", 2), ("precision", 0), ("recall", 1)):
@@ -235,7 +252,7 @@ def _score_one_model(
                 name = kind if part == "f1" else f"{kind}_{part}"
                 rows.append((name, values, f"{signature}|{kind}|{part}", _mean(values)))
     if "bleu" in metrics or "chrf" in metrics:
-        sb = bleu_chrf_pairs(refs, preds)
+        sb = bleu_chrf_pairs(refs, preds, bleu_tokenize)
         if "bleu" in metrics:
             rows.append(("bleu", sb["bleu"], sb["bleu_signature"], _mean(sb["bleu"])))
             rows.append(("bleu_corpus", None, sb["bleu_corpus_signature"], sb["bleu_corpus"]))
