@@ -28,6 +28,7 @@ def bare_sft(model_dir: Path, workspace: Path, recipe, curation: str) -> tuple[f
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.trainer_callback import PrinterCallback
     from trl import SFTConfig, SFTTrainer
 
     started, cpu_started = time.perf_counter(), time.process_time()
@@ -74,6 +75,8 @@ def bare_sft(model_dir: Path, workspace: Path, recipe, curation: str) -> tuple[f
             task_type="CAUSAL_LM",
         ),  # fmt: skip
     )
+    # with tqdm off, transformers prints every log dict to stdout; run_sft removes that printer too
+    trainer.remove_callback(PrinterCallback)
     output = trainer.train()
     trainer.evaluate()
     trainer.model.save_pretrained(str(out / "adapter"))

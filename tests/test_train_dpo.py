@@ -24,6 +24,8 @@ from test_train_sft import (  # noqa: E402
 from tunelab.errors import UserError  # noqa: E402
 from tunelab.recipe import warehouse_path  # noqa: E402
 
+pytestmark = pytest.mark.slow  # real trl training runs
+
 
 @pytest.fixture(scope="module")
 def sft_workspace(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:

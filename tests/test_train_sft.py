@@ -21,6 +21,8 @@ from tunelab.errors import UserError  # noqa: E402
 from tunelab.recipe import Recipe, parse_recipe, warehouse_path  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.slow  # real trl training runs
 CITIES = ["서울", "부산", "대구", "인천", "광주", "대전", "울산", "수원", "제주", "강릉"]
 FOODS = ["김치찌개", "비빔밥", "떡볶이", "냉면"]
 SYSTEM = "너는 밝고 친절한 테토야."

@@ -39,6 +39,9 @@ def run_dpo(
     runs.quiet_libraries()
     workspace = Path(workspace)
     db = warehouse_path(workspace)
+    previous = runs.resume_target(db, resume, "dpo") if resume else None
+    if previous is not None and previous.get("parent_run_id"):
+        from_run = previous["parent_run_id"]  # a resumed DPO run continues from the SFT run it began with
     parent = store.get_run(db, from_run) if db.is_file() else None
     if parent is None:
         raise UserError(f"--from-run: no run '{from_run}' in {db}")
@@ -49,7 +52,6 @@ def run_dpo(
     if not Path(parent["adapter_path"]).is_dir():
         raise UserError(f"--from-run: the adapter of run '{from_run}' is gone: {parent['adapter_path']}")
 
-    previous = runs.resume_target(db, resume, "dpo") if resume else None
     if previous is not None:
         run_id, curation_id = resume, previous["curation_id"]
     else:

@@ -53,8 +53,15 @@ def require_train(recipe: Recipe) -> TrainConfig:
 
 
 def git_sha() -> str | None:
+    """The commit of the tunelab code that trained (None for an installed package outside a checkout)."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None

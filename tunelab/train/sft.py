@@ -67,7 +67,10 @@ def run_sft(
 
     from tunelab.train.model import resolve_base_model
 
-    base_model = resolve_base_model(train_cfg, workspace, training_texts(train_frame, kind))
+    if previous is not None:  # the checkpoint's adapter belongs to the base it was trained on
+        base_model = previous["base_model"]
+    else:
+        base_model = resolve_base_model(train_cfg, workspace, training_texts(train_frame, kind))
     out_dir = runs.run_dir(workspace, run_id)
     out_dir.mkdir(parents=True, exist_ok=True)
     run = {
