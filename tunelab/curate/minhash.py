@@ -147,8 +147,11 @@ def candidate_pairs(sig: np.ndarray, bands: int, rows: int, seed: int = 1) -> np
     rng = np.random.default_rng(seed + 31)
     weights = rng.integers(1, 2**63, size=rows, dtype=np.uint64) | np.uint64(1)
     salts = rng.integers(1, 2**63, size=bands, dtype=np.uint64)
-    banded = sig[:, : bands * rows].reshape(n, bands, rows).astype(np.uint64)
-    keys = (banded * weights).sum(axis=2, dtype=np.uint64)  # wraps mod 2**64 on purpose
+    # band by band: a (n, bands, rows) uint64 temporary was 1 GB per million documents
+    keys = np.zeros((n, bands), dtype=np.uint64)
+    for band in range(bands):
+        for r in range(rows):
+            keys[:, band] += sig[:, band * rows + r].astype(np.uint64) * weights[r]  # wraps mod 2**64
     keys ^= salts  # the same rows in two different bands are different buckets
     keys *= np.uint64(0x9E3779B97F4A7C15)
     flat = keys.reshape(-1)  # doc-major: a stable sort keeps docs ascending inside a bucket
