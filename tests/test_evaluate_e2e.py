@@ -220,3 +220,18 @@ def test_batched_left_padded_generation_equals_one_prompt_at_a_time(trained: tup
         generate_texts(model, tokenizer, prompts, sampling.model_copy(update={"seed": s}))[0] for s in (8, 9)
     ]
     assert any(texts != first for texts in other_seeds)
+
+
+def test_missing_runs_fail_fast_when_asked_for_and_are_skipped_from_defaults(
+    trained: tuple[Any, Path, str],
+) -> None:
+    from tunelab.errors import UserError
+    from tunelab.evaluate.runner import run_evaluate
+
+    recipe, workspace, _ = trained
+    with pytest.raises(UserError, match="no finished dpo run for dataset 'persona'"):
+        run_evaluate(recipe, workspace, models=["base", "dpo"], show_progress=False)
+    data = recipe_data(recipe.train.base_model)
+    del data["evaluate"]["models"]  # default [base, sft, dpo]; no DPO was trained here
+    result = run_evaluate(parse_recipe(data), workspace, show_progress=False)
+    assert sorted(set(result.predictions["model"])) == ["base", "sft"]

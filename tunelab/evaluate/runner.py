@@ -226,6 +226,36 @@ def load_eval_rows(recipe: Any, workspace: Path) -> tuple[pl.DataFrame, str, str
     return eval_rows_from_frame(frame, recipe.dataset.kind, str(val)), recipe.dataset.kind, name, curation_id
 
 
+def available_models(recipe: Any, workspace: Path, refs: list[str], explicit: bool) -> list[str]:
+    """Check "sft"/"dpo" before any model is loaded: a missing run fails fast when the user asked for it,
+    and is skipped with a note when it only came from the default list (e.g. no DPO trained yet)."""
+    from tunelab.recipe import warehouse_path
+    from tunelab.train.model import latest_finished_run
+
+    db = warehouse_path(workspace)
+    kept = []
+    for ref in refs:
+        if ref in ("sft", "dpo"):
+            dataset = recipe.dataset.name
+            if ref == "dpo" and recipe.train is not None and recipe.train.dpo is not None:
+                dataset = recipe.train.dpo.dataset.name
+            if not (db.is_file() and latest_finished_run(db, ref, dataset)):
+                if explicit:
+                    raise UserError(
+                        f"evaluate.models: no finished {ref} run for dataset '{dataset}' in {db}; "
+                        f"run `tunelab train {ref}` first"
+                    )
+                print(
+                    f"note: skipping {ref}: no finished {ref} run for dataset '{dataset}' yet",
+                    file=sys.stderr,
+                )
+                continue
+        kept.append(ref)
+    if not kept:
+        raise UserError("evaluate.models: nothing to evaluate")
+    return kept
+
+
 def run_evaluate(
     recipe: Any, workspace: Path, models: list[str] | None = None, show_progress: bool = True
 ) -> EvalResult:
@@ -245,6 +275,8 @@ def run_evaluate(
     if not model_refs:
         raise UserError("evaluate.models: empty; name at least one of base, sft, dpo, a run id or a path")
     workspace = Path(workspace)
+    explicit = models is not None or "models" in (recipe.raw.get("evaluate") or {})
+    model_refs = available_models(recipe, workspace, model_refs, explicit)
     rows, kind, eval_set, curation_id = load_eval_rows(recipe, workspace)
     frames = []
     with progress(None if show_progress else False) as bar:
