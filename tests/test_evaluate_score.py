@@ -11,7 +11,8 @@ from sacrebleu.metrics import BLEU
 from test_evaluate_persona import EGEN, TETO
 
 from tunelab.errors import UserError
-from tunelab.evaluate.runner import read_predictions_file, score_file
+from tunelab.evaluate.predictions_file import read_predictions_file
+from tunelab.evaluate.runner import score_file
 from tunelab.recipe import warehouse_path
 from tunelab.warehouse.store import query
 
