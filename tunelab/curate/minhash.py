@@ -138,8 +138,8 @@ def band_params(threshold: float, num_perm: int) -> tuple[int, int]:
 def candidate_pairs(sig: np.ndarray, bands: int, rows: int, seed: int = 1) -> np.ndarray:
     """(m, 2) int64 pairs (doc, bucket root) sharing a band bucket; each bucket is a star around its lowest doc.
 
-    One stable argsort of (band-salted) bucket keys in numpy: a polars window over doc x band rows was
-    the stage's largest cost at 200k documents.
+    One argsort of (band-salted) bucket keys in numpy: a polars window over doc x band rows was the
+    stage's largest cost at 200k documents.
     """
     n = sig.shape[0]
     if n < 2:
@@ -147,22 +147,22 @@ def candidate_pairs(sig: np.ndarray, bands: int, rows: int, seed: int = 1) -> np
     rng = np.random.default_rng(seed + 31)
     weights = rng.integers(1, 2**63, size=rows, dtype=np.uint64) | np.uint64(1)
     salts = rng.integers(1, 2**63, size=bands, dtype=np.uint64)
-    # band by band: a (n, bands, rows) uint64 temporary was 1 GB per million documents
-    keys = np.zeros((n, bands), dtype=np.uint64)
+    # band by band into a band-major array: a (n, bands, rows) uint64 temporary was 1 GB per million docs
+    keys = np.empty((bands, n), dtype=np.uint64)
     for band in range(bands):
-        for r in range(rows):
-            keys[:, band] += sig[:, band * rows + r].astype(np.uint64) * weights[r]  # wraps mod 2**64
-    keys ^= salts  # the same rows in two different bands are different buckets
+        block = sig[:, band * rows : (band + 1) * rows].astype(np.uint64)
+        np.sum(block * weights, axis=1, dtype=np.uint64, out=keys[band])  # wraps mod 2**64 on purpose
+    keys ^= salts[:, None]  # the same rows in two different bands are different buckets
     keys *= np.uint64(0x9E3779B97F4A7C15)
-    flat = keys.reshape(-1)  # doc-major: a stable sort keeps docs ascending inside a bucket
-    order = np.argsort(flat, kind="stable")
+    flat = keys.reshape(-1)
+    order = np.argsort(flat)  # unstable is 5x faster on uint64; roots come from a min-reduce instead
     sorted_keys = flat[order]
     starts_run = np.empty(order.size, dtype=bool)
     starts_run[0] = True
     np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=starts_run[1:])
-    run_id = np.cumsum(starts_run) - 1
-    docs = order // bands
-    roots = docs[np.flatnonzero(starts_run)][run_id]
+    run_starts = np.flatnonzero(starts_run)
+    docs = order % n
+    roots = np.minimum.reduceat(docs, run_starts)[np.cumsum(starts_run) - 1]
     member = docs != roots
     if not member.any():
         return np.zeros((0, 2), dtype=np.int64)
