@@ -118,6 +118,10 @@ def test_raft_rows_shuffle_documents_stably_and_put_cot_first() -> None:
     other = prompt_messages({**row, "sample_id": "raft:4"}, "raft")[1]["content"]
     assert other != user
     assert target_text(row, "raft") == "문서 0에 따르면 그렇다.\n\n예"
+    assert prompt_messages({"prompt": "안녕?", "label": "teto"}, "sft", "페르소나: {label}")[0] == {
+        "role": "system",
+        "content": "페르소나: teto",
+    }
     assert target_text({**row, "cot": None}, "raft") == "예"
 
 

@@ -34,6 +34,7 @@ class SFTSettings(Strict):
     logging_steps: int = Field(10, ge=1)
     seed: int = 42
     assistant_only_loss: bool = True
+    # system message for rows without one; "{label}" is replaced by the row's label (persona steering)
     system_prompt: str | None = None
 
 

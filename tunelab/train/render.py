@@ -50,7 +50,9 @@ def prompt_messages(row: dict[str, Any], kind: str, system_prompt: str | None = 
         system, user = row.get("instruction"), raft_user_message(row)
     else:
         system, user = row.get("system"), _text(row.get("prompt"))
-    system = system or system_prompt
+    if not system and system_prompt:
+        # "{label}" in the recipe's system prompt lets one model be steered per persona/category
+        system = system_prompt.replace("{label}", _text(row.get("label")))
     messages = [{"role": "system", "content": _text(system)}] if system else []
     return [*messages, {"role": "user", "content": user}]
 
