@@ -193,3 +193,15 @@ def test_missing_use_wheel_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_hub_name_not_on_disk_is_a_user_error_not_a_long_retry() -> None:
     with pytest.raises(UserError, match="cannot load it"):
         load_embedder("tunelab-tests/no-such-model")
+
+
+def test_encoding_restores_the_process_torch_thread_count(builtin: embeddings.Embedder) -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        builtin.encode(["스레드 수는 그대로"])
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)

@@ -26,9 +26,12 @@ from tunelab.errors import UserError
 DEFAULT_DEDUP_MODEL = "use-v3"
 DEFAULT_SCORING_MODEL = "e5-small"
 BUILTIN_MODELS = ("use-v3", "e5-small")
-# Measured in benchmarks/embeddings_bench.py: batched ONNX/bf16 encoding of these models runs
-# faster on 2 intra-op threads than 1 (the vCPUs are hyperthreads, but the kernels still gain).
-DEFAULT_THREADS = 2
+# Intra-op threads, measured on the 2-vCPU machine (benchmarks/embeddings_bench.py). use-v3
+# (onnxruntime): 2 threads 1.6x faster when the machine is quiet, still 1.2x under load 8.
+# e5-small (torch bf16): 2 threads 1.5x faster when quiet but 5x SLOWER when other processes
+# compete for the cores (torch's thread barriers stall), so it defaults to 1; pass threads=2
+# on a dedicated machine.
+DEFAULT_THREADS = {"use-v3": 2, "e5-small": 1}
 
 
 class Embedder(Protocol):
@@ -84,7 +87,7 @@ def load_use_v3(threads: int | None = None) -> FunctionEmbedder:
     options = ort.SessionOptions()
     # the graph tokenises inside ONNX (SentencePiece op from onnxruntime-extensions): raw strings in
     options.register_custom_ops_library(onnxruntime_extensions.get_library_path())
-    options.intra_op_num_threads = threads or DEFAULT_THREADS
+    options.intra_op_num_threads = threads or DEFAULT_THREADS["use-v3"]
     options.inter_op_num_threads = 1
     session = ort.InferenceSession(str(use_v3_model_path()), options, providers=["CPUExecutionProvider"])
     input_name = session.get_inputs()[0].name
@@ -98,7 +101,7 @@ def load_use_v3(threads: int | None = None) -> FunctionEmbedder:
 def load_e5_small(threads: int | None = None) -> Embedder:
     from tunelab.embeddings_e5 import E5Encoder
 
-    return E5Encoder(threads=threads or DEFAULT_THREADS)
+    return E5Encoder(threads=threads or DEFAULT_THREADS["e5-small"])
 
 
 def _hub_reachable(timeout_s: float = 3.0) -> bool:
@@ -112,11 +115,10 @@ def _hub_reachable(timeout_s: float = 3.0) -> bool:
 
 
 def load_sentence_transformer(name_or_path: str, threads: int | None = None) -> FunctionEmbedder:
-    import torch
     from sentence_transformers import SentenceTransformer
 
-    if threads:
-        torch.set_num_threads(threads)
+    from tunelab.embeddings_e5 import torch_threads
+
     local = Path(name_or_path).expanduser()
     if name_or_path.startswith((".", "/", "~")) and not local.exists():
         raise UserError(f"embedding model {name_or_path!r}: no such folder")
@@ -150,7 +152,10 @@ def load_sentence_transformer(name_or_path: str, threads: int | None = None) -> 
     dim = (getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension)()
 
     def encode_batch(texts: list[str]) -> np.ndarray:
-        return model.encode(texts, batch_size=len(texts), convert_to_numpy=True, normalize_embeddings=True)
+        with torch_threads(threads):
+            return model.encode(
+                texts, batch_size=len(texts), convert_to_numpy=True, normalize_embeddings=True
+            )
 
     return FunctionEmbedder(str(name_or_path), int(dim), encode_batch)
 

