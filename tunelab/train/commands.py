@@ -50,8 +50,11 @@ def sft_command(
 @train_app.command("dpo")
 def dpo_command(
     recipe_path: Path = typer.Argument(..., metavar="RECIPE", help="the recipe YAML"),
-    from_run: str = typer.Option(
-        ..., "--from-run", metavar="RUN_ID", help="the finished SFT run to start from"
+    from_run: str | None = typer.Option(
+        None,
+        "--from-run",
+        metavar="RUN_ID",
+        help="the finished SFT run to start from (not needed with --resume)",
     ),
     workspace: Path | None = typer.Option(None, "--workspace", help="default: the recipe's workspace.dir"),
     curation: str | None = typer.Option(
@@ -61,9 +64,12 @@ def dpo_command(
     merge: bool = typer.Option(False, "--merge", help="also write the merged full model next to the adapter"),
 ) -> None:
     """DPO on top of an SFT adapter (the SFT policy is the reference); prints the run id."""
+    from tunelab.errors import UserError
     from tunelab.recipe import load_recipe, workspace_dir
     from tunelab.train.dpo import run_dpo
 
+    if from_run is None and resume is None:
+        raise UserError("train dpo: --from-run RUN_ID is required (the finished SFT run to start from)")
     recipe = load_recipe(recipe_path)
     result = run_dpo(
         recipe,

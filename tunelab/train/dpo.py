@@ -23,7 +23,7 @@ def dpo_dataset(frame: Any, tokenizer: Any, system_prompt: str | None) -> Any:
 def run_dpo(
     recipe: Recipe,
     workspace: Path,
-    from_run: str,
+    from_run: str | None,
     curation_id: str | None = None,
     resume: str | None = None,
     merge: bool = False,
@@ -42,6 +42,8 @@ def run_dpo(
     previous = runs.resume_target(db, resume, "dpo") if resume else None
     if previous is not None and previous.get("parent_run_id"):
         from_run = previous["parent_run_id"]  # a resumed DPO run continues from the SFT run it began with
+    if from_run is None:
+        raise UserError("--from-run: the SFT run to start from is required")
     parent = store.get_run(db, from_run) if db.is_file() else None
     if parent is None:
         raise UserError(f"--from-run: no run '{from_run}' in {db}")
