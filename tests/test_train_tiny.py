@@ -178,3 +178,30 @@ def test_tiny_base_must_exist_before_generation(tmp_path: Path) -> None:
         resolve_base_model(recipe.train.model_copy(update={"base_model": "org/model"}), tmp_path)
         == "org/model"
     )
+
+
+def test_trainer_log_keys_map_to_train_log_columns() -> None:
+    from tunelab.train.callbacks import train_log_row
+
+    logs = {
+        "loss": 0.69,
+        "grad_norm": 1.5,
+        "learning_rate": 1e-3,
+        "rewards/chosen": 0.2,
+        "rewards/rejected": -0.1,
+        "rewards/margins": 0.3,
+        "rewards/accuracies": 1.0,
+        "logps/chosen": -12.0,
+        "logps/rejected": -15.0,
+        "entropy": 2.5,
+        "eval_rewards/margins": 0.4,
+        "grad_spike": float("nan"),
+        "epoch": 0.5,
+    }
+    row = train_log_row(logs, step=7, epoch=0.49)
+    assert row["step"] == 7 and row["epoch"] == 0.5  # the trainer's own epoch wins
+    assert (row["loss"], row["grad_norm"], row["learning_rate"]) == (0.69, 1.5, 1e-3)
+    assert (row["rewards_chosen"], row["rewards_rejected"], row["rewards_margins"]) == (0.2, -0.1, 0.3)
+    assert (row["rewards_accuracies"], row["logps_chosen"], row["logps_rejected"]) == (1.0, -12.0, -15.0)
+    # eval-time DPO numbers and anything unknown are kept, as JSON-safe values, in `extra`
+    assert row["extra"] == {"entropy": 2.5, "eval_rewards/margins": 0.4, "grad_spike": "nan"}
