@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from test_dashboard_queries import KOREAN_PROMPT, build_warehouse
 
-from tunelab.dashboards import queries
+from tunelab.dashboards import console
 from tunelab.dashboards.commands import WAREHOUSE_ENV, streamlit_command
 
 pytestmark = pytest.mark.slow
@@ -48,7 +48,7 @@ PAGES = {
     "?tab=Quarantine": ("missing field: response", "빈 응답"),
     "runs": ("dpo-0001", "sft-0001", "Comparison"),
     "predictions": (KOREAN_PROMPT, "서울의 인구는 약 천만 명입니다.", "[dpo]"),
-    "sql": ("Example queries", queries.example_queries()[0][0]),
+    "sql": ("Example queries", console.example_queries()[0][0]),
 }
 ATTEMPTS = 8
 

@@ -114,8 +114,8 @@ def test_predictions_and_a_review_on_demo_data(demo_db: Path) -> None:
 
 
 def test_every_readme_query_runs_in_the_console(demo_db: Path) -> None:
-    from tunelab.dashboards import queries
+    from tunelab.dashboards import console
 
-    for title, sql in queries.example_queries():
-        frame, _ = queries.console_query(demo_db, sql)
+    for title, sql in console.example_queries():
+        frame, _ = console.console_query(demo_db, sql)
         assert frame.width > 0, title

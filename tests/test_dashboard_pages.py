@@ -10,7 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 from test_dashboard_queries import EVAL, KOREAN_NEAR_DUP, KOREAN_PROMPT, build_warehouse
 
-from tunelab.dashboards import queries
+from tunelab.dashboards import console
 from tunelab.warehouse import store
 
 PAGES = Path(__file__).resolve().parents[1] / "tunelab" / "dashboards" / "views"
@@ -171,12 +171,12 @@ def test_sql_page_examples_results_errors_and_csv(db: Path) -> None:
 
 def test_example_button_fills_and_runs_the_query(db: Path) -> None:
     at = run_page("sql")
-    title, sql = queries.example_queries()[1]
+    title, sql = console.example_queries()[1]
     at.button(key="example_1").click().run()
     assert at.button(key="example_1").label == title
     assert at.text_area(key="sql_text").value == sql
     assert not at.error
-    assert at.dataframe[0].value.equals(queries.console_query(db, sql)[0].to_pandas())
+    assert at.dataframe[0].value.equals(console.console_query(db, sql)[0].to_pandas())
 
 
 def test_app_navigation_opens_audit_first(db: Path) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from tunelab.dashboards import queries
+from tunelab.dashboards import console, queries
 from tunelab.dashboards.diffview import compare_texts, highlight_diff
 from tunelab.errors import UserError
 from tunelab.warehouse import store
@@ -259,25 +259,25 @@ def test_prediction_page_sorts_filters_and_finds_regressions(db: Path) -> None:
 
 
 def test_console_is_read_only_and_limited(db: Path) -> None:
-    frame, truncated = queries.console_query(db, "SELECT sample_id FROM samples;", limit=5)
+    frame, truncated = console.console_query(db, "SELECT sample_id FROM samples;", limit=5)
     assert frame.height == 5 and truncated
-    frame, truncated = queries.console_query(db, "-- count\nSELECT count(*) AS n FROM samples")
+    frame, truncated = console.console_query(db, "-- count\nSELECT count(*) AS n FROM samples")
     assert frame["n"][0] == 18 and not truncated
-    frame, _ = queries.console_query(db, "DESCRIBE reviews")
+    frame, _ = console.console_query(db, "DESCRIBE reviews")
     assert "rating" in frame["column_name"].to_list()
     with pytest.raises(UserError, match="refused DELETE statement"):
-        queries.console_query(db, "DELETE FROM samples")
+        console.console_query(db, "DELETE FROM samples")
     with pytest.raises(UserError, match="refused CREATE"):
-        queries.console_query(db, "CREATE TEMP TABLE t AS SELECT 1")
+        console.console_query(db, "CREATE TEMP TABLE t AS SELECT 1")
     with pytest.raises(Exception, match="(?i)external|disabled|permission"):
-        queries.console_query(db, "SELECT * FROM read_csv('/etc/passwd')")
-    for _, sql in queries.example_queries():
-        queries.console_query(db, sql)  # every example one click away must run
+        console.console_query(db, "SELECT * FROM read_csv('/etc/passwd')")
+    for _, sql in console.example_queries():
+        console.console_query(db, sql)  # every example one click away must run
 
 
 def test_csv_keeps_korean_and_flattens_lists(db: Path) -> None:
-    frame, _ = queries.console_query(db, "SELECT 'ㄱ나다' AS t, ['a', 'b'] AS l")
-    assert queries.to_csv(frame).splitlines() == ["t,l", 'ㄱ나다,"[""a"", ""b""]"']
+    frame, _ = console.console_query(db, "SELECT 'ㄱ나다' AS t, ['a', 'b'] AS l")
+    assert console.to_csv(frame).splitlines() == ["t,l", 'ㄱ나다,"[""a"", ""b""]"']
 
 
 def test_example_queries_are_read_from_sql_blocks(tmp_path: Path) -> None:
@@ -286,19 +286,19 @@ def test_example_queries_are_read_from_sql_blocks(tmp_path: Path) -> None:
         "# Warehouse\n## Drop reasons\n```sql drop_reasons\nSELECT 1;\n```\n```sql\n-- Runs\nSELECT 2;\n```\n"
         "```python\nprint(3)\n```\n### Lineage\n```sql\nSELECT 4\n```\n"
     )
-    assert queries.example_queries(readme) == [
+    assert console.example_queries(readme) == [
         ("Drop reasons", "SELECT 1;"),
         ("Drop reasons: Runs", "-- Runs\nSELECT 2;"),
         ("Lineage", "SELECT 4"),
     ]
-    assert queries.example_queries(tmp_path / "missing.md") == list(queries.BUILTIN_EXAMPLES)
+    assert console.example_queries(tmp_path / "missing.md") == list(console.BUILTIN_EXAMPLES)
 
 
 def test_the_warehouse_readme_examples_are_offered() -> None:
     readme = Path(__file__).resolve().parents[1] / "docs" / "readme" / "warehouse.md"
     if not readme.is_file():
         pytest.skip("docs/readme/warehouse.md not written yet")
-    examples = queries.example_queries()
+    examples = console.example_queries()
     assert len(examples) == readme.read_text(encoding="utf-8").count("```sql")
     assert all(sql.strip() and title for title, sql in examples)
 

@@ -3,12 +3,12 @@
 import duckdb
 import streamlit as st
 
-from tunelab.dashboards import common, queries
+from tunelab.dashboards import common, console
 from tunelab.errors import UserError
 
 db = common.page_start("SQL", "Read-only: external access is disabled and nothing can be written")
 
-examples = queries.example_queries()
+examples = console.example_queries()
 if "sql_text" not in st.session_state:
     st.session_state["sql_text"] = examples[0][1]
     st.session_state["sql_run"] = True
@@ -33,19 +33,19 @@ if st.button("Run", type="primary", key="run_sql"):
 if st.session_state.get("sql_run"):
     sql = st.session_state["sql_text"]
     try:
-        frame, truncated = queries.console_query(db, sql)
+        frame, truncated = console.console_query(db, sql)
     except UserError as exc:  # already one line, phrased like `tunelab sql`'s
         st.error(str(exc))
     except duckdb.Error as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         st.error(f"sql: {message}")
     else:
-        note = f" (first {queries.SQL_CONSOLE_ROW_LIMIT:,} rows)" if truncated else ""
+        note = f" (first {console.SQL_CONSOLE_ROW_LIMIT:,} rows)" if truncated else ""
         st.caption(f"{frame.height:,} rows{note}")
         st.dataframe(frame, hide_index=True, key="sql_result")
         st.download_button(
             "Download CSV",
-            queries.to_csv(frame),
+            console.to_csv(frame),
             file_name="tunelab-query.csv",
             mime="text/csv",
             key="sql_csv",
