@@ -151,6 +151,19 @@ def test_failed_run_keeps_its_error(tmp_path: Path) -> None:
     assert (run["status"], run["error"], run["parent_run_id"]) == ("failed", "KeyboardInterrupt", "r0")
 
 
+def test_resumed_run_is_running_again_until_finished(tmp_path: Path) -> None:
+    db = tmp_path / "w.duckdb"
+    store.start_run(db, {"run_id": "r1", "kind": "sft"})
+    store.finish_run(db, "r1", "failed", error="KeyboardInterrupt")
+    store.reopen_run(db, "r1")
+    run = store.get_run(db, "r1")
+    assert (run["status"], run["error"], run["finished_at"]) == ("running", None, None)
+    store.finish_run(db, "r1", "finished")
+    assert store.get_run(db, "r1")["status"] == "finished"
+    with pytest.raises(ValueError, match="never started"):
+        store.reopen_run(db, "nope")
+
+
 def eval_frames(eval_id: str | None = None) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     predictions = pl.DataFrame({"model": ["base", "sft"], "run_id": [None, "r1"], "sample_id": ["s:0", "s:0"],
                                 "prediction": ["a", "b"], "gen_params": [{"max_new_tokens": 8}] * 2})  # fmt: skip

@@ -174,7 +174,9 @@ def warehouse_run(db: Path, run: dict[str, Any], resuming: bool) -> Iterator[Non
     """Run row lifecycle: 'running' at start, 'failed' with the error on any exception (Ctrl-C included)."""
     from tunelab.warehouse import store
 
-    if not resuming:
+    if resuming:
+        store.reopen_run(db, run["run_id"])
+    else:
         store.start_run(db, run)
     try:
         yield

@@ -283,6 +283,16 @@ def finish_run(
         )
 
 
+def reopen_run(db: Path, run_id: str) -> None:
+    """Mark an interrupted run as running again while it resumes from its checkpoint."""
+    with write_connection(db) as con:
+        if not _exists(con, "runs", "run_id", run_id):
+            raise ValueError(f"reopen_run: run {run_id!r} was never started")
+        con.execute(
+            "UPDATE runs SET status = 'running', error = NULL, finished_at = NULL WHERE run_id = ?", [run_id]
+        )
+
+
 def ingest_eval(
     db: Path,
     eval: dict[str, Any],
