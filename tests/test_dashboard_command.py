@@ -45,3 +45,55 @@ def test_busy_port_is_a_one_line_error(tmp_path: Path) -> None:
         result = tunelab("dashboard", "--workspace", str(tmp_path / "ws"), "--port", str(port), cwd=tmp_path)
     assert result.returncode == 2
     assert f"--port: {port}: already in use" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_dashboard_serves_the_warehouse_and_stops_with_its_server(tmp_path: Path) -> None:
+    import signal
+    import time
+    import urllib.request
+
+    from test_dashboard_queries import build_warehouse
+
+    (tmp_path / "ws").mkdir()
+    build_warehouse(tmp_path / "ws" / "tunelab.duckdb")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tunelab.cli",
+            "dashboard",
+            "--workspace",
+            str(tmp_path / "ws"),
+            "--port",
+            str(port),
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as response:
+                    assert response.read() == b"ok"
+                    break
+            except OSError:
+                assert process.poll() is None, process.stdout.read().decode()
+                assert time.monotonic() < deadline, "the dashboard never answered /_stcore/health"
+                time.sleep(0.5)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    output = process.stdout.read().decode()
+    assert f"http://127.0.0.1:{port}" in output
+    deadline = time.monotonic() + 10
+    while not port_is_free(port):  # Streamlit went down with the command, not orphaned
+        assert time.monotonic() < deadline, "streamlit kept the port after tunelab dashboard stopped"
+        time.sleep(0.2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -80,9 +81,22 @@ def register(app: typer.Typer) -> None:
             raise UserError(f"--port: {port}: already in use on 127.0.0.1; pick another with --port N")
         env = {**os.environ, WAREHOUSE_ENV: str(db.resolve())}
         typer.echo(f"tunelab dashboard: http://127.0.0.1:{port}  (warehouse {db}; Ctrl+C stops it)")
+        raise typer.Exit(serve_until_stopped(streamlit_command(db.resolve(), port), env))
+
+
+def serve_until_stopped(command: list[str], env: dict[str, str]) -> int:
+    """Run the server in the foreground; Ctrl+C or SIGTERM stops it too, never leaving it orphaned."""
+    process = subprocess.Popen(command, env=env)
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: process.terminate())
+    try:
+        return_code = process.wait()
+    except KeyboardInterrupt:  # the terminal sent SIGINT to both; give Streamlit time to shut down
         try:
-            completed = subprocess.run(streamlit_command(db.resolve(), port), env=env, check=False)
-        except KeyboardInterrupt:
-            raise typer.Exit(0) from None
-        if completed.returncode not in (0, -2, 130):
-            raise typer.Exit(completed.returncode)
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.terminate()
+            process.wait()
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return 0 if return_code in (0, -signal.SIGTERM, -signal.SIGINT) else return_code
