@@ -112,7 +112,10 @@ def run_stages(
     """(survivors with a `split` column, all decisions incl. final ones, per-stage counts)."""
     from tunelab.progress import progress
 
-    frame = with_content(frame, ctx.kind)
+    order = list(curate.stages)
+    before_normalize = order[: order.index("normalize")] if "normalize" in order else order
+    if {"exact", "minhash", "semantic", "decontaminate", "split"} & set(before_normalize):
+        frame = with_content(frame, ctx.kind)  # else normalize hashes once (xxhash per row is not free)
     all_decisions: list[pl.DataFrame] = []
     per_stage: dict[str, dict[str, Any]] = {}
     stages = list(curate.stages)
@@ -130,11 +133,13 @@ def run_stages(
                 continue
             started = time.perf_counter()
             rows_in = frame.height
-            out = STAGES[name](frame, settings, ctx)
-            if name == "normalize":
-                frame = with_content(
-                    normalize.transform(frame.drop("content", "content_hash"), settings), ctx.kind
+            if name == "normalize":  # the one stage that changes text: apply once, then hash the new content
+                cleaned, out = normalize.apply(
+                    frame.drop("content", "content_hash", strict=False), settings, ctx
                 )
+                frame = with_content(cleaned, ctx.kind)
+            else:
+                out = STAGES[name](frame, settings, ctx)
             if name == "split":
                 final = out
             else:
