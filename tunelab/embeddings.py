@@ -26,12 +26,12 @@ from tunelab.errors import UserError
 DEFAULT_DEDUP_MODEL = "use-v3"
 DEFAULT_SCORING_MODEL = "e5-small"
 BUILTIN_MODELS = ("use-v3", "e5-small")
-# Intra-op threads, measured on the 2-vCPU machine (benchmarks/embeddings_bench.py). use-v3
-# (onnxruntime): 2 threads 1.6x faster when the machine is quiet, still 1.2x under load 8.
-# e5-small (torch bf16): 2 threads 1.5x faster when quiet but 5x SLOWER when other processes
-# compete for the cores (torch's thread barriers stall), so it defaults to 1; pass threads=2
-# on a dedicated machine.
-DEFAULT_THREADS = {"use-v3": 2, "e5-small": 1}
+# Intra-op threads, measured on the shared 2-vCPU machine (benchmarks/embeddings_bench.py,
+# 1 vs 2 interleaved). Quiet machine: 2 threads 1.6x faster (use-v3) and 1.5x (e5-small). With
+# other processes on the cores, 2 threads fell to 0.3-0.4x (use-v3, onnxruntime) and, in another
+# run, 0.2x (e5-small, torch): thread barriers stall when a core is taken. The worst case
+# dominates, so both default to 1; pass threads=2 on a dedicated machine.
+DEFAULT_THREADS = {"use-v3": 1, "e5-small": 1}
 
 
 class Embedder(Protocol):
