@@ -34,6 +34,13 @@ def test_missing_warehouse_is_a_one_line_error(tmp_path: Path) -> None:
     assert "tunelab.duckdb: warehouse not found" in result.stderr and "tunelab demo" in result.stderr
 
 
+def test_warehouse_file_option(tmp_path: Path) -> None:
+    result = tunelab("dashboard", "--warehouse", str(tmp_path / "elsewhere.duckdb"), cwd=tmp_path)
+    assert result.returncode == 2 and "elsewhere.duckdb: warehouse not found" in result.stderr
+    both = tunelab("dashboard", "--workspace", "ws", "--warehouse", "x.duckdb", cwd=tmp_path)
+    assert both.returncode == 2 and "not both" in both.stderr
+
+
 def test_busy_port_is_a_one_line_error(tmp_path: Path) -> None:
     (tmp_path / "ws").mkdir()
     (tmp_path / "ws" / "tunelab.duckdb").write_bytes(b"")
@@ -94,6 +101,14 @@ def test_dashboard_serves_the_warehouse_and_stops_with_its_server(tmp_path: Path
     output = process.stdout.read().decode()
     assert f"http://127.0.0.1:{port}" in output
     deadline = time.monotonic() + 10
-    while not port_is_free(port):  # Streamlit went down with the command, not orphaned
-        assert time.monotonic() < deadline, "streamlit kept the port after tunelab dashboard stopped"
+    while accepts_connections(port):  # Streamlit went down with the command, not orphaned
+        assert time.monotonic() < deadline, "streamlit still serves after tunelab dashboard stopped"
         time.sleep(0.2)
+    assert port_is_free(port)  # so it can be started again on the same port right away
+
+
+def accepts_connections(port: int) -> bool:
+    # not a bind() probe: the health check's closed connection may sit in TIME_WAIT for a minute
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0

@@ -46,6 +46,8 @@ def streamlit_command(warehouse: Path, port: int, address: str = "127.0.0.1") ->
 
 def port_is_free(port: int, address: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # as the server will: a just-stopped dashboard's TIME_WAIT connections must not count as "in use"
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((address, port))
         except OSError:
@@ -53,10 +55,13 @@ def port_is_free(port: int, address: str = "127.0.0.1") -> bool:
     return True
 
 
-def resolve_warehouse(workspace: Path | None) -> Path:
+def resolve_warehouse(workspace: Path | None, warehouse: Path | None = None) -> Path:
+    """--warehouse FILE wins; else WORKSPACE/tunelab.duckdb (default ./tunelab-workspace)."""
     from tunelab.recipe import warehouse_path, workspace_dir
 
-    db = warehouse_path(workspace_dir(None, workspace))
+    if warehouse is not None and workspace is not None:
+        raise UserError("dashboard: give --workspace DIR or --warehouse FILE, not both")
+    db = warehouse if warehouse is not None else warehouse_path(workspace_dir(None, workspace))
     if not db.is_file():
         raise UserError(
             f"{db}: warehouse not found; run `tunelab demo` or `tunelab curate RECIPE` first, "
@@ -72,11 +77,14 @@ def register(app: typer.Typer) -> None:
             None, "--workspace", help="Workspace holding tunelab.duckdb (default ./tunelab-workspace)."
         ),
         port: int = typer.Option(8501, "--port", help="Port on 127.0.0.1."),
+        warehouse: Path | None = typer.Option(
+            None, "--warehouse", help="A warehouse file instead of a workspace."
+        ),
     ) -> None:
         """Open the audit / runs / predictions / SQL dashboard over the warehouse (read-only, 127.0.0.1)."""
         if not 1 <= port <= 65535:
             raise UserError(f"--port: {port}: must be between 1 and 65535")
-        db = resolve_warehouse(workspace)
+        db = resolve_warehouse(workspace, warehouse)
         if not port_is_free(port):
             raise UserError(f"--port: {port}: already in use on 127.0.0.1; pick another with --port N")
         env = {**os.environ, WAREHOUSE_ENV: str(db.resolve())}
