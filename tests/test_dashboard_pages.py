@@ -193,3 +193,23 @@ def test_missing_warehouse_is_a_message_not_a_traceback(tmp_path: Path, db: Path
         os.environ["TUNELAB_WAREHOUSE"] = str(db)
     assert not at.exception
     assert "No warehouse at" in at.error[0].value and "tunelab demo" in at.error[0].value
+
+
+def test_every_page_explains_an_empty_warehouse(tmp_path: Path, db: Path) -> None:
+    from tunelab.warehouse.connection import write_connection
+
+    empty = tmp_path / "empty.duckdb"
+    with write_connection(empty):  # the schema, no rows
+        pass
+    os.environ["TUNELAB_WAREHOUSE"] = str(empty)
+    try:
+        infos = {}
+        for name in ("audit", "runs", "predictions", "sql"):
+            at = AppTest.from_file(str(PAGES / f"{name}.py"), default_timeout=60).run()
+            assert not at.exception, (name, [e.value for e in at.exception])
+            infos[name] = " ".join(i.value for i in at.info)
+    finally:
+        os.environ["TUNELAB_WAREHOUSE"] = str(db)
+    assert "No curation in the warehouse yet" in infos["audit"]
+    assert "No training run yet" in infos["runs"] and "No evaluation yet" in infos["runs"]
+    assert "No evaluation yet" in infos["predictions"]
