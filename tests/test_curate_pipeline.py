@@ -250,3 +250,17 @@ def test_cli_audit_with_recipe_runs_the_recipe_stages(tmp_path: Path) -> None:
     ):
         assert reason in out.output, reason
     assert not (tmp_path / "curations").exists() and not (tmp_path / "tunelab.duckdb").exists()
+
+
+def test_cli_audit_threshold_sweep_counts(tmp_path: Path) -> None:
+    import re
+
+    if not (DEMO / "sft.jsonl").exists():
+        pytest.skip("demo data not generated yet")
+    out = run_cli(
+        ["audit", str(DEMO / "sft.jsonl"), "--minhash-thresholds", "0.7,0.9", "--workspace", str(tmp_path)]
+    )
+    assert out.exit_code == 0, out.output
+    rows = dict(re.findall(r"minhash\s*│\s*([\d.]+)\s*│\s*(\d+)", out.output))
+    # the 10 planted near-duplicates score 0.80-0.87 against their originals
+    assert rows == {"0.7": "10", "0.9": "0"}
