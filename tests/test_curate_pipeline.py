@@ -21,14 +21,6 @@ from tunelab.records_config import DatasetConfig
 DEMO = Path(__file__).resolve().parents[1] / "tunelab" / "demo"
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 CHATBOT = SHARED / "songys__Chatbot_data" / "ChatbotData.csv"
-# planted.json names the schema's empty-string reason 'empty_field:'; the stage's stable code is 'empty:'
-PLANTED_ALIASES = {"empty_field:": "empty:"}
-
-
-def planted_code(key: str) -> str:
-    for old, new in PLANTED_ALIASES.items():
-        key = key.replace(old, new)
-    return key
 
 
 @pytest.fixture(scope="module")
@@ -37,13 +29,10 @@ def demo_curation(tmp_path_factory: pytest.TempPathFactory):
         pytest.skip("demo data not generated yet (tunelab/demo/planted.json)")
     planted = json.loads((DEMO / "planted.json").read_text())
     recipe = load_recipe(DEMO / "recipe.yaml")
-    curate = recipe.curate.model_copy(
-        update={
-            "semantic": recipe.curate.semantic.model_copy(update={"threshold": planted["semantic_threshold"]})
-        }
-    )
+    # the shipped recipe must carry the threshold the data was calibrated for
+    assert recipe.curate.semantic.threshold == planted["semantic_threshold"]
     workspace = tmp_path_factory.mktemp("ws")
-    result = curate_dataset(recipe.dataset, curate, workspace, recipe.raw, show_progress=False)
+    result = curate_dataset(recipe.dataset, recipe.curate, workspace, recipe.raw, show_progress=False)
     return planted, result, workspace
 
 
@@ -52,7 +41,7 @@ def test_demo_planted_defects_are_found_sample_by_sample(demo_curation) -> None:
     sft = planted["sft"]
     dropped = result.decisions.filter(~pl.col("kept") & (pl.col("stage") != "balance"))
     for key, expected in sft["drops"].items():
-        code = planted_code(key)
+        code = key
         found = set(dropped.filter(pl.col("reason").str.starts_with(code))["sample_id"])
         assert found == set(expected), (
             f"{key}: missing {set(expected) - found}, extra {found - set(expected)}"
