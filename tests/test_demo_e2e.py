@@ -30,7 +30,7 @@ def test_demo_accounts_for_every_row(demo_workspace: Path):
         assert terminal + quarantined == row["read"]
     planted = json.loads((REPO / "tunelab/demo/planted.json").read_text(encoding="utf-8"))
     sft = curations.filter(pl.col("dataset") == "demo-persona").row(0, named=True)
-    assert sft["read"] == planted["read"]
+    assert sft["read"] == planted["sft"]["read"]
 
 
 def test_demo_trained_sft_then_dpo_linked_to_curations(demo_workspace: Path):

@@ -264,3 +264,20 @@ def merge_adapter(base_model: str, adapter_dir: Path, merged_dir: Path, train_cf
 
 def to_rows(frame: pl.DataFrame) -> list[dict[str, Any]]:
     return frame.to_dicts() if frame.height else []
+
+
+def train_from_checkpoint(
+    trainer: Any, callback: Any, run_id: str, out_dir: Path, resuming: bool, has_eval: bool
+) -> dict[str, Any]:
+    """Train (from the last complete checkpoint when resuming) and return the final metrics."""
+    quiet_trainer(trainer)
+    checkpoint = last_checkpoint(out_dir / "checkpoints") if resuming else None
+    if resuming and checkpoint is None:
+        raise UserError(f"--resume: run {run_id} has no complete checkpoint in {out_dir / 'checkpoints'}")
+    try:
+        output = trainer.train(resume_from_checkpoint=checkpoint)
+        metrics = final_metrics(trainer, output, has_eval)
+        metrics["resumed_from_step"] = checkpoint_step(checkpoint)
+    finally:
+        callback.close()
+    return metrics

@@ -140,18 +140,7 @@ def _train(
         peft_config=lora_config(train_cfg),
         callbacks=[callback],
     )
-    runs.quiet_trainer(trainer)
-    checkpoint = runs.last_checkpoint(out_dir / "checkpoints") if resuming else None
-    if resuming and checkpoint is None:
-        raise UserError(
-            f"--resume: run {run['run_id']} has no complete checkpoint in {out_dir / 'checkpoints'}"
-        )
-    try:
-        output = trainer.train(resume_from_checkpoint=checkpoint)
-        metrics = runs.final_metrics(trainer, output, has_eval)
-        metrics["resumed_from_step"] = runs.checkpoint_step(checkpoint)
-    finally:
-        callback.close()
+    metrics = runs.train_from_checkpoint(trainer, callback, run["run_id"], out_dir, resuming, has_eval)
     card = {
         "run_id": run["run_id"],
         "kind": "sft",
