@@ -167,6 +167,14 @@ def test_bad_predictions_file_is_one_line_error_with_file_line_field(
     assert "\n" not in str(info.value)
 
 
+def test_invalid_utf8_line_is_one_line_error(tmp_path: Path) -> None:
+    good = json.dumps({"prompt": "p", "reference": "r", "prediction": "x", "model": "m"}).encode()
+    path = tmp_path / "bytes.jsonl"
+    path.write_bytes(good + b"\n" + b'{"prompt": "\xff"}' + b"\n")
+    with pytest.raises(UserError, match=r"bytes\.jsonl:2: invalid UTF-8 at byte 12"):
+        read_predictions_file(path)
+
+
 def test_duplicate_sample_for_a_model_is_refused(tmp_path: Path) -> None:
     row = {"prompt": "p", "reference": "r", "prediction": "x", "model": "m", "sample_id": "d:1"}
     with pytest.raises(UserError, match="'d:1' appears twice for model 'm'"):

@@ -89,8 +89,21 @@ def test_chat_messages_and_dpo_conversational(tmp_path: Path):
 def test_field_map_to_a_missing_column_is_a_one_line_error(tmp_path: Path):
     path = tmp_path / "x.csv"
     path.write_text("Q,A\n안녕,hi\n", encoding="utf-8")
-    with pytest.raises(UserError, match=r"x.csv:2: dataset.fields: column 'question' not found"):
+    with pytest.raises(UserError, match=r"x.csv: dataset.fields.prompt: column 'question' is in no record"):
         load(path, fields={"prompt": "question", "response": "answer"})
+    # one typo among correct names is caught too (it would otherwise drop every row as missing_field)
+    with pytest.raises(
+        UserError, match=r"x.csv: dataset.fields.response: column 'Nope' is in no record \(columns: A, Q\)"
+    ):
+        load(path, fields={"prompt": "Q", "response": "Nope"})
+
+
+def test_csv_cells_longer_than_the_csv_module_default_load(tmp_path: Path):
+    path = tmp_path / "long.csv"
+    path.write_text("prompt,response\nhi," + "가" * 140_000 + "\nok,fine\n", encoding="utf-8")
+    result = load(path)
+    assert (result.read, result.frame.height, result.quarantine.height) == (2, 2, 0)
+    assert len(result.frame["response"][0]) == 140_000
 
 
 def test_gzip_parquet_and_missing_file(tmp_path: Path):

@@ -11,6 +11,7 @@ import csv
 import gzip
 import io
 import json
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -196,6 +197,8 @@ def _delimited_records(data: bytes, delimiter: str, path: Path) -> Iterator[_Rec
     text = data.decode("utf-8", errors="surrogateescape").removeprefix("\ufeff")
     # TSV files in the wild don't quote (KorSTS has stray '"' inside cells); CSV does
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    # the default 128 KiB cell limit would quarantine long documents; the length stage judges those
+    csv.field_size_limit(sys.maxsize)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
     try:
         header = next(reader)
@@ -216,7 +219,7 @@ def _delimited_records(data: bytes, delimiter: str, path: Path) -> Iterator[_Rec
         except StopIteration:
             break
         except csv.Error as exc:
-            yield _Record(index, line_start, None, f"unparseable {delimiter!r}-separated line: {exc}")
+            yield _Record(index, line_start, None, f"unparseable {delimiter!r}-separated line: {exc}", "")
             index += 1
             line_start = reader.line_num + 1
             continue
@@ -422,6 +425,7 @@ def load_dataset_records(cfg: DatasetConfig) -> LoadResult:
     path = Path(cfg.path)
     kind = cfg.kind
     fields = dict(cfg.fields)
+    mapped = dict(fields)  # every source column the user named, label included, must exist somewhere
     label_source = fields.pop("label", "label")
     known = set(CANONICAL_FIELDS[kind]) | {"instruction", "input"}
     unknown = sorted(set(fields) - known)
@@ -432,7 +436,7 @@ def load_dataset_records(cfg: DatasetConfig) -> LoadResult:
     columns: dict[str, list[Any]] = {name: [] for name in frame_schema(kind)}
     quarantine: dict[str, list[Any]] = {name: [] for name in QUARANTINE_SCHEMA}
     read = 0
-    checked_fields = not fields
+    seen_columns: set[str] = set()
     for record in read_records(path, cfg.format):
         read += 1
         if record.error is not None:
@@ -443,14 +447,8 @@ def load_dataset_records(cfg: DatasetConfig) -> LoadResult:
             quarantine["error"].append(record.error)
             quarantine["raw"].append(record.raw[:RAW_LIMIT])
             continue
-        if not checked_fields:
-            checked_fields = True
-            missing = [src for src in fields.values() if src not in record.value]
-            if missing and all(src not in record.value for src in fields.values()):
-                have = ", ".join(list(record.value)[:12])
-                raise UserError(
-                    f"{path}:{record.line}: dataset.fields: column {missing[0]!r} not found (columns: {have})"
-                )
+        if mapped:
+            seen_columns.update(record.value)
         canonical = adapt(record.value, kind, fields)
         types = {}
         for field in CANONICAL_FIELDS[kind]:
@@ -471,5 +469,12 @@ def load_dataset_records(cfg: DatasetConfig) -> LoadResult:
         columns["source_row"].append(record.row)
         columns["source_line"].append(record.line)
         columns["field_types"].append(json.dumps(types, ensure_ascii=False))
+    # a misspelt column would otherwise drop every row as missing_field and exit 0
+    for canonical, source in mapped.items():
+        if read > len(quarantine["error"]) and source not in seen_columns:
+            have = ", ".join(sorted(seen_columns)[:12])
+            raise UserError(
+                f"{path}: dataset.fields.{canonical}: column {source!r} is in no record (columns: {have})"
+            )
     frame = pl.DataFrame(columns, schema=frame_schema(kind))
     return LoadResult(frame=frame, quarantine=pl.DataFrame(quarantine, schema=QUARANTINE_SCHEMA), read=read)

@@ -24,10 +24,14 @@ def read_predictions_file(path: Path) -> pl.DataFrame:
         raise UserError(f"{path}: file not found")
     rows: list[dict[str, Any]] = []
     seen_per_model: dict[str, int] = {}
-    with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
+    with path.open("rb") as handle:
+        for line_no, raw in enumerate(handle, start=1):
+            if not raw.strip():
                 continue
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise UserError(f"{path}:{line_no}: invalid UTF-8 at byte {exc.start}") from None
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
