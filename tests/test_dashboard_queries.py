@@ -263,6 +263,8 @@ def test_console_is_read_only_and_limited(db: Path) -> None:
     assert frame.height == 5 and truncated
     frame, truncated = console.console_query(db, "-- count\nSELECT count(*) AS n FROM samples")
     assert frame["n"][0] == 18 and not truncated
+    frame, _ = console.console_query(db, "SELECT count(*) AS n FROM samples -- a trailing note")
+    assert frame["n"][0] == 18
     frame, _ = console.console_query(db, "DESCRIBE reviews")
     assert "rating" in frame["column_name"].to_list()
     with pytest.raises(UserError, match="refused DELETE statement"):

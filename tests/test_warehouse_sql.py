@@ -188,3 +188,29 @@ def test_export_writes_every_table_to_parquet(db: Path, tmp_path: Path) -> None:
     assert samples.filter(pl.col("sample_id") == "demo-persona:12")["prompt"].to_list() == [
         "질문 5: 테토 성격을 설명해 줘"
     ]
+
+
+def test_interval_and_union_results_come_back_as_text(db: Path) -> None:
+    frame = run_user_sql(db, "SELECT INTERVAL 90 SECOND AS took, union_value(k := 1) AS u, 2 AS n")
+    assert frame.rows() == [("00:01:30", "1", 2)]
+    assert store.query(db, "SELECT INTERVAL 1 DAY AS d")["d"].to_list() == ["1 day"]
+
+
+def test_unwritable_outputs_are_one_line_errors(db: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x", encoding="utf-8")
+    with pytest.raises(UserError, match="a-file: cannot create the export folder"):
+        invoke(["export", str(blocker), "--warehouse", str(db)])
+    with pytest.raises(UserError, match=r"x\.csv: cannot write: No such file or directory"):
+        invoke(
+            [
+                "sql",
+                "SELECT 1",
+                "--warehouse",
+                str(db),
+                "--format",
+                "csv",
+                "--out",
+                str(tmp_path / "no" / "x.csv"),
+            ]
+        )

@@ -32,7 +32,8 @@ def console_query(db: Path, sql: str, limit: int = SQL_CONSOLE_ROW_LIMIT) -> tup
     check_read_only(sql)  # the same refusal of writes, by DuckDB's parser, as `tunelab sql`
     statement = strip_sql(sql)
     if _SELECT_LIKE.match(statement):
-        frame = run(db, f"SELECT * FROM ({statement}) AS user_query LIMIT {int(limit) + 1}")
+        # own lines, so a trailing `-- comment` in the user's query can't swallow the closing parenthesis
+        frame = run(db, f"SELECT * FROM (\n{statement}\n) AS user_query LIMIT {int(limit) + 1}")
     else:  # DESCRIBE, SHOW, PRAGMA, SUMMARIZE ...: small by nature, and not wrappable
         frame = run(db, statement)
     return frame.head(limit), frame.height > limit

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import duckdb
+import polars as pl
 
 from tunelab.errors import UserError
 
@@ -162,3 +163,17 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     except BaseException:
         con.execute("ROLLBACK")
         raise
+
+
+def relation_to_polars(relation: duckdb.DuckDBPyRelation) -> pl.DataFrame:
+    """`relation.pl()`, except that types polars can't import from Arrow (INTERVAL, UNION) come as text."""
+    unsupported = [
+        name
+        for name, dtype in zip(relation.columns, relation.types, strict=True)
+        if str(dtype).upper().startswith(("INTERVAL", "UNION"))
+    ]
+    if unsupported:
+        quoted = ['"' + name.replace('"', '""') + '"' for name in unsupported]
+        casts = ", ".join(f"CAST({q} AS VARCHAR) AS {q}" for q in quoted)
+        relation = relation.project(f"* REPLACE ({casts})")
+    return relation.pl()

@@ -20,7 +20,10 @@ def export_tables(db: Path, out_dir: Path) -> dict[str, int]:
     with read_connection(db):  # a friendly error for a missing file, and migration of an old one
         pass
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{out_dir}: cannot create the export folder: {exc.strerror}") from None
     # COPY ... TO needs file access, which the user-SQL connection forbids: a plain read-only one here
     con = with_lock_retry(db, lambda: duckdb.connect(str(db), read_only=True))
     try:

@@ -16,7 +16,7 @@ import duckdb
 import polars as pl
 
 from tunelab.errors import UserError
-from tunelab.warehouse.connection import read_connection, utcnow, write_connection
+from tunelab.warehouse.connection import read_connection, relation_to_polars, utcnow, write_connection
 
 __all__ = [
     "add_review",
@@ -338,7 +338,7 @@ def query(db: Path, sql: str, params: list[Any] | dict[str, Any] | None = None) 
     """Run one read-only query (external access disabled) and return its rows as a Polars frame."""
     with read_connection(db) as con:
         relation = con.sql(sql, params=params)
-        return pl.DataFrame() if relation is None else relation.pl()
+        return pl.DataFrame() if relation is None else relation_to_polars(relation)
 
 
 def _one(db: Path, sql: str, params: list[Any]) -> dict[str, Any] | None:

@@ -18,7 +18,7 @@ import duckdb
 import polars as pl
 
 from tunelab.errors import UserError
-from tunelab.warehouse.connection import read_connection
+from tunelab.warehouse.connection import read_connection, relation_to_polars
 
 READ_STATEMENTS = {"SELECT", "EXPLAIN", "PRAGMA", "CALL"}
 FORMATS = ("table", "csv", "json")
@@ -53,7 +53,7 @@ def run_user_sql(db: Path, sql: str, precheck: bool = True) -> pl.DataFrame:
     try:
         with read_connection(db) as con:
             relation = con.sql(sql)
-            return pl.DataFrame() if relation is None else relation.pl()
+            return pl.DataFrame() if relation is None else relation_to_polars(relation)
     except duckdb.PermissionException as exc:
         raise UserError(f"sql: refused: {_first_line(exc)}") from None
     except duckdb.Error as exc:
@@ -120,12 +120,18 @@ def write_result(frame: pl.DataFrame, fmt: str, out: Path | None = None, title: 
     if fmt == "table":
         if out is None:
             print_table(frame, title=title)
-        else:
+            return
+        try:
             with open(out, "w", encoding="utf-8") as handle:
                 print_table(frame, handle, title=title)
+        except OSError as exc:
+            raise UserError(f"{out}: cannot write: {exc.strerror}") from None
         return
     text = to_csv(frame) if fmt == "csv" else to_json(frame)
     if out is None:
         sys.stdout.write(text)
-    else:
+        return
+    try:
         Path(out).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"{out}: cannot write: {exc.strerror}") from None
