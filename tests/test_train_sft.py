@@ -205,6 +205,9 @@ def test_four_bit_sft_trains_and_logs(tiny_model: Path, tmp_path: Path) -> None:
     )
     log = train_log(tmp_path, result.run_id)
     assert_loss_falls(log, margin=0.3)
+    card = json.loads((result.output_dir / "run_card.json").read_text())
+    # every linear layer of the tiny Llama (2 layers x 7) was trained through a 4-bit base weight
+    assert card["linear4bit_modules"] == 14
     config = json.loads((Path(tiny_model) / "config.json").read_text())
     assert "quantization_config" not in config  # the base on disk stays full precision
     from peft import PeftConfig

@@ -167,6 +167,7 @@ def _train(
         "val_rows": val_frame.height,
         "recipe": recipe.raw,
         "metrics": metrics,
+        "linear4bit_modules": runs.count_4bit_modules(trainer.model),
     }
     adapter_dir, merged_dir = runs.save_outputs(
         trainer, tokenizer, out_dir, card, merge, run["base_model"], train_cfg

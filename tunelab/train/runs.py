@@ -281,3 +281,13 @@ def train_from_checkpoint(
     finally:
         callback.close()
     return metrics
+
+
+def count_4bit_modules(model: Any) -> int:
+    """How many bitsandbytes 4-bit linear layers the trained model really holds (0 = not quantized)."""
+    # peft's LoRA wrapper is also called Linear4bit: count bitsandbytes' own layers only
+    return sum(
+        1
+        for module in model.modules()
+        if type(module).__name__ == "Linear4bit" and type(module).__module__.startswith("bitsandbytes")
+    )
