@@ -7,11 +7,13 @@ BIN := $(VENV)/bin
 #   make demo TORCH_INSTALL="torch --index-url https://download.pytorch.org/whl/cpu"
 TORCH_INSTALL ?= torch==2.13.0
 WORKSPACE ?= tunelab-workspace
+PYTHON ?= python3
 
 .PHONY: demo test lint dashboard clean
 
 $(VENV)/.installed: pyproject.toml
-	python3 -m venv $(VENV)
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "tunelab needs Python >= 3.11; run make with PYTHON=python3.11")'
+	$(PYTHON) -m venv $(VENV)
 	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then \
 		echo "CUDA present: letting pip choose torch"; \
 	else \
