@@ -214,3 +214,9 @@ def test_unwritable_outputs_are_one_line_errors(db: Path, tmp_path: Path) -> Non
                 str(tmp_path / "no" / "x.csv"),
             ]
         )
+
+
+def test_several_statements_are_refused_rather_than_half_shown(db: Path) -> None:
+    with pytest.raises(UserError, match="2 statements given; run one query at a time"):
+        run_user_sql(db, "SELECT 1; SELECT 2")
+    assert run_user_sql(db, "SELECT 1 AS one;")["one"].to_list() == [1]  # a trailing ';' is one statement

@@ -44,6 +44,8 @@ def check_read_only(sql: str) -> None:
                 f"sql: refused {kind} statement: the warehouse is read-only here "
                 "(only SELECT / WITH / FROM / SHOW / DESCRIBE / EXPLAIN queries)"
             )
+    if len(statements) > 1:  # only the last result would be shown: say so rather than hide the others
+        raise UserError(f"sql: {len(statements)} statements given; run one query at a time")
 
 
 def run_user_sql(db: Path, sql: str, precheck: bool = True) -> pl.DataFrame:
