@@ -155,24 +155,15 @@ def _train(
         callbacks=[callback],
     )
     metrics = runs.train_from_checkpoint(trainer, callback, run["run_id"], out_dir, resuming, has_eval)
-    card = {
-        "run_id": run["run_id"],
-        "kind": "dpo",
-        "parent_run_id": run["parent_run_id"],
-        "sft_adapter": str(sft_adapter),
-        "curation_id": run["curation_id"],
-        "data_version": runs.data_version(workspace, run["curation_id"]),
-        "base_model": run["base_model"],
-        "train_rows": train_frame.height,
-        "val_rows": val_frame.height,
-        "recipe": recipe.raw,
-        "metrics": metrics,
-        "linear4bit_modules": runs.count_4bit_modules(trainer.model),
-    }
-    adapter_dir, merged_dir = runs.save_outputs(
-        trainer, tokenizer, out_dir, card, merge, run["base_model"], train_cfg
+    return runs.complete_run(
+        recipe,
+        workspace,
+        run,
+        trainer,
+        tokenizer,
+        metrics,
+        (train_frame, val_frame),
+        merge,
+        parent_run_id=run["parent_run_id"],
+        sft_adapter=str(sft_adapter),
     )
-    from tunelab.warehouse import store
-
-    store.finish_run(db, run["run_id"], "finished", metrics=metrics, adapter_path=str(adapter_dir))
-    return runs.RunResult(run["run_id"], "dpo", out_dir, adapter_dir, metrics, merged_dir)

@@ -291,3 +291,41 @@ def count_4bit_modules(model: Any) -> int:
         for module in model.modules()
         if type(module).__name__ == "Linear4bit" and type(module).__module__.startswith("bitsandbytes")
     )
+
+
+def complete_run(
+    recipe: Recipe,
+    workspace: Path,
+    run: dict[str, Any],
+    trainer: Any,
+    tokenizer: Any,
+    metrics: dict[str, Any],
+    frames: tuple[Any, Any],
+    merge: bool,
+    **card_extra: Any,
+) -> RunResult:
+    """Save adapter (+ merged model) and the run card, and mark the run finished in the warehouse."""
+    from tunelab.recipe import warehouse_path
+    from tunelab.warehouse import store
+
+    out_dir = Path(run["output_dir"])
+    card = {
+        "run_id": run["run_id"],
+        "kind": run["kind"],
+        **card_extra,
+        "curation_id": run["curation_id"],
+        "data_version": data_version(workspace, run["curation_id"]),
+        "base_model": run["base_model"],
+        "train_rows": frames[0].height,
+        "val_rows": frames[1].height,
+        "recipe": recipe.raw,
+        "metrics": metrics,
+        "linear4bit_modules": count_4bit_modules(trainer.model),
+    }
+    adapter_dir, merged_dir = save_outputs(
+        trainer, tokenizer, out_dir, card, merge, run["base_model"], require_train(recipe)
+    )
+    store.finish_run(
+        warehouse_path(workspace), run["run_id"], "finished", metrics=metrics, adapter_path=str(adapter_dir)
+    )
+    return RunResult(run["run_id"], run["kind"], out_dir, adapter_dir, metrics, merged_dir)
