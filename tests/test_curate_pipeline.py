@@ -197,6 +197,16 @@ def test_cli_audit_broken_file_prints_a_report(tmp_path: Path) -> None:
     assert bad.exit_code != 0 and "Traceback" not in bad.output
 
 
+def test_cli_audit_reads_an_unknown_extension_with_format(tmp_path: Path) -> None:
+    path = tmp_path / "pairs.txt"
+    path.write_text("Q\tA\n안녕\t반가워요 오늘도 좋은 하루\n", encoding="utf-8")
+    guessed = run_cli(["audit", str(path), "--field", "prompt=Q", "--field", "response=A"])
+    assert guessed.exit_code != 0 and "or --format" in str(guessed.exception or guessed.output)
+    told = run_cli(["audit", str(path), "--format", "tsv", "--field", "prompt=Q", "--field", "response=A"])
+    assert told.exit_code == 0, told.output
+    assert "read 1 = kept 1 + dropped 0 + quarantined 0" in told.output
+
+
 def test_cli_user_errors_are_one_line(tmp_path: Path) -> None:
     import subprocess
     import sys

@@ -131,7 +131,7 @@ def detect_format(path: Path, head: bytes) -> str:
                 return "json"
         return "json"
     raise UserError(
-        f"{path}: cannot tell the format from the name; set dataset.format (jsonl, json, csv, tsv, parquet)"
+        f"{path}: cannot tell the format from the name; set dataset.format in the recipe (or --format): jsonl, json, csv, tsv or parquet"
     )
 
 

@@ -78,6 +78,9 @@ def curate_command(
 def audit_command(
     file: Annotated[Path, typer.Argument(help="data file (jsonl, json, csv, tsv, parquet)")],
     kind: Annotated[str, typer.Option("--kind", help="sft | dpo | raft | text")] = "sft",
+    file_format: Annotated[
+        str, typer.Option("--format", help="auto | jsonl | json | csv | tsv | parquet")
+    ] = "auto",
     field: Annotated[list[str] | None, typer.Option("--field", help="canonical=source, repeatable")] = None,
     recipe: Annotated[
         Path | None, typer.Option("--recipe", help="take curate settings from this recipe")
@@ -106,6 +109,8 @@ def audit_command(
 
     if kind not in ("sft", "dpo", "raft", "text"):
         raise UserError(f"--kind: {kind!r} must be one of sft, dpo, raft, text")
+    if file_format not in ("auto", "jsonl", "json", "csv", "tsv", "parquet"):
+        raise UserError(f"--format: {file_format!r} must be one of auto, jsonl, json, csv, tsv, parquet")
     mh_values = _thresholds(minhash_thresholds, "--minhash-thresholds", 0.0)
     sem_values = _thresholds(semantic_thresholds, "--semantic-thresholds", -1.0)
     loaded_recipe = load_recipe(recipe) if recipe else None
@@ -118,7 +123,7 @@ def audit_command(
         recipe_dir = loaded_recipe.source_path.parent if loaded_recipe.source_path else None
         eval_rows = eval_content(curate, loaded_recipe.raw, kind, recipe_dir)
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", file.stem) or "audit"
-    dataset = DatasetConfig(path=file, name=name, kind=kind, fields=_field_map(field))
+    dataset = DatasetConfig(path=file, name=name, kind=kind, format=file_format, fields=_field_map(field))
     loaded = load_dataset_records(dataset)
     ws = workspace_dir(loaded_recipe, workspace)
     ctx = StageContext(cache_dir=ws / "cache" / "embeddings")
