@@ -75,44 +75,27 @@ def run(frame: pl.DataFrame, cfg: LengthSettings, ctx: StageContext) -> pl.DataF
     evidence = np.full(n, None, dtype=object)
     stats: dict[str, dict[str, Any]] = {}
 
-    def apply(mask: np.ndarray, code: str, values: np.ndarray, unit: str) -> None:
-        fresh = mask & (reason == None)  # noqa: E711 (elementwise on an object array)
-        reason[fresh] = code
-        evidence[fresh] = [f"{v} {unit}" for v in values[fresh]]
+    def apply(field: str, values: np.ndarray, unit: str, low: dict[str, int], high: dict[str, int]) -> None:
+        for limits, too, word, sign in (
+            (low, values.__lt__, "too_short", "<"),
+            (high, values.__gt__, "too_long", ">"),
+        ):
+            if field not in limits:
+                continue
+            fresh = too(limits[field]) & (reason == None)  # noqa: E711 (elementwise on an object array)
+            reason[fresh] = f"{word}:{field}_{unit}{sign}{limits[field]}"
+            evidence[fresh] = [f"{v} {unit}" for v in values[fresh]]
 
     for field in fields:
         texts = _text(frame, field)
         present = frame[field].is_not_null().to_numpy()
         chars = texts.str.len_chars().to_numpy().astype(np.int64)
         stats[field] = {"chars": _stats(chars[present])}
-        if field in cfg.min_chars:
-            apply(
-                chars < cfg.min_chars[field],
-                f"too_short:{field}_chars<{cfg.min_chars[field]}",
-                chars,
-                "chars",
-            )
-        if field in cfg.max_chars:
-            apply(
-                chars > cfg.max_chars[field], f"too_long:{field}_chars>{cfg.max_chars[field]}", chars, "chars"
-            )
+        apply(field, chars, "chars", cfg.min_chars, cfg.max_chars)
         if tokenizer is not None:
             tokens = token_counts(tokenizer, texts.to_list())
             stats[field]["tokens"] = _stats(tokens[present])
-            if field in cfg.min_tokens:
-                apply(
-                    tokens < cfg.min_tokens[field],
-                    f"too_short:{field}_tokens<{cfg.min_tokens[field]}",
-                    tokens,
-                    "tokens",
-                )
-            if field in cfg.max_tokens:
-                apply(
-                    tokens > cfg.max_tokens[field],
-                    f"too_long:{field}_tokens>{cfg.max_tokens[field]}",
-                    tokens,
-                    "tokens",
-                )
+            apply(field, tokens, "tokens", cfg.min_tokens, cfg.max_tokens)
     ctx.stats["length"] = {"tokenizer": cfg.tokenizer, "fields": stats}
     dropped = np.flatnonzero(reason != None)  # noqa: E711
     return decisions(

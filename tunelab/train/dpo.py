@@ -112,7 +112,6 @@ def _train(
     from trl import DPOConfig, DPOTrainer
 
     from tunelab.recipe import warehouse_path
-    from tunelab.train.callbacks import WarehouseLogCallback
     from tunelab.train.model import load_base_model, load_tokenizer
 
     train_cfg = runs.require_train(recipe)
@@ -138,13 +137,7 @@ def _train(
         loss_type=[settings.loss_type],
     )
     resuming = previous is not None
-    callback = WarehouseLogCallback(
-        db,
-        run["run_id"],
-        show_progress=None if show_progress else False,
-        skip_steps=runs.logged_steps(db, run["run_id"]) if resuming else None,
-        description=f"dpo {run['run_id']}",
-    )
+    callback = runs.log_callback(db, run, show_progress, resuming)
     trainer = DPOTrainer(
         model=model,
         ref_model=None,

@@ -329,3 +329,16 @@ def complete_run(
         warehouse_path(workspace), run["run_id"], "finished", metrics=metrics, adapter_path=str(adapter_dir)
     )
     return RunResult(run["run_id"], run["kind"], out_dir, adapter_dir, metrics, merged_dir)
+
+
+def log_callback(db: Path, run: dict[str, Any], show_progress: bool, resuming: bool) -> Any:
+    """The callback streaming trainer logs to train_log; a resumed run skips steps already logged."""
+    from tunelab.train.callbacks import WarehouseLogCallback
+
+    return WarehouseLogCallback(
+        db,
+        run["run_id"],
+        show_progress=None if show_progress else False,
+        skip_steps=logged_steps(db, run["run_id"]) if resuming else None,
+        description=f"{run['kind']} {run['run_id']}",
+    )

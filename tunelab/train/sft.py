@@ -104,7 +104,6 @@ def _train(
     from trl import SFTConfig, SFTTrainer
 
     from tunelab.recipe import warehouse_path
-    from tunelab.train.callbacks import WarehouseLogCallback
     from tunelab.train.model import load_model_and_tokenizer, lora_config
     from tunelab.train.render import has_generation_markers
 
@@ -124,13 +123,7 @@ def _train(
         **runs.common_training_args(train_cfg, settings, out_dir / "checkpoints", has_eval),
         assistant_only_loss=settings.assistant_only_loss and has_generation_markers(tokenizer),
     )
-    callback = WarehouseLogCallback(
-        db,
-        run["run_id"],
-        show_progress=None if show_progress else False,
-        skip_steps=runs.logged_steps(db, run["run_id"]) if resuming else None,
-        description=f"sft {run['run_id']}",
-    )
+    callback = runs.log_callback(db, run, show_progress, resuming)
     trainer = SFTTrainer(
         model=model,
         args=config,
