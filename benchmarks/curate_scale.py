@@ -20,7 +20,7 @@ import numpy as np
 
 from tunelab.curate.config import CurateConfig
 from tunelab.curate.pipeline import curate_dataset
-from tunelab.records_config import DatasetConfig
+from tunelab.records.config import DatasetConfig
 
 
 def write_corpus(path: Path, rows: int, seed: int = 0) -> None:

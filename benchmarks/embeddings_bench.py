@@ -24,7 +24,7 @@ from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tunelab.embeddings import BUILTIN_MODELS, load_embedder  # noqa: E402
+from tunelab.embeddings.loader import BUILTIN_MODELS, load_embedder  # noqa: E402
 
 KORSTS = "kakaobrain__kor-nlu-datasets/KorSTS_sts-{split}.tsv"
 CHATBOT = "songys__Chatbot_data/ChatbotData.csv"

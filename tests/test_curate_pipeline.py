@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from tunelab.curate.config import CurateConfig
 from tunelab.curate.pipeline import curate_dataset
 from tunelab.recipe import load_recipe
-from tunelab.records_config import DatasetConfig
+from tunelab.records.config import DatasetConfig
 
 DEMO = Path(__file__).resolve().parents[1] / "tunelab" / "demo"
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
@@ -32,7 +32,9 @@ def demo_curation(tmp_path_factory: pytest.TempPathFactory):
     # the shipped recipe must carry the threshold the data was calibrated for
     assert recipe.curate.semantic.threshold == planted["semantic_threshold"]
     workspace = tmp_path_factory.mktemp("ws")
-    result = curate_dataset(recipe.dataset, recipe.curate, workspace, recipe.raw, show_progress=False)
+    result = curate_dataset(
+        recipe.dataset, recipe.curate, workspace, recipe.evaluate.eval_set, show_progress=False
+    )
     return planted, result, workspace
 
 
@@ -130,7 +132,7 @@ def test_accounting_holds_on_random_dirty_input(lines: list[str], tmp_path: Path
         }
     )
     dataset = DatasetConfig(path=path, name="dirty", kind="sft")
-    result = curate_dataset(dataset, curate, tmp_path, {}, write=False, show_progress=False)
+    result = curate_dataset(dataset, curate, tmp_path, write=False, show_progress=False)
     assert result.kept + result.dropped + result.quarantined == result.read
     drops = result.decisions.filter(~pl.col("kept"))
     assert drops["reason"].null_count() == 0 and (drops["reason"].str.len_chars() > 0).all()

@@ -1,4 +1,4 @@
-"""Each curation stage on small frames that go through the real loader (tunelab.records)."""
+"""Each curation stage on small frames that go through the real loader (tunelab.records.loader)."""
 
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ from tunelab.curate.config import (
 )
 from tunelab.curate.pipeline import with_content
 from tunelab.errors import UserError
-from tunelab.records import load_dataset_records
-from tunelab.records_config import DatasetConfig
+from tunelab.records.config import DatasetConfig
+from tunelab.records.loader import load_dataset_records
 from tunelab.textnorm import char_shingles, exact_jaccard, normalize_expr, normalize_text
 
 

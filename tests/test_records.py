@@ -6,8 +6,8 @@ import polars as pl
 import pytest
 
 from tunelab.errors import UserError
-from tunelab.records import load_dataset_records
-from tunelab.records_config import DatasetConfig
+from tunelab.records.config import DatasetConfig
+from tunelab.records.loader import load_dataset_records
 
 
 def load(path, **kw):

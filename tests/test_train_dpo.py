@@ -23,7 +23,7 @@ from test_train_sft import (  # noqa: E402
 )
 
 from tunelab.errors import UserError  # noqa: E402
-from tunelab.recipe import warehouse_path  # noqa: E402
+from tunelab.workspace import Workspace  # noqa: E402
 
 pytestmark = pytest.mark.slow  # real trl training runs
 
@@ -44,7 +44,7 @@ def sequence_logp(model, tokenizer, prompt_row: dict, answer: str) -> float:
     """Summed log-probability of `answer` after the rendered prompt."""
     import torch
 
-    from tunelab.train.render import generation_prompt
+    from tunelab.modeling.chat import generation_prompt
 
     prompt = generation_prompt(prompt_row, "dpo", tokenizer)
     prompt_ids = tokenizer(prompt, add_special_tokens=False).input_ids
@@ -66,7 +66,7 @@ def test_dpo_reference_is_the_sft_policy(sft_workspace: tuple[Path, Path, str]) 
 
     model_dir, workspace, sft_run = sft_workspace
     # the check below only means something if the SFT adapter really moved the model away from the base
-    sft_adapter = Path(store.get_run(warehouse_path(workspace), sft_run)["adapter_path"])
+    sft_adapter = Path(store.get_run(Workspace(workspace).warehouse, sft_run)["adapter_path"])
     tokenizer = AutoTokenizer.from_pretrained(sft_adapter)
     row = preference_rows()[0]
     base = AutoModelForCausalLM.from_pretrained(model_dir)
@@ -78,7 +78,7 @@ def test_dpo_reference_is_the_sft_policy(sft_workspace: tuple[Path, Path, str]) 
     recipe = make_recipe(str(model_dir))
     result = run_dpo(recipe, workspace, from_run=sft_run, curation_id=curation, show_progress=False)
 
-    run = store.get_run(warehouse_path(workspace), result.run_id)
+    run = store.get_run(Workspace(workspace).warehouse, result.run_id)
     assert run["status"] == "finished" and run["parent_run_id"] == sft_run and run["kind"] == "dpo"
     log = train_log(workspace, result.run_id).filter(pl.col("loss").is_not_null()).sort("step")
     assert log["step"].to_list() == list(range(1, 7))
@@ -96,10 +96,11 @@ def test_dpo_reference_is_the_sft_policy(sft_workspace: tuple[Path, Path, str]) 
     assert not (result.adapter_dir / "ref").exists()
 
     # evaluation resolves "dpo" through the DPO dataset's curation
-    from tunelab.train.model import load_for_generation
+    from tunelab.evaluate.generate import trained_datasets
+    from tunelab.modeling.resolve import load_for_generation
 
     register_curation(workspace, curation, "prefs", "dpo")
-    _, tok, run_id = load_for_generation("dpo", recipe, workspace)
+    _, tok, run_id = load_for_generation("dpo", recipe.train, Workspace(workspace), trained_datasets(recipe))
     assert run_id == result.run_id and tok.padding_side == "left"
 
 

@@ -18,7 +18,8 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from tunelab.errors import UserError  # noqa: E402
-from tunelab.recipe import Recipe, parse_recipe, warehouse_path  # noqa: E402
+from tunelab.recipe import Recipe, parse_recipe  # noqa: E402
+from tunelab.workspace import Workspace  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -70,7 +71,7 @@ def register_curation(workspace: Path, curation_id: str, dataset: str, kind: str
     from tunelab.warehouse import store
 
     store.ingest_curation(
-        warehouse_path(workspace),
+        Workspace(workspace).warehouse,
         {"curation_id": curation_id, "dataset": dataset, "kind": kind, "created_at": None},
         pl.DataFrame({"sample_id": []}, schema={"sample_id": pl.Utf8}),
         pl.DataFrame(schema={"sample_id": pl.Utf8, "stage": pl.Utf8, "kept": pl.Boolean}),
@@ -79,7 +80,7 @@ def register_curation(workspace: Path, curation_id: str, dataset: str, kind: str
 
 
 def build_test_model(root: Path) -> Path:
-    from tunelab.train.tiny import build_tiny_model
+    from tunelab.modeling.tiny import build_tiny_model
 
     texts = [r[k] for r in persona_rows() for k in ("system", "prompt", "response")]
     texts += [r[k] for r in preference_rows() for k in ("prompt", "chosen", "rejected")]
@@ -129,7 +130,7 @@ def train_log(workspace: Path, run_id: str) -> pl.DataFrame:
     from tunelab.warehouse import store
 
     return store.query(
-        warehouse_path(workspace), "select * from train_log where run_id = ? order by step", [run_id]
+        Workspace(workspace).warehouse, "select * from train_log where run_id = ? order by step", [run_id]
     )
 
 
@@ -142,7 +143,7 @@ def assert_loss_falls(log: pl.DataFrame, margin: float) -> None:
 
 
 def generate_reply(model: Any, tokenizer: Any, row: dict[str, Any]) -> list[int]:
-    from tunelab.train.render import generation_prompt
+    from tunelab.modeling.chat import generation_prompt
 
     prompt = generation_prompt(row, "sft", tokenizer)
     encoded = tokenizer([prompt], return_tensors="pt", add_special_tokens=False)
@@ -155,7 +156,8 @@ def test_lora_sft_learns_logs_every_row_and_reloads(tiny_model: Path, tmp_path: 
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from tunelab.train.model import load_for_generation
+    from tunelab.evaluate.generate import trained_datasets
+    from tunelab.modeling.resolve import load_for_generation
     from tunelab.train.sft import run_sft
     from tunelab.warehouse import store
 
@@ -163,7 +165,7 @@ def test_lora_sft_learns_logs_every_row_and_reloads(tiny_model: Path, tmp_path: 
     recipe = make_recipe(str(tiny_model))
     result = run_sft(recipe, tmp_path, curation_id=curation, show_progress=False)
 
-    run = store.get_run(warehouse_path(tmp_path), result.run_id)
+    run = store.get_run(Workspace(tmp_path).warehouse, result.run_id)
     assert run["status"] == "finished" and run["curation_id"] == curation and run["kind"] == "sft"
     assert run["adapter_path"] == str(result.adapter_dir)
     log = train_log(tmp_path, result.run_id)
@@ -190,7 +192,9 @@ def test_lora_sft_learns_logs_every_row_and_reloads(tiny_model: Path, tmp_path: 
 
     # evaluation's loader resolves "sft" through the warehouse (curation of this recipe's dataset)
     register_curation(tmp_path, curation, "persona", "sft")
-    model, tok, run_id = load_for_generation("sft", recipe, tmp_path)
+    model, tok, run_id = load_for_generation(
+        "sft", recipe.train, Workspace(tmp_path), trained_datasets(recipe)
+    )
     assert run_id == result.run_id and tok.padding_side == "left"
     with torch.no_grad():
         assert generate_reply(model, tok, row) == tuned_reply
@@ -225,7 +229,7 @@ def test_bad_model_path_fails_in_one_line_with_failed_row(tmp_path: Path) -> Non
         run_sft(make_recipe(str(missing)), tmp_path, curation_id=curation, show_progress=False)
     message = str(caught.value)
     assert "\n" not in message and "train.base_model" in message and str(missing) in message
-    runs = store.query(warehouse_path(tmp_path), "select status, error from runs")
+    runs = store.query(Workspace(tmp_path).warehouse, "select status, error from runs")
     assert runs["status"].to_list() == ["failed"]
     assert "no-such-model" in runs["error"][0]
 
@@ -280,14 +284,14 @@ def test_killed_run_resumes_from_its_checkpoint(tiny_model: Path, tmp_path: Path
     child.wait()
     assert checkpoints, "no checkpoint was written before the deadline"
     run_id = checkpoints[0].parents[2].name
-    assert store.get_run(warehouse_path(tmp_path), run_id)["status"] == "running"  # killed: never closed
+    assert store.get_run(Workspace(tmp_path).warehouse, run_id)["status"] == "running"  # killed: never closed
 
     result = run_sft(make_recipe(str(tiny_model), max_steps=120, save_steps=5), tmp_path, resume=run_id,
                      show_progress=False)  # fmt: skip
     assert result.run_id == run_id
     assert result.metrics["resumed_from_step"] >= 10
     assert result.metrics["global_step"] == 120
-    run = store.get_run(warehouse_path(tmp_path), run_id)
+    run = store.get_run(Workspace(tmp_path).warehouse, run_id)
     assert run["status"] == "finished" and run["error"] is None
     steps = train_log(tmp_path, run_id).filter(pl.col("loss").is_not_null())["step"].to_list()
     assert steps == list(range(1, 121))  # no gaps, nothing logged twice across the kill
@@ -318,7 +322,7 @@ def test_sft_curates_first_when_no_curation_exists_and_merges(tiny_model: Path, 
     recipe = load_recipe(recipe_file)
     result = run_sft(recipe, tmp_path / "ws", merge=True, show_progress=False)
 
-    db = warehouse_path(tmp_path / "ws")
+    db = Workspace(tmp_path / "ws").warehouse
     curation_id = store.latest_curation(db, "persona")
     assert curation_id is not None and store.get_run(db, result.run_id)["curation_id"] == curation_id
     curation = store.get_curation(db, curation_id)
@@ -355,7 +359,7 @@ def test_ctrl_c_marks_the_run_failed_and_keeps_its_logs(tiny_model: Path, tmp_pa
     child.send_signal(signal.SIGINT)
     _, stderr = child.communicate(timeout=60)
     assert child.returncode != 0, stderr[-2000:]
-    runs = store.query(warehouse_path(tmp_path), "select run_id, status, error from runs").to_dicts()
+    runs = store.query(Workspace(tmp_path).warehouse, "select run_id, status, error from runs").to_dicts()
     assert (
         len(runs) == 1 and runs[0]["status"] == "failed" and runs[0]["error"].startswith("KeyboardInterrupt")
     )

@@ -12,6 +12,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from tunelab.errors import UserError  # noqa: E402
 from tunelab.recipe import load_recipe, parse_recipe  # noqa: E402
+from tunelab.workspace import Workspace  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TEXTS = [
@@ -24,7 +25,7 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tunelab.train.tiny import build_tiny_model
+    from tunelab.modeling.tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "m", TEXTS, vocab_size=400, hidden_size=64,
                             pretrain_steps=5)  # fmt: skip
@@ -35,7 +36,7 @@ def digest(folder: Path) -> dict[str, str]:
 
 
 def test_tiny_model_is_deterministic_and_cached(tiny: Path, tmp_path: Path) -> None:
-    from tunelab.train.tiny import build_tiny_model
+    from tunelab.modeling.tiny import build_tiny_model
 
     again = build_tiny_model(tmp_path / "m", TEXTS, vocab_size=400, hidden_size=64, pretrain_steps=5)
     assert digest(again) == digest(tiny)  # same texts, same seed → byte-identical weights and tokenizer
@@ -79,7 +80,7 @@ def test_chat_template_masks_only_the_assistant(tiny: Path) -> None:
 def test_render_shapes_follow_the_template(tiny: Path) -> None:
     from transformers import AutoTokenizer
 
-    from tunelab.train.render import dpo_example, sft_example
+    from tunelab.modeling.chat import dpo_example, sft_example
 
     tokenizer = AutoTokenizer.from_pretrained(tiny)
     row = {"system": None, "prompt": "안녕?", "response": "반가워요"}
@@ -103,7 +104,7 @@ def test_render_shapes_follow_the_template(tiny: Path) -> None:
 
 
 def test_raft_rows_shuffle_documents_stably_and_put_cot_first() -> None:
-    from tunelab.train.render import prompt_messages, target_text
+    from tunelab.modeling.chat import prompt_messages, target_text
 
     docs = [f"문서 {i}" for i in range(6)]
     row = {"sample_id": "raft:3", "instruction": "문서를 보고 답하세요.", "context": docs,
@@ -126,7 +127,7 @@ def test_raft_rows_shuffle_documents_stably_and_put_cot_first() -> None:
 
 
 def test_cpu_training_args_turn_off_bf16_and_paged_optimisers() -> None:
-    from tunelab.train.model import device_training_args, has_gpu
+    from tunelab.modeling.loading import device_training_args, has_gpu
 
     if has_gpu():
         pytest.skip("CPU-only expectations")
@@ -149,10 +150,10 @@ def test_example_recipes_parse_with_exaone_settings() -> None:
 
 
 def test_lora_config_comes_from_the_recipe() -> None:
-    from tunelab.train.model import lora_config
+    from tunelab.modeling.loading import lora_config
 
     recipe = load_recipe(REPO / "examples" / "raft-exaone.yaml")
-    config = lora_config(recipe.train)
+    config = lora_config(recipe.train.lora)
     assert (config.r, config.lora_alpha, config.lora_dropout) == (16, 32, 0.05)
     assert set(config.target_modules) == {
         "q_proj",
@@ -167,15 +168,15 @@ def test_lora_config_comes_from_the_recipe() -> None:
 
 
 def test_tiny_base_must_exist_before_generation(tmp_path: Path) -> None:
-    from tunelab.train.model import resolve_base_model
+    from tunelab.modeling.loading import resolve_base_model
 
     recipe = parse_recipe(
         {"dataset": {"path": "x.jsonl", "name": "x"}, "train": {"base_model": "tunelab-tiny"}}
     )
     with pytest.raises(UserError, match="tunelab-tiny is not built yet"):
-        resolve_base_model(recipe.train, tmp_path)
+        resolve_base_model(recipe.train, Workspace(tmp_path))
     assert (
-        resolve_base_model(recipe.train.model_copy(update={"base_model": "org/model"}), tmp_path)
+        resolve_base_model(recipe.train.model_copy(update={"base_model": "org/model"}), Workspace(tmp_path))
         == "org/model"
     )
 

@@ -235,7 +235,7 @@ def dump_line(item: Any) -> str:
 
 
 def embed(texts: list[str]) -> Any:
-    from tunelab.embeddings import load_embedder, normalise_rows
+    from tunelab.embeddings.loader import load_embedder, normalise_rows
 
     return normalise_rows(load_embedder("use-v3", threads=1).encode(texts))
 

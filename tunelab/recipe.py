@@ -15,11 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tunelab.curate.config import CurateConfig
 from tunelab.errors import UserError
 from tunelab.evaluate.config import EvaluateConfig
-from tunelab.records_config import DatasetConfig
+from tunelab.records.config import DatasetConfig
 from tunelab.train.config import TrainConfig
-
-DEFAULT_WORKSPACE = Path("tunelab-workspace")
-WAREHOUSE_FILE = "tunelab.duckdb"
+from tunelab.workspace import DEFAULT_WORKSPACE, Workspace
 
 
 class WorkspaceConfig(BaseModel):
@@ -37,7 +35,19 @@ class Recipe(BaseModel):
     workspace: WorkspaceConfig = Field(default_factory=WorkspaceConfig)
     # filled by load_recipe, not by the YAML
     source_path: Path | None = Field(None, exclude=True)
-    raw: dict[str, Any] = Field(default_factory=dict, exclude=True)
+
+    @property
+    def name(self) -> str:
+        """The recipe's file name, for messages (`recipe.yaml: train: ...`)."""
+        return self.source_path.name if self.source_path else "recipe.yaml"
+
+    def workspace_at(self, override: str | Path | Workspace | None = None) -> Workspace:
+        """The workspace: --workspace when given, else the recipe's workspace.dir."""
+        return workspace_for(self, override)
+
+    def as_record(self) -> dict[str, Any]:
+        """The checked recipe as plain data (run cards, the warehouse): paths resolved, defaults filled."""
+        return self.model_dump(mode="json", by_alias=True)
 
 
 def _describe(error: dict[str, Any]) -> str:
@@ -80,30 +90,35 @@ def _bounds_for(where: str) -> tuple[Any, Any] | None:
 
 
 def _resolve_paths(data: dict[str, Any], base: Path) -> None:
-    """Relative file paths in a recipe are relative to the recipe file, not to the current directory."""
+    """Every relative path of a recipe resolves against the recipe's folder, here and nowhere else.
+
+    Files (datasets, eval sets, the workspace) always do. A model or tokenizer name may be a hub name or a
+    folder: it is taken as a folder when it starts with `.`, `/` or `~`, or when that folder exists beside
+    the recipe."""
 
     def fix(block: Any, key: str) -> None:
         if isinstance(block, dict) and isinstance(block.get(key), str):
             path = Path(block[key]).expanduser()
             block[key] = str(path if path.is_absolute() else (base / path))
 
-    fix(data.get("dataset"), "path")
-    fix(data.get("workspace"), "dir")
-    curate = data.get("curate") or {}
-    fix(curate.get("decontaminate"), "eval_path")
-    length = curate.get("length") or {}
-    tok = length.get("tokenizer") if isinstance(length, dict) else None
-    if isinstance(tok, str) and (tok.startswith(".") or tok.startswith("/")):
-        fix(length, "tokenizer")
-    train = data.get("train") or {}
-    if isinstance(train, dict):
-        base_model = train.get("base_model")
-        if isinstance(base_model, str) and base_model.startswith("."):
-            fix(train, "base_model")
-        fix((train.get("dpo") or {}).get("dataset") if isinstance(train.get("dpo"), dict) else None, "path")
-    evaluate = data.get("evaluate") or {}
-    if isinstance(evaluate, dict):
-        fix(evaluate.get("eval_set"), "path")
+    def fix_model(block: Any, key: str) -> None:
+        name = block.get(key) if isinstance(block, dict) else None
+        if isinstance(name, str) and (name.startswith((".", "/", "~")) or (base / name).is_dir()):
+            fix(block, key)
+
+    def block(parent: Any, key: str) -> Any:
+        value = parent.get(key) if isinstance(parent, dict) else None
+        return value if isinstance(value, dict) else None
+
+    fix(block(data, "dataset"), "path")
+    fix(block(data, "workspace"), "dir")
+    curate = block(data, "curate")
+    fix(block(curate, "decontaminate"), "eval_path")
+    fix_model(block(curate, "length"), "tokenizer")
+    train = block(data, "train")
+    fix_model(train, "base_model")
+    fix(block(block(train, "dpo"), "dataset"), "path")
+    fix(block(block(data, "evaluate"), "eval_set"), "path")
 
 
 def parse_recipe(data: Any, source: str = "recipe.yaml", base_dir: Path | None = None) -> Recipe:
@@ -111,7 +126,7 @@ def parse_recipe(data: Any, source: str = "recipe.yaml", base_dir: Path | None =
         raise UserError(
             f"{source}: the recipe must be a mapping with keys dataset, curate, train, evaluate, workspace"
         )
-    raw = yaml.safe_load(yaml.safe_dump(data))  # a deep copy the caller can't mutate under us
+    data = yaml.safe_load(yaml.safe_dump(data))  # a deep copy: the caller's dict is never changed
     if base_dir is not None:
         _resolve_paths(data, base_dir)
     try:
@@ -120,7 +135,6 @@ def parse_recipe(data: Any, source: str = "recipe.yaml", base_dir: Path | None =
         first = exc.errors()[0]
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         raise UserError(f"{source}: {_describe(first)}{more}") from None
-    recipe.raw = raw
     return recipe
 
 
@@ -142,11 +156,10 @@ def load_recipe(path: str | Path) -> Recipe:
     return recipe
 
 
-def workspace_dir(recipe: Recipe | None, override: str | Path | None = None) -> Path:
+def workspace_for(recipe: Recipe | None, override: str | Path | Workspace | None = None) -> Workspace:
+    """--workspace when given, else the recipe's workspace.dir, else ./tunelab-workspace."""
+    if isinstance(override, Workspace):
+        return override
     if override is not None:
-        return Path(override)
-    return recipe.workspace.dir if recipe is not None else DEFAULT_WORKSPACE
-
-
-def warehouse_path(workspace: str | Path) -> Path:
-    return Path(workspace) / WAREHOUSE_FILE
+        return Workspace(override)
+    return Workspace(recipe.workspace.dir if recipe is not None else DEFAULT_WORKSPACE)

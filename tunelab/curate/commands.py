@@ -65,11 +65,11 @@ def curate_command(
     from rich.console import Console
 
     from tunelab.curate.pipeline import curate_recipe
-    from tunelab.recipe import load_recipe, workspace_dir
+    from tunelab.recipe import load_recipe
 
     loaded = load_recipe(recipe)
     console = Console()
-    for result in curate_recipe(loaded, workspace_dir(loaded, workspace)):
+    for result in curate_recipe(loaded, loaded.workspace_at(workspace)):
         console.print(_summary_table(result, f"curation {result.curation_id}"))
         console.print(f"curation id: [bold]{result.curation_id}[/bold]  →  {result.out_dir}")
         typer.echo(result.curation_id)
@@ -103,9 +103,9 @@ def audit_command(
     from tunelab.curate.config import CurateConfig
     from tunelab.curate.pipeline import curate_frame, eval_content, run_stages
     from tunelab.curate.report import report_markdown
-    from tunelab.recipe import load_recipe, workspace_dir
-    from tunelab.records import load_dataset_records
-    from tunelab.records_config import DatasetConfig
+    from tunelab.recipe import load_recipe, workspace_for
+    from tunelab.records.config import DatasetConfig
+    from tunelab.records.loader import load_dataset_records
 
     if kind not in ("sft", "dpo", "raft", "text"):
         raise UserError(f"--kind: {kind!r} must be one of sft, dpo, raft, text")
@@ -120,15 +120,15 @@ def audit_command(
         curate = curate.model_copy(update={"stages": stages})
     eval_rows = None
     if loaded_recipe is not None and "decontaminate" in curate.stages:
-        recipe_dir = loaded_recipe.source_path.parent if loaded_recipe.source_path else None
-        eval_rows = eval_content(curate, loaded_recipe.raw, kind, recipe_dir)
+        eval_set = loaded_recipe.evaluate.eval_set if loaded_recipe.evaluate else None
+        eval_rows = eval_content(curate, eval_set, kind)
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", file.stem) or "audit"
     dataset = DatasetConfig(path=file, name=name, kind=kind, format=file_format, fields=_field_map(field))
     loaded = load_dataset_records(dataset)
-    ws = workspace_dir(loaded_recipe, workspace)
-    ctx = StageContext(cache_dir=ws / "cache" / "embeddings")
+    ws = workspace_for(loaded_recipe, workspace)
+    ctx = StageContext(cache_dir=ws.embedding_cache)
     result = curate_frame(
-        loaded.frame, loaded.quarantine, loaded.read, dataset, curate, loaded_recipe.raw if loaded_recipe else {},
+        loaded.frame, loaded.quarantine, loaded.read, dataset, curate,
         eval_rows=eval_rows, show_progress=True, ctx=ctx,
     )  # fmt: skip
     console = Console()

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 import xxhash
@@ -21,8 +21,12 @@ from tunelab.curate import balance, decontaminate, exact, length, minhash, norma
 from tunelab.curate.common import DECISION_SCHEMA, StageContext, decisions
 from tunelab.curate.config import CurateConfig
 from tunelab.errors import UserError
-from tunelab.records import CANONICAL_FIELDS, content_text, load_dataset_records
-from tunelab.records_config import DatasetConfig
+from tunelab.records.config import DatasetConfig
+from tunelab.records.loader import CANONICAL_FIELDS, content_text, load_dataset_records
+from tunelab.workspace import Workspace, as_workspace
+
+if TYPE_CHECKING:
+    from tunelab.recipe import Recipe
 
 STAGES = {
     "schema": schema.run,
@@ -67,29 +71,21 @@ def with_content(frame: pl.DataFrame, kind: str) -> pl.DataFrame:
 
 
 def eval_content(
-    curate: CurateConfig, recipe_raw: dict[str, Any], kind: str, source_dir: Path | None
+    curate: CurateConfig, eval_set: DatasetConfig | None, kind: str
 ) -> tuple[list[str], list[str], list[str]] | None:
     """(content, prompt, ids) of the evaluation rows decontamination compares against, normalised the same way.
 
-    The eval file is read with its own kind (evaluate.eval_set.kind, default sft). Same kind as the
-    training set: contents are compared; another kind (a DPO set against an SFT eval set): prompts only.
+    `curate.decontaminate.eval_path` wins; else the recipe's evaluate.eval_set (paths already resolved
+    against the recipe's folder). Same kind as the training set: contents are compared; another kind (a
+    DPO set against an SFT eval set): prompts only.
     """
     block = curate.decontaminate
     if block.eval_path:
         cfg = DatasetConfig(path=Path(block.eval_path), name="eval", kind=kind, fields=block.fields)
+    elif eval_set is not None:
+        cfg = eval_set
     else:
-        spec = ((recipe_raw or {}).get("evaluate") or {}).get("eval_set")
-        if not isinstance(spec, dict) or "path" not in spec:
-            return None
-        path = Path(spec["path"])
-        if not path.is_absolute() and source_dir is not None:
-            path = source_dir / path
-        cfg = DatasetConfig(
-            path=path,
-            name=str(spec.get("name", "eval")),
-            kind=spec.get("kind", "sft"),
-            fields=spec.get("fields", {}),
-        )
+        return None
     loaded = normalize.transform(load_dataset_records(cfg).frame, curate.normalize)
     loaded = loaded.with_columns(content_text(cfg.kind))
     prompt_field = decontaminate.PROMPT_FIELD[cfg.kind]
@@ -179,12 +175,18 @@ def _account(
     return kept, dropped, oversampled
 
 
-def data_version(kept_ids: pl.Series, recipe_raw: dict[str, Any]) -> str:
+def data_version(survivors: pl.DataFrame, dataset: DatasetConfig, curate: CurateConfig) -> str:
+    """Changes when any kept row (id or content) or the curation settings change; not with the folder the
+    data lies in."""
     digest = xxhash.xxh64()
-    for sample_id in kept_ids.sort().to_list():
-        digest.update(sample_id.encode("utf-8") + b"\n")
-    sections = {k: (recipe_raw or {}).get(k) for k in ("dataset", "curate")}
-    digest.update(json.dumps(sections, sort_keys=True, default=str, ensure_ascii=False).encode("utf-8"))
+    kept = survivors.select("sample_id", pl.col("content_hash").fill_null("")).sort("sample_id")
+    for sample_id, content_hash in kept.iter_rows():
+        digest.update(f"{sample_id}\t{content_hash}\n".encode())
+    settings = {
+        "dataset": dataset.model_dump(mode="json", exclude={"path"}),
+        "curate": curate.model_dump(mode="json", by_alias=True),
+    }
+    digest.update(json.dumps(settings, sort_keys=True, ensure_ascii=False).encode("utf-8"))
     return digest.hexdigest()
 
 
@@ -194,8 +196,7 @@ def curate_frame(
     read: int,
     dataset: DatasetConfig,
     curate: CurateConfig,
-    recipe_raw: dict[str, Any],
-    workspace: Path | None = None,
+    workspace: Workspace | None = None,
     eval_rows: tuple[list[str], list[str], list[str]] | None = None,
     show_progress: bool = False,
     ctx: StageContext | None = None,
@@ -206,13 +207,15 @@ def curate_frame(
     ctx = ctx or StageContext()
     ctx.kind, ctx.dataset_name, ctx.show_progress = dataset.kind, dataset.name, show_progress
     if workspace is not None and ctx.cache_dir is None:
-        ctx.cache_dir = Path(workspace) / "cache" / "embeddings"
+        ctx.cache_dir = workspace.embedding_cache
     if eval_rows is not None:
         ctx.eval_texts, ctx.eval_prompts, ctx.eval_ids = eval_rows
     started = time.perf_counter()
     survivors, all_decisions, per_stage = run_stages(loaded_frame, curate, ctx, show_progress)
     kept, dropped, oversampled = _account(read, survivors, all_decisions, quarantine.height)
-    version = data_version(survivors["sample_id"], recipe_raw)
+    if "content_hash" not in survivors.columns:
+        survivors = with_content(survivors, dataset.kind)
+    version = data_version(survivors, dataset, curate)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     curation_id = f"{dataset.name}-{stamp}-{version[:6]}"
     columns = [c for c in (*OUTPUT_META, *CANONICAL_FIELDS[dataset.kind]) if c in survivors.columns]
@@ -220,7 +223,7 @@ def curate_frame(
     val = survivors.filter(pl.col("split") == "val").select(columns)
     result = CurationResult(
         curation_id=curation_id,
-        out_dir=Path(workspace or ".") / "curations" / curation_id,
+        out_dir=(workspace or Workspace(".")).curation_dir(curation_id),
         read=read,
         kept=kept,
         dropped=dropped,
@@ -242,57 +245,57 @@ def curate_frame(
 def curate_dataset(
     dataset: DatasetConfig,
     curate: CurateConfig,
-    workspace: Path,
-    recipe_raw: dict[str, Any],
+    workspace: Workspace | Path,
+    eval_set: DatasetConfig | None = None,
     eval_texts: list[str] | None = None,
     write: bool = True,
     show_progress: bool = True,
-    recipe_dir: Path | None = None,
 ) -> CurationResult:
     """Load, curate, and (write=True) write WORKSPACE/curations/<id>/ and ingest into the warehouse.
 
-    `recipe_dir`: where relative paths of `recipe_raw` (evaluate.eval_set.path) resolve; default the
-    dataset file's folder."""
+    Decontamination compares against `eval_texts` when given, else curate.decontaminate.eval_path, else
+    `eval_set` (the recipe's evaluate.eval_set)."""
+    ws = as_workspace(workspace)
     loaded = load_dataset_records(dataset)
     eval_rows = None
     if "decontaminate" in curate.stages:
         if eval_texts is not None:
             eval_rows = (list(eval_texts), [], [f"eval:{i}" for i in range(len(eval_texts))])
         else:
-            source_dir = recipe_dir or Path(dataset.path).parent
-            eval_rows = eval_content(curate, recipe_raw, dataset.kind, source_dir)
+            eval_rows = eval_content(curate, eval_set, dataset.kind)
     result = curate_frame(
         loaded.frame,
         loaded.quarantine,
         loaded.read,
         dataset,
         curate,
-        recipe_raw,
-        workspace,
+        ws,
         eval_rows,
         show_progress,
     )
     if write:
         from tunelab.curate.report import write_outputs
 
-        write_outputs(result, dataset, loaded.frame, recipe_raw, Path(workspace))
+        write_outputs(result, dataset, curate, loaded.frame, ws)
     return result
 
 
-def curate_recipe(recipe: Any, workspace: Path, show_progress: bool = True) -> list[CurationResult]:
+def curate_recipe(
+    recipe: Recipe, workspace: Workspace | Path, show_progress: bool = True
+) -> list[CurationResult]:
     """Curate recipe.dataset, and recipe.train.dpo.dataset when given (stages that need labels or
     prompts adapt to the kind: balance skips rows without labels)."""
+    eval_set = recipe.evaluate.eval_set if recipe.evaluate is not None else None
     results = [
-        curate_dataset(recipe.dataset, recipe.curate, workspace, recipe.raw, show_progress=show_progress)
+        curate_dataset(recipe.dataset, recipe.curate, workspace, eval_set, show_progress=show_progress)
     ]
-    dpo = getattr(getattr(recipe, "train", None), "dpo", None)
-    dpo_dataset = getattr(dpo, "dataset", None)
-    if dpo_dataset is not None:
-        if dpo_dataset.name == recipe.dataset.name:
+    dpo = recipe.train.dpo if recipe.train is not None else None
+    if dpo is not None:
+        if dpo.dataset.name == recipe.dataset.name:
             raise UserError(
                 "train.dpo.dataset.name: must differ from dataset.name (sample ids would collide)"
             )
         results.append(
-            curate_dataset(dpo_dataset, recipe.curate, workspace, recipe.raw, show_progress=show_progress)
+            curate_dataset(dpo.dataset, recipe.curate, workspace, eval_set, show_progress=show_progress)
         )
     return results

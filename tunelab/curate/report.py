@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
 
 from tunelab.curate.common import StageContext
-from tunelab.records import CANONICAL_FIELDS, LIST_FIELDS, content_text
-from tunelab.records_config import DatasetConfig
+from tunelab.curate.config import CurateConfig
+from tunelab.records.config import DatasetConfig
+from tunelab.records.loader import CANONICAL_FIELDS, LIST_FIELDS, content_text
+from tunelab.workspace import Workspace
 
 if TYPE_CHECKING:
     from tunelab.curate.pipeline import CurationResult
@@ -221,9 +222,9 @@ def report_markdown(report: dict[str, Any]) -> str:
 def write_outputs(
     result: CurationResult,
     dataset: DatasetConfig,
+    curate: CurateConfig,
     loaded: pl.DataFrame,
-    recipe_raw: dict[str, Any],
-    workspace: Path,
+    workspace: Workspace,
 ) -> None:
     """WORKSPACE/curations/<id>/{train,val}.{parquet,jsonl}, decisions/quarantine parquet, report.{json,md};
     then the warehouse ingest (one transaction)."""
@@ -247,8 +248,6 @@ def write_outputs(
         from tunelab.warehouse import store
     except ImportError:
         return
-    from tunelab.recipe import warehouse_path
-
     samples = with_content(normalize.transform(loaded, normalize.NormalizeSettings()), dataset.kind).drop(
         "content"
     )
@@ -262,7 +261,11 @@ def write_outputs(
         "kind": dataset.kind,
         "data_version": result.data_version,
         "recipe": json.dumps(
-            {k: (recipe_raw or {}).get(k) for k in ("dataset", "curate")}, ensure_ascii=False, default=str
+            {
+                "dataset": dataset.model_dump(mode="json"),
+                "curate": curate.model_dump(mode="json", by_alias=True),
+            },
+            ensure_ascii=False,
         ),
         "created_at": datetime.now(UTC).replace(tzinfo=None),
         "read": result.read,
@@ -272,4 +275,4 @@ def write_outputs(
         "report": json.dumps(result.report, ensure_ascii=False),
         "out_dir": str(out),
     }
-    store.ingest_curation(warehouse_path(workspace), curation, samples, result.decisions, result.quarantine)
+    store.ingest_curation(workspace.warehouse, curation, samples, result.decisions, result.quarantine)

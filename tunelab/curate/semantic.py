@@ -20,13 +20,13 @@ from tunelab.curate.config import SemanticSettings
 
 @lru_cache(maxsize=2)
 def embedder_for(name: str) -> Any:
-    from tunelab.embeddings import load_embedder
+    from tunelab.embeddings.loader import load_embedder
 
     return load_embedder(name)
 
 
 def embed(texts: list[str], cfg: SemanticSettings, ctx: StageContext) -> np.ndarray:
-    from tunelab.embeddings import embed_cached
+    from tunelab.embeddings.loader import embed_cached
 
     return embed_cached(
         embedder_for(cfg.model),

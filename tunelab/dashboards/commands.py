@@ -57,11 +57,11 @@ def port_is_free(port: int, address: str = "127.0.0.1") -> bool:
 
 def resolve_warehouse(workspace: Path | None, warehouse: Path | None = None) -> Path:
     """--warehouse FILE wins; else WORKSPACE/tunelab.duckdb (default ./tunelab-workspace)."""
-    from tunelab.recipe import warehouse_path, workspace_dir
+    from tunelab.workspace import as_workspace
 
     if warehouse is not None and workspace is not None:
         raise UserError("dashboard: give --workspace DIR or --warehouse FILE, not both")
-    db = warehouse if warehouse is not None else warehouse_path(workspace_dir(None, workspace))
+    db = warehouse if warehouse is not None else as_workspace(workspace).warehouse
     if not db.is_file():
         raise UserError(
             f"{db}: warehouse not found; run `tunelab demo` or `tunelab curate RECIPE` first, "

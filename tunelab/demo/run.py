@@ -10,7 +10,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from tunelab.recipe import Recipe, load_recipe, warehouse_path
+from tunelab.recipe import Recipe, load_recipe
+from tunelab.workspace import Workspace
 
 
 def demo_recipe_path() -> Path:
@@ -33,12 +34,13 @@ def run_demo(workspace: Path, recipe: Recipe | None = None, console: Console | N
     recipe.workspace.dir = workspace
     workspace.mkdir(parents=True, exist_ok=True)
     summary = DemoSummary(workspace=workspace)
+    ws = Workspace(workspace)
 
     from tunelab.curate.pipeline import curate_recipe
 
     started = time.perf_counter()
     console.rule("[bold]1. curate")
-    summary.curations = curate_recipe(recipe, workspace)
+    summary.curations = curate_recipe(recipe, ws)
     summary.seconds["curate"] = time.perf_counter() - started
     sft_curation = summary.curations[0]
 
@@ -47,12 +49,12 @@ def run_demo(workspace: Path, recipe: Recipe | None = None, console: Console | N
 
     console.rule("[bold]2. train SFT (QLoRA recipe, tiny model on CPU)")
     started = time.perf_counter()
-    summary.sft_run = run_sft(recipe, workspace, curation_id=sft_curation.curation_id)
+    summary.sft_run = run_sft(recipe, ws, curation_id=sft_curation.curation_id)
     summary.seconds["sft"] = time.perf_counter() - started
     console.rule("[bold]3. train DPO on top of the SFT adapter")
     started = time.perf_counter()
     dpo_curation = summary.curations[1].curation_id if len(summary.curations) > 1 else None
-    summary.dpo_run = run_dpo(recipe, workspace, from_run=summary.sft_run.run_id, curation_id=dpo_curation)
+    summary.dpo_run = run_dpo(recipe, ws, from_run=summary.sft_run.run_id, curation_id=dpo_curation)
     summary.seconds["dpo"] = time.perf_counter() - started
 
     from tunelab.evaluate.runner import run_evaluate
@@ -60,7 +62,7 @@ def run_demo(workspace: Path, recipe: Recipe | None = None, console: Console | N
     console.rule("[bold]4. evaluate base vs SFT vs DPO")
     started = time.perf_counter()
     # "sft"/"dpo" resolve to the runs just trained, and read better in tables than run ids
-    summary.evaluation = run_evaluate(recipe, workspace)
+    summary.evaluation = run_evaluate(recipe, ws)
     summary.seconds["evaluate"] = time.perf_counter() - started
     print_summary(summary, console)
     return summary
@@ -94,7 +96,7 @@ def print_summary(summary: DemoSummary, console: Console) -> None:
             f"{summary.seconds['evaluate']:.1f}",
         )
     console.print(table)
-    db = warehouse_path(summary.workspace)
+    db = Workspace(summary.workspace).warehouse
     console.print(f"Warehouse: [bold]{db}[/]")
     console.print(
         'Next: [bold]tunelab runs[/] · [bold]tunelab sql "select * from v_drop_reasons"[/] · [bold]tunelab dashboard[/]'

@@ -33,11 +33,11 @@ def evaluate_command(
 ) -> None:
     """Generate with each model on the eval set, score (ROUGE/BLEU/chrF/cosine/persona), store, compare vs base."""
     from tunelab.evaluate.runner import run_evaluate
-    from tunelab.recipe import load_recipe, workspace_dir
+    from tunelab.recipe import load_recipe
 
     recipe = load_recipe(recipe_path)
     # run_evaluate prints the table itself when showing progress
-    result = run_evaluate(recipe, workspace_dir(recipe, workspace), models=model or None)
+    result = run_evaluate(recipe, recipe.workspace_at(workspace), models=model or None)
     _report(result, tables=False)
 
 
@@ -60,12 +60,12 @@ def score_command(
 ) -> None:
     """Re-score an existing predictions JSONL without generating (any model's outputs) and store it."""
     from tunelab.evaluate.runner import one_line_warnings, score_file
-    from tunelab.recipe import workspace_dir
+    from tunelab.workspace import as_workspace
 
     if tokenizer is not None and tokenizer not in ROUGE_CHOICES:
         raise UserError(f"--tokenizer: must be one of {', '.join(ROUGE_CHOICES)}, got {tokenizer!r}")
     with one_line_warnings():
-        result = score_file(file, workspace_dir(None, workspace), eval_set, tokenizer, embedding_model)
+        result = score_file(file, as_workspace(workspace), eval_set, tokenizer, embedding_model)
     _report(result)
 
 

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tunelab.records_config import DatasetConfig
+from tunelab.records.config import DatasetConfig
 
 
 class Strict(BaseModel):

@@ -1,7 +1,7 @@
 """Batched generation for evaluation: each model answers every eval prompt, rendered as in training.
 
 Prompts go through the model's own chat template (add_generation_prompt=True) with the training
-system prompt (recipe.train.sft.system_prompt), via train.render so evaluation and training agree.
+system prompt (recipe.train.sft.system_prompt), via modeling.chat so evaluation and training agree.
 Left padding so every row's new tokens start at the same position; greedy unless the recipe samples.
 """
 
@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
 from tunelab.errors import UserError
-from tunelab.evaluate.config import GenerationSettings
+from tunelab.evaluate.config import EvaluateConfig, GenerationSettings
+from tunelab.workspace import Workspace
+
+if TYPE_CHECKING:
+    from tunelab.recipe import Recipe
 
 PREDICTION_COLUMNS = {
     "model": pl.Utf8,
@@ -55,7 +58,7 @@ def gen_params_json(settings: GenerationSettings) -> str:
 def render_prompts(
     rows: list[dict[str, Any]], kind: str, tokenizer: Any, system_prompt: str | None
 ) -> list[str]:
-    from tunelab.train.render import generation_prompt
+    from tunelab.modeling.chat import generation_prompt
 
     return [generation_prompt(row, kind, tokenizer, system_prompt) for row in rows]
 
@@ -69,7 +72,7 @@ def generate_texts(
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    from tunelab.train.render import has_chat_template
+    from tunelab.modeling.chat import has_chat_template
 
     kwargs = generation_kwargs(settings, tokenizer)
     # a chat template already writes BOS into the text (a second one would shift what the model saw in
@@ -100,16 +103,20 @@ def generate_predictions(
     model_ref: str,
     eval_rows: pl.DataFrame,
     kind: str,
-    recipe: Any,
-    workspace: Path,
+    recipe: Recipe,
+    workspace: Workspace,
     on_batch: Any = None,
 ) -> pl.DataFrame:
     """Load `model_ref` (base | sft | dpo | run id | path) and answer every eval row: PREDICTION_COLUMNS."""
-    from tunelab.train.model import load_for_generation
+    from tunelab.modeling.resolve import load_for_generation
 
-    settings = recipe.evaluate.generation
-    system_prompt = recipe.train.sft.system_prompt if recipe.train is not None else None
-    model, tokenizer, run_id = load_for_generation(model_ref, recipe, workspace)
+    if recipe.train is None:
+        raise UserError(f"{recipe.name}: train: required to load model '{model_ref}'")
+    settings = (recipe.evaluate or EvaluateConfig()).generation
+    system_prompt = recipe.train.sft.system_prompt
+    model, tokenizer, run_id = load_for_generation(
+        model_ref, recipe.train, workspace, trained_datasets(recipe)
+    )
     rows = eval_rows.to_dicts()
     prompts = render_prompts(rows, kind, tokenizer, system_prompt)
     predictions, latencies = generate_texts(model, tokenizer, prompts, settings, on_batch)
@@ -130,9 +137,17 @@ def generate_predictions(
     )
 
 
+def trained_datasets(recipe: Recipe) -> dict[str, str]:
+    """Which dataset "sft" and "dpo" in evaluate.models refer to: the newest run trained on it."""
+    datasets = {"sft": recipe.dataset.name, "dpo": recipe.dataset.name}
+    if recipe.train is not None and recipe.train.dpo is not None:
+        datasets["dpo"] = recipe.train.dpo.dataset.name
+    return datasets
+
+
 def eval_rows_from_frame(frame: pl.DataFrame, kind: str, source: str) -> pl.DataFrame:
     """Canonical rows -> the columns generation needs plus `prompt` and `reference` text."""
-    from tunelab.train.render import target_text
+    from tunelab.modeling.chat import target_text
 
     if frame.height == 0:
         raise UserError(f"{source}: the eval set has no rows")

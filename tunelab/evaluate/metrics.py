@@ -153,7 +153,7 @@ def bleu_chrf_pairs(
 @cache
 def embedder_for(name: str) -> Any:
     """One loaded embedding model per name per process (e5-small takes seconds to build)."""
-    from tunelab.embeddings import load_embedder
+    from tunelab.embeddings.loader import load_embedder
 
     return load_embedder(name)
 
@@ -164,7 +164,7 @@ def cosine_pairs(
     """Cosine of L2-normalised embeddings (tunelab.embeddings; vectors cached by content hash)."""
     import numpy as np
 
-    from tunelab.embeddings import embed_cached
+    from tunelab.embeddings.loader import embed_cached
 
     distinct = _unique([*references, *predictions])
     if not distinct:

@@ -41,7 +41,7 @@ def label_hits(
 ) -> tuple[list[float | None], list[str]]:
     """Per prediction: 1.0 when its nearest-centroid label equals the expected label, 0.0 when not,
     None when the row has no expected label; plus the predicted labels."""
-    from tunelab.embeddings import embed_cached
+    from tunelab.embeddings.loader import embed_cached
     from tunelab.evaluate.metrics import embedder_for
 
     embedder = embedder_for(embedding_model)

@@ -17,7 +17,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -26,6 +26,10 @@ from tunelab.evaluate.generate import PREDICTION_COLUMNS, eval_rows_from_frame
 from tunelab.evaluate.metrics import METRIC_SCHEMA, SCORE_SCHEMA, score_pairs
 from tunelab.evaluate.predictions_file import SCORING_COLUMNS, read_predictions_file
 from tunelab.evaluate.tokenizers import resolve_tokenizer_name
+from tunelab.workspace import Workspace, as_workspace
+
+if TYPE_CHECKING:
+    from tunelab.recipe import Recipe
 
 DEFAULT_EMBEDDING_MODEL = "e5-small"
 DEFAULT_METRICS = ("rouge", "bleu", "chrf", "cosine", "label_acc")
@@ -57,11 +61,11 @@ def new_eval_id() -> str:
     return f"eval-{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
 
 
-def persona_source(workspace: Path, curation_id: str | None) -> tuple[list[str], list[str]] | None:
+def persona_source(workspace: Workspace, curation_id: str | None) -> tuple[list[str], list[str]] | None:
     """Labelled train responses of a curation (the persona centroids), or None when there are none."""
     if curation_id is None:
         return None
-    path = Path(workspace) / "curations" / curation_id / "train.parquet"
+    path = workspace.curation_split(curation_id, "train")
     if not path.is_file():
         return None
     frame = pl.read_parquet(path)
@@ -108,14 +112,14 @@ def label_accuracy_rows(
 
 def score_predictions(
     predictions: pl.DataFrame,
-    workspace: Path,
+    workspace: Workspace,
     metrics: tuple[str, ...] | list[str],
     rouge_tokenizer_name: str,
     embedding_model: str,
     curation_id: str | None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Per-sample scores and corpus metrics for a predictions frame (all models at once)."""
-    cache_dir = Path(workspace) / "cache" / "embeddings"
+    cache_dir = workspace.embedding_cache
     scores, corpus = score_pairs(predictions, metrics, rouge_tokenizer_name, embedding_model, cache_dir)
     source = persona_source(workspace, curation_id) if "label_acc" in metrics else None
     if source is None and "label_acc" in metrics and predictions["label"].drop_nulls().len() > 0:
@@ -133,7 +137,7 @@ def score_predictions(
 
 
 def store_eval(
-    workspace: Path,
+    workspace: Workspace,
     eval_row: dict[str, Any],
     predictions: pl.DataFrame,
     scores: pl.DataFrame,
@@ -141,21 +145,19 @@ def store_eval(
     scoring: dict[str, Any],
 ) -> Path:
     """Warehouse rows in one transaction, then the re-scorable predictions file."""
-    from tunelab.recipe import warehouse_path
     from tunelab.warehouse import store
 
     eval_id = eval_row["eval_id"]
     with_id = pl.lit(eval_id).alias("eval_id")
     store.ingest_eval(
-        warehouse_path(workspace),
+        workspace.warehouse,
         eval_row,
         predictions.select(PREDICTION_COLUMNS.keys()).with_columns(with_id),
         scores.with_columns(with_id),
         metrics.with_columns(with_id),
     )
-    out_dir = Path(workspace) / "evals" / eval_id
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "predictions.jsonl"
+    path = workspace.predictions_file(eval_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
     predictions.select(PREDICTION_COLUMNS.keys()).with_columns(
         with_id, *(pl.lit(scoring[name], dtype).alias(name) for name, dtype in SCORING_COLUMNS.items())
     ).write_ndjson(path)
@@ -163,7 +165,7 @@ def store_eval(
 
 
 def _finish(
-    workspace: Path,
+    workspace: Workspace,
     eval_set: str,
     curation_id: str | None,
     predictions: pl.DataFrame,
@@ -194,16 +196,15 @@ def _finish(
     return EvalResult(eval_id, comparison_table(metrics), path, predictions, scores, metrics)
 
 
-def load_eval_rows(recipe: Any, workspace: Path) -> tuple[pl.DataFrame, str, str, str | None]:
+def load_eval_rows(recipe: Recipe, workspace: Workspace) -> tuple[pl.DataFrame, str, str, str | None]:
     """(eval rows, kind, eval set name, curation id of recipe.dataset used for persona centroids)."""
-    from tunelab.recipe import warehouse_path
     from tunelab.warehouse import store
 
-    db = warehouse_path(workspace)
+    db = workspace.warehouse
     curation_id = store.latest_curation(db, recipe.dataset.name) if db.is_file() else None
-    eval_set = recipe.evaluate.eval_set
+    eval_set = recipe.evaluate.eval_set if recipe.evaluate is not None else None
     if eval_set is not None:
-        from tunelab.records import load_dataset_records
+        from tunelab.records.loader import load_dataset_records
 
         frame = load_dataset_records(eval_set).frame
         return (
@@ -217,7 +218,7 @@ def load_eval_rows(recipe: Any, workspace: Path) -> tuple[pl.DataFrame, str, str
             f"evaluate.eval_set: not given and dataset '{recipe.dataset.name}' was never curated; "
             "run `tunelab curate` first or set evaluate.eval_set"
         )
-    val = Path(workspace) / "curations" / curation_id / "val.parquet"
+    val = workspace.curation_split(curation_id, "val")
     if not val.is_file():
         raise UserError(f"evaluate.eval_set: curation {curation_id} has no val split at {val}")
     frame = pl.read_parquet(val)
@@ -225,20 +226,18 @@ def load_eval_rows(recipe: Any, workspace: Path) -> tuple[pl.DataFrame, str, str
     return eval_rows_from_frame(frame, recipe.dataset.kind, str(val)), recipe.dataset.kind, name, curation_id
 
 
-def available_models(recipe: Any, workspace: Path, refs: list[str], explicit: bool) -> list[str]:
+def available_models(recipe: Recipe, workspace: Workspace, refs: list[str], explicit: bool) -> list[str]:
     """Check "sft"/"dpo" before any model is loaded: a missing run fails fast when the user asked for it,
     and is skipped with a note when it only came from the default list (e.g. no DPO trained yet)."""
-    from tunelab.recipe import warehouse_path
-    from tunelab.train.model import latest_finished_run
+    from tunelab.evaluate.generate import trained_datasets
+    from tunelab.warehouse import store
 
-    db = warehouse_path(workspace)
+    db = workspace.warehouse
     kept = []
     for ref in refs:
         if ref in ("sft", "dpo"):
-            dataset = recipe.dataset.name
-            if ref == "dpo" and recipe.train is not None and recipe.train.dpo is not None:
-                dataset = recipe.train.dpo.dataset.name
-            if not (db.is_file() and latest_finished_run(db, ref, dataset)):
+            dataset = trained_datasets(recipe)[ref]
+            if not (db.is_file() and store.latest_finished_run(db, ref, dataset)):
                 if explicit:
                     raise UserError(
                         f"evaluate.models: no finished {ref} run for dataset '{dataset}' in {db}; "
@@ -256,7 +255,7 @@ def available_models(recipe: Any, workspace: Path, refs: list[str], explicit: bo
 
 
 def run_evaluate(
-    recipe: Any, workspace: Path, models: list[str] | None = None, show_progress: bool = True
+    recipe: Recipe, workspace: Workspace | Path, models: list[str] | None = None, show_progress: bool = True
 ) -> EvalResult:
     """Generate with every model (recipe.evaluate.models unless `models`), score, store, compare.
 
@@ -273,8 +272,8 @@ def run_evaluate(
     model_refs = list(models or cfg.models)
     if not model_refs:
         raise UserError("evaluate.models: empty; name at least one of base, sft, dpo, a run id or a path")
-    workspace = Path(workspace)
-    explicit = models is not None or "models" in (recipe.raw.get("evaluate") or {})
+    workspace = as_workspace(workspace)
+    explicit = models is not None or "models" in cfg.model_fields_set
     model_refs = available_models(recipe, workspace, model_refs, explicit)
     rows, kind, eval_set, curation_id = load_eval_rows(recipe, workspace)
     frames = []
@@ -313,7 +312,7 @@ def _one_value(frame: pl.DataFrame, column: str) -> str | None:
 
 def score_file(
     path: Path,
-    workspace: Path,
+    workspace: Workspace | Path,
     eval_set: str | None = None,
     rouge_tokenizer: str | None = None,
     embedding_model: str | None = None,
@@ -324,15 +323,14 @@ def score_file(
     (so its scores are reproduced exactly), else `auto` and e5-small. Persona centroids come from the
     file's curation_id, else the newest curation of the dataset named by the sample ids' prefix.
     """
-    from tunelab.recipe import warehouse_path
     from tunelab.warehouse import store
 
-    path, workspace = Path(path), Path(workspace)
+    path, workspace = Path(path), as_workspace(workspace)
     frame = read_predictions_file(path)
     rouge_name = rouge_tokenizer or _one_value(frame, "rouge_tokenizer") or "auto"
     embedder = embedding_model or _one_value(frame, "embedding_model") or DEFAULT_EMBEDDING_MODEL
     curation_id = _one_value(frame, "curation_id")
-    db = warehouse_path(workspace)
+    db = workspace.warehouse
     if curation_id is None and db.is_file():
         prefixes = {sid.split(":", 1)[0] for sid in frame["sample_id"]}
         if len(prefixes) == 1:

@@ -37,13 +37,11 @@ def sft_command(
     merge: bool = typer.Option(False, "--merge", help="also write the merged full model next to the adapter"),
 ) -> None:
     """Supervised fine-tuning of a LoRA adapter on the recipe's curated dataset; prints the run id."""
-    from tunelab.recipe import load_recipe, workspace_dir
+    from tunelab.recipe import load_recipe
     from tunelab.train.sft import run_sft
 
     recipe = load_recipe(recipe_path)
-    result = run_sft(
-        recipe, workspace_dir(recipe, workspace), curation_id=curation, resume=resume, merge=merge
-    )
+    result = run_sft(recipe, recipe.workspace_at(workspace), curation_id=curation, resume=resume, merge=merge)
     _print_result(result)
 
 
@@ -65,7 +63,7 @@ def dpo_command(
 ) -> None:
     """DPO on top of an SFT adapter (the SFT policy is the reference); prints the run id."""
     from tunelab.errors import UserError
-    from tunelab.recipe import load_recipe, workspace_dir
+    from tunelab.recipe import load_recipe
     from tunelab.train.dpo import run_dpo
 
     if from_run is None and resume is None:
@@ -73,7 +71,7 @@ def dpo_command(
     recipe = load_recipe(recipe_path)
     result = run_dpo(
         recipe,
-        workspace_dir(recipe, workspace),
+        recipe.workspace_at(workspace),
         from_run=from_run,
         curation_id=curation,
         resume=resume,

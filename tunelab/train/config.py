@@ -6,6 +6,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tunelab.modeling.config import ModelSettings
+from tunelab.records.config import DatasetConfig
+
+ReportTo = Literal["mlflow", "tensorboard", "wandb", "comet_ml", "trackio", "clearml", "dvclive"]
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -19,7 +24,9 @@ class LoraSettings(Strict):
     bias: Literal["none", "all", "lora_only"] = "none"
 
 
-class SFTSettings(Strict):
+class TrainerSettings(Strict):
+    """What SFT and DPO both set (trl's shared TrainingArguments); each adds its own fields below."""
+
     epochs: float = Field(1.0, gt=0)
     max_steps: int = -1
     learning_rate: float = Field(2e-4, gt=0)
@@ -33,44 +40,28 @@ class SFTSettings(Strict):
     save_steps: int = Field(200, ge=1)
     logging_steps: int = Field(10, ge=1)
     seed: int = 42
+    # experiment trackers besides the warehouse (passed to trl as is): mlflow, tensorboard, wandb, ...
+    report_to: list[ReportTo] = Field(default_factory=list)
+
+
+class SFTSettings(TrainerSettings):
     assistant_only_loss: bool = True
     # system message for rows without one; "{label}" is replaced by the row's label (persona steering)
     system_prompt: str | None = None
 
 
-class DPOSettings(Strict):
+class DPOSettings(TrainerSettings):
     # preference data, curated with the recipe's curate stages that apply to kind dpo
-    dataset: "DatasetConfig"  # noqa: UP037
+    dataset: DatasetConfig
     beta: float = Field(0.1, gt=0)
     loss_type: str = "sigmoid"
-    epochs: float = Field(1.0, gt=0)
-    max_steps: int = -1
     learning_rate: float = Field(5e-6, gt=0)
-    lr_scheduler: str = "cosine"
     warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0)
-    batch_size: int = Field(4, ge=1)
-    grad_accum: int = Field(1, ge=1)
-    max_length: int = Field(1024, ge=8)
-    optim: str = "auto"
-    save_steps: int = Field(200, ge=1)
-    logging_steps: int = Field(10, ge=1)
-    seed: int = 42
 
 
-class TrainConfig(Strict):
-    # a hub name / local path, or "tunelab-tiny": a tiny Llama built offline on the recipe's data (demo, tests)
-    base_model: str
-    revision: str | None = None
-    trust_remote_code: bool = False
-    quantization: Literal["nf4", "none"] = "nf4"
-    double_quant: bool = True
-    compute_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+class TrainConfig(ModelSettings):
+    """The model settings (base model, quantization, dtype) plus the adapter and the two trainers."""
+
     lora: LoraSettings = Field(default_factory=LoraSettings)
     sft: SFTSettings = Field(default_factory=SFTSettings)
     dpo: DPOSettings | None = None
-
-
-from tunelab.records_config import DatasetConfig  # noqa: E402
-
-DPOSettings.model_rebuild()
-TrainConfig.model_rebuild()

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from tunelab.errors import UserError
 from tunelab.train import runs
+from tunelab.workspace import Workspace, as_workspace
 
 if TYPE_CHECKING:
     from tunelab.recipe import Recipe
@@ -15,14 +16,14 @@ if TYPE_CHECKING:
 def dpo_dataset(frame: Any, tokenizer: Any, system_prompt: str | None) -> Any:
     from datasets import Dataset
 
-    from tunelab.train.render import dpo_example
+    from tunelab.modeling.chat import dpo_example
 
     return Dataset.from_list([dpo_example(row, tokenizer, system_prompt) for row in runs.to_rows(frame)])
 
 
 def run_dpo(
     recipe: Recipe,
-    workspace: Path,
+    workspace: Workspace | Path,
     from_run: str | None,
     curation_id: str | None = None,
     resume: str | None = None,
@@ -30,15 +31,16 @@ def run_dpo(
     show_progress: bool = True,
 ) -> runs.RunResult:
     """Continue the adapter of SFT run `from_run` with DPO on the latest curation of recipe.train.dpo.dataset."""
-    from tunelab.recipe import warehouse_path
     from tunelab.warehouse import store
 
     train_cfg = runs.require_train(recipe)
     if train_cfg.dpo is None:
-        raise UserError(f"{runs.recipe_name(recipe)}: train.dpo: required for DPO (dataset, beta, loss_type)")
-    runs.quiet_libraries()
-    workspace = Path(workspace)
-    db = warehouse_path(workspace)
+        raise UserError(f"{recipe.name}: train.dpo: required for DPO (dataset, beta, loss_type)")
+    dataset = train_cfg.dpo.dataset
+    if dataset.kind != "dpo":
+        raise UserError(f"{recipe.name}: train.dpo.dataset.kind: must be dpo, not {dataset.kind}")
+    workspace = as_workspace(workspace)
+    db = workspace.warehouse
     previous = runs.resume_target(db, resume, "dpo") if resume else None
     if previous is not None and previous.get("parent_run_id"):
         from_run = previous["parent_run_id"]  # a resumed DPO run continues from the SFT run it began with
@@ -51,79 +53,42 @@ def run_dpo(
         raise UserError(
             f"--from-run: run '{from_run}' is {parent['status']}; DPO needs a finished SFT adapter"
         )
-    if not Path(parent["adapter_path"]).is_dir():
-        raise UserError(f"--from-run: the adapter of run '{from_run}' is gone: {parent['adapter_path']}")
+    sft_adapter = Path(parent["adapter_path"])
+    if not sft_adapter.is_dir():
+        raise UserError(f"--from-run: the adapter of run '{from_run}' is gone: {sft_adapter}")
 
-    if previous is not None:
-        run_id, curation_id = resume, previous["curation_id"]
-    else:
-        run_id = runs.new_run_id("dpo")
-        dataset = train_cfg.dpo.dataset
-        if dataset.kind != "dpo":
-            raise UserError(
-                f"{runs.recipe_name(recipe)}: train.dpo.dataset.kind: must be dpo, not {dataset.kind}"
-            )
-        curation_id = runs.ensure_curation(dataset, recipe, workspace, curation_id, show_progress)
-    train_frame = runs.read_split(workspace, curation_id, "train")
-    val_frame = runs.read_split(workspace, curation_id, "val")
-    if train_frame.height == 0:
-        raise UserError(f"curation {curation_id}: the train split is empty; nothing to train on")
+    def base_model(train_frame: Any, previous: dict[str, Any] | None) -> tuple[str, str | None]:
+        return parent["base_model"], parent.get("base_revision")
 
-    out_dir = runs.run_dir(workspace, run_id)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    run = {
-        "run_id": run_id,
-        "kind": "dpo",
-        "curation_id": curation_id,
-        "parent_run_id": from_run,
-        "base_model": parent["base_model"],
-        "base_revision": parent.get("base_revision"),
-        "recipe": recipe.raw,
-        "git_sha": runs.git_sha(),
-        "output_dir": str(out_dir),
-        "started_at": None,
-    }
-    with runs.warehouse_run(db, run, resuming=previous is not None):
-        return _train(
-            recipe,
-            workspace,
-            run,
-            Path(parent["adapter_path"]),
-            train_frame,
-            val_frame,
-            previous,
-            merge,
-            show_progress,
-        )
+    prepared = runs.prepare_run(
+        recipe, workspace, "dpo", dataset, curation_id, resume, show_progress, base_model, from_run
+    )
+    with runs.warehouse_run(db, prepared.run, resuming=prepared.resuming):
+        return _train(recipe, workspace, prepared, sft_adapter, merge, show_progress)
 
 
 def _train(
     recipe: Recipe,
-    workspace: Path,
-    run: dict[str, Any],
+    workspace: Workspace,
+    prepared: runs.PreparedRun,
     sft_adapter: Path,
-    train_frame: Any,
-    val_frame: Any,
-    previous: dict[str, Any] | None,
     merge: bool,
     show_progress: bool,
 ) -> runs.RunResult:
     from peft import PeftModel
     from trl import DPOConfig, DPOTrainer
 
-    from tunelab.recipe import warehouse_path
-    from tunelab.train.model import load_base_model, load_tokenizer
+    from tunelab.modeling.loading import load_base_model, load_tokenizer
 
     train_cfg = runs.require_train(recipe)
     settings = train_cfg.dpo
     assert settings is not None
-    db = warehouse_path(workspace)
-    out_dir = Path(run["output_dir"])
+    run, train_frame, val_frame = prepared.run, prepared.train_frame, prepared.val_frame
     try:
         base = load_base_model(run["base_model"], train_cfg)
         tokenizer = load_tokenizer(str(sft_adapter), train_cfg)
     except UserError as exc:
-        raise UserError(f"{runs.recipe_name(recipe)}: {exc}") from None
+        raise UserError(f"{recipe.name}: {exc}") from None
     # a trainable PeftModel and no ref_model: trl copies the adapter into a frozen "ref" adapter, so the
     # reference is the SFT policy (passing a peft_config instead would make the bare base the reference)
     model = PeftModel.from_pretrained(base, str(sft_adapter), is_trainable=True)
@@ -132,12 +97,11 @@ def _train(
     has_eval = val_frame.height > 0
     eval_data = dpo_dataset(val_frame, tokenizer, system_prompt) if has_eval else None
     config = DPOConfig(
-        **runs.common_training_args(train_cfg, settings, out_dir / "checkpoints", has_eval),
+        **runs.common_training_args(train_cfg, settings, prepared.output_dir / "checkpoints", has_eval),
         beta=settings.beta,
         loss_type=[settings.loss_type],
     )
-    resuming = previous is not None
-    callback = runs.log_callback(db, run, show_progress, resuming)
+    callback = runs.log_callback(workspace.warehouse, run, show_progress, prepared.resuming)
     trainer = DPOTrainer(
         model=model,
         ref_model=None,
@@ -147,7 +111,9 @@ def _train(
         processing_class=tokenizer,
         callbacks=[callback],
     )
-    metrics = runs.train_from_checkpoint(trainer, callback, run["run_id"], out_dir, resuming, has_eval)
+    metrics = runs.train_from_checkpoint(
+        trainer, callback, run["run_id"], prepared.output_dir, prepared.resuming, has_eval
+    )
     return runs.complete_run(
         recipe,
         workspace,

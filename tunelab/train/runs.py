@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tunelab.errors import UserError
-from tunelab.records_config import DatasetConfig
+from tunelab.records.config import DatasetConfig
+from tunelab.workspace import Workspace
 
 if TYPE_CHECKING:
     import polars as pl
@@ -38,17 +39,9 @@ def new_run_id(kind: str) -> str:
     return f"{kind}-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
 
 
-def run_dir(workspace: Path, run_id: str) -> Path:
-    return Path(workspace) / "runs" / run_id
-
-
-def recipe_name(recipe: Recipe) -> str:
-    return recipe.source_path.name if recipe.source_path else "recipe.yaml"
-
-
 def require_train(recipe: Recipe) -> TrainConfig:
     if recipe.train is None:
-        raise UserError(f"{recipe_name(recipe)}: train: required to train (base_model, lora, sft, dpo)")
+        raise UserError(f"{recipe.name}: train: required to train (base_model, lora, sft, dpo)")
     return recipe.train
 
 
@@ -68,60 +61,108 @@ def git_sha() -> str | None:
 
 
 def ensure_curation(
-    dataset: DatasetConfig, recipe: Recipe, workspace: Path, curation_id: str | None, show_progress: bool
+    dataset: DatasetConfig, recipe: Recipe, workspace: Workspace, curation_id: str | None, show_progress: bool
 ) -> str:
     """The curation to train on: the one asked for, else the newest of this dataset, else a fresh one."""
-    from tunelab.recipe import warehouse_path
     from tunelab.warehouse import store
 
-    db = warehouse_path(workspace)
+    db = workspace.warehouse
     if curation_id is not None:
-        if not (Path(workspace) / "curations" / curation_id / "train.parquet").is_file():
-            raise UserError(
-                f"--curation: no curated data for '{curation_id}' in {Path(workspace) / 'curations'}"
-            )
+        if not workspace.curation_split(curation_id, "train").is_file():
+            raise UserError(f"--curation: no curated data for '{curation_id}' in {workspace.curations_dir}")
         return curation_id
     latest = store.latest_curation(db, dataset.name) if db.is_file() else None
-    if latest is not None and (Path(workspace) / "curations" / latest / "train.parquet").is_file():
+    if latest is not None and workspace.curation_split(latest, "train").is_file():
         return latest
     from tunelab.curate.pipeline import curate_dataset
 
-    result = curate_dataset(dataset, recipe.curate, Path(workspace), recipe.raw, show_progress=show_progress)
+    eval_set = recipe.evaluate.eval_set if recipe.evaluate is not None else None
+    result = curate_dataset(dataset, recipe.curate, workspace, eval_set, show_progress=show_progress)
     return result.curation_id
 
 
-def read_split(workspace: Path, curation_id: str, split: str) -> pl.DataFrame:
+def read_split(workspace: Workspace, curation_id: str, split: str) -> pl.DataFrame:
     import polars as pl
 
-    path = Path(workspace) / "curations" / curation_id / f"{split}.parquet"
+    path = workspace.curation_split(curation_id, split)
     if not path.is_file():
         return pl.DataFrame()
     return pl.read_parquet(path)
 
 
-def data_version(workspace: Path, curation_id: str) -> str | None:
-    from tunelab.recipe import warehouse_path
+def data_version(workspace: Workspace, curation_id: str) -> str | None:
     from tunelab.warehouse import store
 
-    db = warehouse_path(workspace)
+    db = workspace.warehouse
     row = store.get_curation(db, curation_id) if db.is_file() else None
     return None if row is None else row.get("data_version")
 
 
-def logged_steps(db: Path, run_id: str) -> set[int]:
-    from tunelab.warehouse import store
+@dataclass
+class PreparedRun:
+    """What SFT and DPO know before their trainer is built: the run row, its data, and what it resumes."""
 
-    rows = store.query(
-        db, "select distinct step from train_log where run_id = ? and step is not null", [run_id]
-    )
-    return set(rows["step"].to_list()) if rows.height else set()
+    run: dict[str, Any]
+    train_frame: pl.DataFrame
+    val_frame: pl.DataFrame
+    previous: dict[str, Any] | None
+
+    @property
+    def resuming(self) -> bool:
+        return self.previous is not None
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.run["output_dir"])
+
+
+def prepare_run(
+    recipe: Recipe,
+    workspace: Workspace,
+    kind: str,
+    dataset: DatasetConfig,
+    curation_id: str | None,
+    resume: str | None,
+    show_progress: bool,
+    base_model: Callable[[pl.DataFrame, dict[str, Any] | None], tuple[str, str | None]],
+    parent_run_id: str | None = None,
+) -> PreparedRun:
+    """The one run set-up of SFT and DPO: resume target or new id, the curation and its splits, the run folder
+    and the warehouse row to start. `base_model(train_frame, previous)` gives (base model, revision)."""
+    quiet_libraries()
+    previous = resume_target(workspace.warehouse, resume, kind) if resume else None
+    if previous is not None:
+        run_id, curation_id = previous["run_id"], previous["curation_id"]
+    else:
+        run_id = new_run_id(kind)
+        curation_id = ensure_curation(dataset, recipe, workspace, curation_id, show_progress)
+    train_frame = read_split(workspace, curation_id, "train")
+    val_frame = read_split(workspace, curation_id, "val")
+    if train_frame.height == 0:
+        raise UserError(f"curation {curation_id}: the train split is empty; nothing to train on")
+    base, revision = base_model(train_frame, previous)
+    out_dir = workspace.run_dir(run_id)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run = {
+        "run_id": run_id,
+        "kind": kind,
+        "curation_id": curation_id,
+        "parent_run_id": parent_run_id,
+        "base_model": base,
+        "base_revision": revision,
+        "recipe": recipe.as_record(),
+        "git_sha": git_sha(),
+        "output_dir": str(out_dir),
+        "started_at": None,
+    }
+    return PreparedRun(run, train_frame, val_frame, previous)
 
 
 def common_training_args(
     train_cfg: TrainConfig, settings: SFTSettings | DPOSettings, output_dir: Path, has_eval: bool
 ) -> dict[str, Any]:
     """Trainer arguments both trainers take, from the recipe plus the hardware."""
-    from tunelab.train.model import device_training_args
+    from tunelab.modeling.loading import device_training_args
 
     eval_steps = getattr(settings, "eval_steps", None)
     return {
@@ -143,7 +184,7 @@ def common_training_args(
         "eval_steps": eval_steps if has_eval else None,
         "seed": settings.seed,
         "data_seed": settings.seed,
-        "report_to": "none",
+        "report_to": list(settings.report_to) or "none",
         "disable_tqdm": True,  # our rich bar replaces it
         **device_training_args(train_cfg, settings.optim),
     }
@@ -250,7 +291,7 @@ def merge_adapter(base_model: str, adapter_dir: Path, merged_dir: Path, train_cf
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tunelab.train.model import has_gpu, torch_dtype
+    from tunelab.modeling.loading import has_gpu, torch_dtype
 
     dtype = torch_dtype(train_cfg.compute_dtype) if has_gpu() else torch_dtype("float32")
     base = AutoModelForCausalLM.from_pretrained(
@@ -295,7 +336,7 @@ def count_4bit_modules(model: Any) -> int:
 
 def complete_run(
     recipe: Recipe,
-    workspace: Path,
+    workspace: Workspace,
     run: dict[str, Any],
     trainer: Any,
     tokenizer: Any,
@@ -305,7 +346,6 @@ def complete_run(
     **card_extra: Any,
 ) -> RunResult:
     """Save adapter (+ merged model) and the run card, and mark the run finished in the warehouse."""
-    from tunelab.recipe import warehouse_path
     from tunelab.warehouse import store
 
     out_dir = Path(run["output_dir"])
@@ -318,7 +358,7 @@ def complete_run(
         "base_model": run["base_model"],
         "train_rows": frames[0].height,
         "val_rows": frames[1].height,
-        "recipe": recipe.raw,
+        "recipe": recipe.as_record(),
         "metrics": metrics,
         "linear4bit_modules": count_4bit_modules(trainer.model),
     }
@@ -326,7 +366,7 @@ def complete_run(
         trainer, tokenizer, out_dir, card, merge, run["base_model"], require_train(recipe)
     )
     store.finish_run(
-        warehouse_path(workspace), run["run_id"], "finished", metrics=metrics, adapter_path=str(adapter_dir)
+        workspace.warehouse, run["run_id"], "finished", metrics=metrics, adapter_path=str(adapter_dir)
     )
     return RunResult(run["run_id"], run["kind"], out_dir, adapter_dir, metrics, merged_dir)
 
@@ -334,11 +374,12 @@ def complete_run(
 def log_callback(db: Path, run: dict[str, Any], show_progress: bool, resuming: bool) -> Any:
     """The callback streaming trainer logs to train_log; a resumed run skips steps already logged."""
     from tunelab.train.callbacks import WarehouseLogCallback
+    from tunelab.warehouse import store
 
     return WarehouseLogCallback(
         db,
         run["run_id"],
         show_progress=None if show_progress else False,
-        skip_steps=logged_steps(db, run["run_id"]) if resuming else None,
+        skip_steps=store.logged_steps(db, run["run_id"]) if resuming else None,
         description=f"{run['kind']} {run['run_id']}",
     )

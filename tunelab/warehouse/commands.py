@@ -34,9 +34,9 @@ def resolve_warehouse(workspace: Path | None, warehouse: Path | None) -> Path:
         raise UserError("--workspace and --warehouse: give one or the other")
     if warehouse is not None:
         return warehouse
-    from tunelab.recipe import warehouse_path, workspace_dir
+    from tunelab.workspace import as_workspace
 
-    return warehouse_path(workspace_dir(None, workspace))
+    return as_workspace(workspace).warehouse
 
 
 def sql_command(

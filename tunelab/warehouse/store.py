@@ -364,3 +364,20 @@ def latest_curation(db: Path, dataset_name: str) -> str | None:
         [dataset_name],
     )
     return None if row is None else row["curation_id"]
+
+
+def latest_finished_run(db: Path, kind: str, dataset_name: str) -> str | None:
+    """The newest finished run of `kind` trained on a curation of `dataset_name`."""
+    rows = query(
+        db,
+        "select r.run_id from runs r join curations c on c.curation_id = r.curation_id "
+        "where r.kind = ? and r.status = 'finished' and c.dataset = ? order by r.started_at desc limit 1",
+        [kind, dataset_name],
+    )
+    return rows["run_id"][0] if rows.height else None
+
+
+def logged_steps(db: Path, run_id: str) -> set[int]:
+    """Steps of a run already in train_log (a resumed run must not log them twice)."""
+    rows = query(db, "select distinct step from train_log where run_id = ? and step is not null", [run_id])
+    return set(rows["step"].to_list()) if rows.height else set()

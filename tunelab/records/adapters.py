@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tunelab.records_config import Kind
+from tunelab.records.config import Kind
 
 
 def _final_assistant_split(transcript: str) -> tuple[str, str] | None:

@@ -19,9 +19,9 @@ from typing import Any
 
 import polars as pl
 
-from tunelab.adapters import adapt
 from tunelab.errors import UserError
-from tunelab.records_config import DatasetConfig, Kind
+from tunelab.records.adapters import adapt
+from tunelab.records.config import DatasetConfig, Kind
 
 CANONICAL_FIELDS: dict[str, tuple[str, ...]] = {
     "sft": ("system", "prompt", "response"),

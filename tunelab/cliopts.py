@@ -1,0 +1,71 @@
+"""Options the commands share: one name, one help text and typed choices (so shells complete them).
+
+Conventions: results go to stdout (`--format table` for people, `--format json` for scripts: one JSON
+document, nothing else on stdout); progress, notes and warnings go to stderr; a user mistake is one line
+on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+class ResultFormat(str, Enum):
+    """Tabular query results (sql, runs) can also be CSV."""
+
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+class InputFormat(str, Enum):
+    auto = "auto"
+    jsonl = "jsonl"
+    json = "json"
+    csv = "csv"
+    tsv = "tsv"
+    parquet = "parquet"
+
+
+class DataKind(str, Enum):
+    sft = "sft"
+    dpo = "dpo"
+    raft = "raft"
+    text = "text"
+
+
+class RougeTokenizer(str, Enum):
+    auto = "auto"
+    kiwi = "kiwi"
+    whitespace = "whitespace"
+    char = "char"
+
+
+WorkspaceOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--workspace", "-w", help="workspace folder (default: the recipe's, else ./tunelab-workspace)"
+    ),
+]
+FormatOption = Annotated[
+    OutputFormat, typer.Option("--format", help="table for people, json for scripts (stdout holds only it)")
+]
+InputFormatOption = Annotated[
+    InputFormat, typer.Option("--input-format", help="how to read the data file (auto: by content)")
+]
+KindOption = Annotated[DataKind, typer.Option("--kind", help="what the rows are")]
+
+
+def print_json(data: Any) -> None:
+    """One JSON document on stdout (non-ASCII kept readable; paths and dates as strings)."""
+    typer.echo(json.dumps(data, ensure_ascii=False, indent=2, default=str))

@@ -1,0 +1,26 @@
+"""Model settings shared by everything that loads a model (pydantic only: no torch import here).
+
+`train:` in a recipe extends these; evaluation loads base models and adapters with the same settings, so a
+model is quantized and typed the same way in training and in evaluation.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+# offline aliases: built on the user's machine, never downloaded
+TINY_MODEL = "tunelab-tiny"
+
+
+class ModelSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # a hub name / local path, or "tunelab-tiny": a tiny Llama built offline on the recipe's data (demo, tests)
+    base_model: str
+    revision: str | None = None
+    trust_remote_code: bool = False
+    quantization: Literal["nf4", "none"] = "nf4"
+    double_quant: bool = True
+    compute_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"

@@ -1,0 +1,69 @@
+"""Turn "base" / "sft" / "dpo" / a run id / a path into a ready model for generation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tunelab.errors import UserError
+from tunelab.modeling.config import ModelSettings
+from tunelab.modeling.loading import load_base_model, load_tokenizer, resolve_base_model
+from tunelab.workspace import Workspace
+
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+def is_adapter_dir(path: Path) -> bool:
+    return (Path(path) / ADAPTER_CONFIG).is_file()
+
+
+def adapter_base_model(adapter_dir: Path) -> str:
+    return json.loads((Path(adapter_dir) / ADAPTER_CONFIG).read_text())["base_model_name_or_path"]
+
+
+def load_for_generation(
+    model_ref: str, settings: ModelSettings, workspace: Workspace, datasets: dict[str, str]
+) -> tuple[Any, Any, str | None]:
+    """Model (eval mode), tokenizer (left padding) and run id for "base", "sft", "dpo", a run id, or a path.
+
+    `datasets` names the dataset whose newest finished run "sft" and "dpo" mean ({"sft": ..., "dpo": ...}).
+    """
+    from tunelab.warehouse import store
+
+    db = workspace.warehouse
+    run_id: str | None = None
+    adapter_dir: Path | None = None
+    if model_ref == "base":
+        base = resolve_base_model(settings, workspace)
+    elif Path(model_ref).expanduser().exists():
+        path = Path(model_ref).expanduser()
+        if is_adapter_dir(path):
+            adapter_dir, base = path, adapter_base_model(path)
+        else:
+            base = str(path)
+    else:
+        if model_ref in ("sft", "dpo"):
+            dataset = datasets.get(model_ref, "")
+            run_id = store.latest_finished_run(db, model_ref, dataset) if db.is_file() else None
+            if run_id is None:
+                raise UserError(
+                    f"evaluate.models: no finished {model_ref} run for dataset '{dataset}' in {db}; "
+                    f"run `tunelab train {model_ref}` first"
+                )
+        else:
+            run_id = model_ref
+        run = store.get_run(db, run_id) if db.is_file() else None
+        if run is None:
+            raise UserError(f"evaluate.models: '{model_ref}' is not 'base', 'sft', 'dpo', a run id or a path")
+        if not run.get("adapter_path"):
+            raise UserError(f"evaluate.models: run {run_id} has no adapter (status {run.get('status')})")
+        adapter_dir, base = Path(run["adapter_path"]), run["base_model"]
+    model = load_base_model(base, settings, for_training=False)
+    tokenizer = load_tokenizer(str(adapter_dir) if adapter_dir else base, settings, padding_side="left")
+    if adapter_dir is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter_dir))
+    model.eval()
+    return model, tokenizer, run_id
