@@ -8,19 +8,19 @@ on stderr and exit code 2.
 from __future__ import annotations
 
 import json
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 
-class OutputFormat(str, Enum):
+class OutputFormat(StrEnum):
     table = "table"
     json = "json"
 
 
-class ResultFormat(str, Enum):
+class ResultFormat(StrEnum):
     """Tabular query results (sql, runs) can also be CSV."""
 
     table = "table"
@@ -28,7 +28,7 @@ class ResultFormat(str, Enum):
     json = "json"
 
 
-class InputFormat(str, Enum):
+class InputFormat(StrEnum):
     auto = "auto"
     jsonl = "jsonl"
     json = "json"
@@ -37,14 +37,14 @@ class InputFormat(str, Enum):
     parquet = "parquet"
 
 
-class DataKind(str, Enum):
+class DataKind(StrEnum):
     sft = "sft"
     dpo = "dpo"
     raft = "raft"
     text = "text"
 
 
-class RougeTokenizer(str, Enum):
+class RougeTokenizer(StrEnum):
     auto = "auto"
     kiwi = "kiwi"
     whitespace = "whitespace"
