@@ -9,33 +9,18 @@ from pathlib import Path
 
 import polars as pl
 
-from tunelab.dashboards.queries import run
+from tunelab.warehouse.usersql import run_user_sql
 
 SQL_CONSOLE_ROW_LIMIT = 10_000
 
-_SELECT_LIKE = re.compile(r"^\s*(select|with|from|values|table|\()", re.IGNORECASE)
-
-
-def strip_sql(sql: str) -> str:
-    """The statement without trailing semicolons and comments-only lines, so it can be wrapped."""
-    lines = [line for line in sql.strip().splitlines() if not line.strip().startswith("--")]
-    return "\n".join(lines).strip().rstrip(";").strip()
-
 
 def console_query(db: Path, sql: str, limit: int = SQL_CONSOLE_ROW_LIMIT) -> tuple[pl.DataFrame, bool]:
-    """Run user SQL read-only; a query is wrapped in a LIMIT so `select * from samples` stays cheap.
+    """Run user SQL read-only, at most `limit` rows (DuckDB applies the limit to the relation, so the
+    query text is never edited: comments and `--` inside string literals stay as written).
 
     Returns the rows and whether they were cut at `limit`.
     """
-    from tunelab.warehouse.usersql import check_read_only
-
-    check_read_only(sql)  # the same refusal of writes, by DuckDB's parser, as `tunelab sql`
-    statement = strip_sql(sql)
-    if _SELECT_LIKE.match(statement):
-        # own lines, so a trailing `-- comment` in the user's query can't swallow the closing parenthesis
-        frame = run(db, f"SELECT * FROM (\n{statement}\n) AS user_query LIMIT {int(limit) + 1}")
-    else:  # DESCRIBE, SHOW, PRAGMA, SUMMARIZE ...: small by nature, and not wrappable
-        frame = run(db, statement)
+    frame = run_user_sql(db, sql, limit=int(limit) + 1)
     return frame.head(limit), frame.height > limit
 
 

@@ -49,7 +49,17 @@ class WarehouseBusyError(UserError):
 
 
 def lock_timeout_s() -> float:
-    return float(os.environ.get("TUNELAB_LOCK_TIMEOUT", DEFAULT_LOCK_TIMEOUT_S))
+    """Seconds to wait for another process's lock: $TUNELAB_LOCK_TIMEOUT, else 30."""
+    text = os.environ.get("TUNELAB_LOCK_TIMEOUT")
+    if text is None or not text.strip():
+        return DEFAULT_LOCK_TIMEOUT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0 or value == float("inf"):
+        raise UserError(f"TUNELAB_LOCK_TIMEOUT: {text!r} is not a number of seconds (e.g. 30)")
+    return value
 
 
 def utcnow() -> datetime:
