@@ -12,10 +12,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tunelab.curate import balance, exact, length, minhash, normalize, schema, split
-from tunelab.curate.common import DECISION_SCHEMA, StageContext
+from tunelab.curate import balance, decontaminate, exact, length, minhash, normalize, schema, split
+from tunelab.curate.common import DECISION_SCHEMA, StageContext, with_content
 from tunelab.curate.config import (
     BalanceSettings,
+    DecontaminateSettings,
     ExactSettings,
     LengthSettings,
     MinhashSettings,
@@ -23,7 +24,6 @@ from tunelab.curate.config import (
     SchemaSettings,
     SplitSettings,
 )
-from tunelab.curate.pipeline import with_content
 from tunelab.errors import UserError
 from tunelab.records.config import DatasetConfig
 from tunelab.records.loader import load_dataset_records
@@ -60,7 +60,7 @@ def test_schema_reasons_per_field(tmp_path: Path) -> None:
             {"prompt": "질문", "response": "답", "system": 3},
         ],
     )
-    out = schema.run(frame, SchemaSettings(), StageContext(kind="sft"))
+    out = schema.run(frame, SchemaSettings(), StageContext(kind="sft")).decisions
     assert out.schema == DECISION_SCHEMA
     assert reasons(out) == {
         "t:1": "missing_field:response",
@@ -77,7 +77,7 @@ def test_schema_require_label(tmp_path: Path) -> None:
     frame = load_rows(
         tmp_path, [{"prompt": "a", "response": "b", "label": "x"}, {"prompt": "a", "response": "c"}]
     )
-    out = schema.run(frame, SchemaSettings(require=["label"]), StageContext(kind="sft"))
+    out = schema.run(frame, SchemaSettings(require=["label"]), StageContext(kind="sft")).decisions
     assert reasons(out) == {"t:1": "missing_field:label"}
 
 
@@ -92,13 +92,15 @@ def test_normalize_composes_jamo_strips_controls_and_counts(tmp_path: Path) -> N
         ],
     )
     ctx = StageContext(kind="sft")
-    out = normalize.run(frame, NormalizeSettings(), ctx)
+    stage = normalize.run(frame, NormalizeSettings(), ctx)
+    out = stage.decisions
     assert out["kept"].all() and set(out["reason"]) == {"normalized"}
     assert dict(out.select("sample_id", "evidence").iter_rows()) == {
         "t:0": "changed: prompt,response",
         "t:2": "changed: prompt,response",
     }
     clean = normalize.transform(frame, NormalizeSettings())
+    assert stage.frame.equals(clean)  # what the next stage sees
     assert clean["prompt"].to_list() == ["한국어 데이터", "그대로", "줄\n\n바꿈"]
     assert clean["response"].to_list() == ["좋아요 정말 좋아요", "변화 없음", "- 하나\n- 둘"]
     assert len(clean["prompt"][0]) == 7  # composed syllables, not jamo
@@ -119,7 +121,7 @@ def test_length_chars_and_stats(tmp_path: Path) -> None:
     )
     ctx = StageContext(kind="sft")
     cfg = LengthSettings(min_chars={"response": 5}, max_chars={"prompt": 500})
-    out = length.run(frame, cfg, ctx)
+    out = length.run(frame, cfg, ctx).decisions
     assert reasons(out) == {"t:0": "too_short:response_chars<5", "t:2": "too_long:prompt_chars>500"}
     assert out.filter(pl.col("sample_id") == "t:0")["evidence"].item() == "1 chars"
     stats = ctx.stats["length"]["fields"]["response"]["chars"]
@@ -149,7 +151,7 @@ def test_length_tokens_with_a_local_tokenizer(tmp_path: Path) -> None:
     cfg = LengthSettings(
         tokenizer=str(tmp_path / "tok"), max_tokens={"response": 4}, min_tokens={"prompt": 2}
     )
-    out = length.run(frame, cfg, ctx)
+    out = length.run(frame, cfg, ctx).decisions
     assert reasons(out) == {"t:0": "too_long:response_tokens>4", "t:1": "too_short:prompt_tokens<2"}
     assert ctx.stats["length"]["fields"]["response"]["tokens"]["max"] == 6
     with pytest.raises(UserError, match="curate.length.tokenizer"):
@@ -164,7 +166,7 @@ def test_exact_keeps_first_or_longest(tmp_path: Path) -> None:
         {"prompt": "안녕", "response": "반가워요"},
     ]
     frame = prepared(tmp_path, rows)
-    out = exact.run(frame, ExactSettings(), StageContext())
+    out = exact.run(frame, ExactSettings(), StageContext()).decisions
     assert reasons(out) == {"t:1": "exact_dup", "t:3": "exact_dup"}
     assert set(out["ref_sample_id"]) == {"t:0"} and out["score"].to_list() == [1.0, 1.0]
 
@@ -179,7 +181,7 @@ def test_minhash_short_texts_and_exact_verification(tmp_path: Path) -> None:
         {"prompt": "p", "response": "완전히 다른 이야기를 하는 문장이라서 겹치는 부분이 거의 없습니다"},
     ]
     frame = prepared(tmp_path, rows)
-    out = minhash.run(frame, MinhashSettings(threshold=0.7), StageContext())
+    out = minhash.run(frame, MinhashSettings(threshold=0.7), StageContext()).decisions
     got = reasons(out)
     assert got == {"t:1": "near_dup_minhash", "t:3": "near_dup_minhash"}
     row = out.filter(pl.col("sample_id") == "t:3").row(0, named=True)
@@ -199,7 +201,7 @@ def test_minhash_has_no_chains() -> None:
     }
     assert j["ab"] >= 0.75 and j["bc"] >= 0.75 and j["ac"] < 0.75
     frame = pl.DataFrame({"sample_id": ["A", "B", "C"], "content": [a, b, c]})
-    out = minhash.run(frame, MinhashSettings(threshold=0.75), StageContext())
+    out = minhash.run(frame, MinhashSettings(threshold=0.75), StageContext()).decisions
     assert reasons(out) == {"B": "near_dup_minhash"}
     assert out["ref_sample_id"].to_list() == ["A"]
 
@@ -207,7 +209,7 @@ def test_minhash_has_no_chains() -> None:
 def test_minhash_keep_longest() -> None:
     short = "한국어 문장 하나를 여기에 적어 봅니다 테스트"
     frame = pl.DataFrame({"sample_id": ["s", "l"], "content": [short, short + " 끝"]})
-    out = minhash.run(frame, MinhashSettings(threshold=0.7, keep="longest"), StageContext())
+    out = minhash.run(frame, MinhashSettings(threshold=0.7, keep="longest"), StageContext()).decisions
     assert reasons(out) == {"s": "near_dup_minhash"} and out["ref_sample_id"].to_list() == ["l"]
 
 
@@ -264,21 +266,24 @@ def test_balance_cap_ratios_and_oversampling(tmp_path: Path) -> None:
     rows.append({"prompt": "q", "response": "no label"})
     frame = prepared(tmp_path, rows)
     ctx = StageContext()
-    out = balance.run(frame, BalanceSettings(max_per_label=12, seed=3), ctx)
+    out = balance.run(frame, BalanceSettings(max_per_label=12, seed=3), ctx).decisions
     assert out.filter(~pl.col("kept"))["reason"].unique().to_list() == ["over_cap:label=teto"]
     assert out.height == 18 and ctx.stats["balance"]["after"] == {"teto": 12, "egen": 10}
-    again = balance.run(frame, BalanceSettings(max_per_label=12, seed=3), StageContext())
+    again = balance.run(frame, BalanceSettings(max_per_label=12, seed=3), StageContext()).decisions
     assert again.equals(out)  # seeded
-    ratios = balance.run(frame, BalanceSettings(ratios={"teto": 0.5, "egen": 0.5}), StageContext())
+    ratios = balance.run(frame, BalanceSettings(ratios={"teto": 0.5, "egen": 0.5}), StageContext()).decisions
     assert ratios.height == 20  # 30 teto down to 10
-    over = balance.run(frame, BalanceSettings(max_per_label=12, oversample=True), ctx)
+    over_output = balance.run(frame, BalanceSettings(max_per_label=12, oversample=True), ctx)
+    over = over_output.decisions
     dups = over.filter(pl.col("reason") == "oversampled")
     assert dups.height == 2 and dups["kept"].all()
     assert all(
         sid.startswith(ref + "#dup") for sid, ref in dups.select("sample_id", "ref_sample_id").iter_rows()
     )
-    expanded = balance.expand(frame, over)
-    assert expanded.height == frame.height + 2
+    expanded = over_output.frame  # the kept rows plus a copy per oversampled id
+    capped = over.filter(~pl.col("kept"))["sample_id"]
+    assert expanded.height == frame.height - capped.len() + 2
+    assert not set(capped) & set(expanded["sample_id"])
     assert (
         expanded.filter(pl.col("sample_id") == dups["sample_id"][0])["prompt"].item()
         == frame.filter(pl.col("sample_id") == dups["ref_sample_id"][0])["prompt"].item()
@@ -290,7 +295,7 @@ def test_split_is_stratified_seeded_and_keeps_clusters_together(tmp_path: Path) 
     frame = prepared(tmp_path, rows)
     groups = {f"t:{i}": "cluster-1" for i in range(1, 80, 4)}  # 20 rows of one near-dup cluster, label a
     ctx = StageContext(embeddings={"cluster_of": groups})
-    out = split.run(frame, SplitSettings(val_ratio=0.2, seed=1), ctx)
+    out = split.run(frame, SplitSettings(val_ratio=0.2, seed=1), ctx).decisions
     assert set(out["stage"]) == {"final"} and out["kept"].all() and out.height == 200
     side = dict(out.select("sample_id", pl.col("evidence").str.strip_prefix("split=")).iter_rows())
     assert len({side[s] for s in groups}) == 1
@@ -299,9 +304,11 @@ def test_split_is_stratified_seeded_and_keeps_clusters_together(tmp_path: Path) 
     val_b = sum(labels[s] == "b" for s in val)
     assert val_b == 10  # b: 50 singleton rows -> exactly 10 in val
     assert 30 <= len(val) - val_b <= 31  # a: 150 rows -> 30 in val, whole groups only
-    assert split.run(
+    again = split.run(
         frame, SplitSettings(val_ratio=0.2, seed=1), StageContext(embeddings={"cluster_of": groups})
-    ).equals(out)
+    )
+    assert again.decisions.equals(out)
+    assert again.frame["split"].to_list() == [side[s] for s in frame["sample_id"]]
 
 
 @settings(max_examples=60, deadline=None)
@@ -324,9 +331,6 @@ def test_normalize_frame_matches_reference_on_random_text(texts: list[str]) -> N
 
 
 def test_decontaminate_matches_train_rows_to_eval_rows() -> None:
-    from tunelab.curate import decontaminate
-    from tunelab.curate.config import DecontaminateSettings
-
     evals = [
         "서울의 인구는 약 천만 명이고 수도권에는 그보다 훨씬 많은 사람이 삽니다",
         "전혀 관계없는 평가 문장 하나",
@@ -338,8 +342,8 @@ def test_decontaminate_matches_train_rows_to_eval_rows() -> None:
     ] * 2
     frame = pl.DataFrame({"sample_id": [f"t:{i}" for i in range(len(train))], "content": train})
     ctx = StageContext(eval_texts=evals, eval_ids=["eval:0", "eval:1"])
-    out = decontaminate.run(frame, DecontaminateSettings(threshold=0.6), ctx)
+    out = decontaminate.run(frame, DecontaminateSettings(threshold=0.6), ctx).decisions
     assert reasons(out) == {f"t:{i}": "contaminated:eval" for i in (1, 2, 4, 5)}
     assert set(out["ref_sample_id"]) == {"eval:0"}
     assert out.filter(pl.col("sample_id") == "t:2")["score"].item() == 1.0
-    assert decontaminate.run(frame, DecontaminateSettings(), StageContext()).height == 0
+    assert decontaminate.run(frame, DecontaminateSettings(), StageContext()).decisions.height == 0

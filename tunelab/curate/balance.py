@@ -4,9 +4,11 @@
   with `oversample: true`, labels below N are topped up to N with duplicated rows.
 - `ratios: {a: 0.5, b: 0.5}`: the largest set whose label shares match the ratios is kept (undersampling),
   or with `oversample: true` the smaller labels are duplicated up to the largest label's share. Labels not
-  named in `ratios` are left as they are. Rows without a label are never touched.
+  named in `ratios` are left as they are. Rows without a label are never touched; a frame with no label at
+all (a DPO set, unlabeled data) skips the stage ('skipped: no labels' in the report).
 Duplicated rows get new ids '<sample_id>#dup<k>' and a kept=true decision (reason 'oversampled',
-ref_sample_id = the source row); they are not source rows, so the pipeline counts them apart.
+ref_sample_id = the source row) and a row in the returned frame (a copy of its source row); they are not
+source rows, so the pipeline counts them apart.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from tunelab.curate.common import StageContext, decisions
+from tunelab.curate.common import StageContext, StageOutput, decisions, survivors
 from tunelab.curate.config import BalanceSettings
 from tunelab.errors import UserError
 
@@ -40,8 +42,11 @@ def _targets(counts: dict[str, int], cfg: BalanceSettings) -> dict[str, int]:
     return {label: (cap if (n > cap or cfg.oversample) else n) for label, n in counts.items()}
 
 
-def run(frame: pl.DataFrame, cfg: BalanceSettings, ctx: StageContext) -> pl.DataFrame:
-    """over_cap:label=<x> drops and 'oversampled' annotations (for new '#dup' ids); counts in ctx.stats."""
+def run(frame: pl.DataFrame, cfg: BalanceSettings, ctx: StageContext) -> StageOutput:
+    """The kept rows plus oversampled copies; over_cap:label=<x> drops and 'oversampled' annotations (for the
+    new '#dup' ids); counts in ctx.stats."""
+    if "label" not in frame.columns or frame["label"].null_count() == frame.height:
+        return StageOutput(frame, decisions([], "balance", True), skipped="no labels")
     column = cfg.label
     if column not in frame.columns:
         raise UserError(
@@ -51,7 +56,7 @@ def run(frame: pl.DataFrame, cfg: BalanceSettings, ctx: StageContext) -> pl.Data
     counts = {str(k): int(v) for k, v in labels.drop_nulls().value_counts().iter_rows()}
     if not counts:
         ctx.stats["balance"] = {"before": {}, "after": {}, "note": "no labels: nothing to balance"}
-        return decisions([], "balance", True)
+        return StageOutput(frame, decisions([], "balance", True))
     targets = _targets(counts, cfg)
     rng = np.random.default_rng(cfg.seed)
     ids = frame["sample_id"].to_numpy()
@@ -94,7 +99,8 @@ def run(frame: pl.DataFrame, cfg: BalanceSettings, ctx: StageContext) -> pl.Data
         dup_ids, "balance", True, "oversampled", ref_sample_id=dup_refs,
         evidence=[f"oversampled copy of {ref}" for ref in dup_refs],
     )  # fmt: skip
-    return pl.concat([dropped, duplicated])
+    out = pl.concat([dropped, duplicated])
+    return StageOutput(expand(survivors(frame, out).frame, out), out)
 
 
 def expand(frame: pl.DataFrame, balance_decisions: pl.DataFrame) -> pl.DataFrame:

@@ -1,4 +1,5 @@
-"""What every stage shares: the decisions frame shape and the context the pipeline hands in."""
+"""What every stage shares: the decisions frame shape, the context the pipeline hands in, what a stage
+returns, and the `content` / `content_hash` columns the comparing stages read."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import xxhash
+
+from tunelab.records.loader import content_text
 
 DECISION_SCHEMA: dict[str, pl.DataType] = {
     "sample_id": pl.String(),
@@ -33,6 +37,32 @@ class StageContext:
     stats: dict[str, Any] = field(default_factory=dict)
     # precomputed embeddings keyed by content (the audit threshold sweep computes them once)
     embeddings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StageOutput:
+    """What a stage returns: `frame` = the rows that go on to the next stage (the survivors, or the
+    transformed / expanded frame), `decisions` = one row per decision (exactly DECISION_SCHEMA).
+    `skipped` says why a stage had nothing to do (the report shows it)."""
+
+    frame: pl.DataFrame
+    decisions: pl.DataFrame
+    skipped: str | None = None
+
+
+def survivors(frame: pl.DataFrame, stage_decisions: pl.DataFrame) -> StageOutput:
+    """The StageOutput of a stage that only drops rows: `frame` without every row a kept=false decision names."""
+    gone = stage_decisions.filter(~pl.col("kept"))["sample_id"].unique()
+    if gone.len():
+        frame = frame.filter(~pl.col("sample_id").is_in(gone.implode()))
+    return StageOutput(frame, stage_decisions)
+
+
+def with_content(frame: pl.DataFrame, kind: str) -> pl.DataFrame:
+    """Add `content` (what dedup compares) and `content_hash` (xxhash64 hex of it)."""
+    frame = frame.with_columns(content_text(kind))
+    hashes = [xxhash.xxh64_hexdigest(text.encode("utf-8")) for text in frame["content"].to_list()]
+    return frame.with_columns(content_hash=pl.Series(hashes, dtype=pl.String))
 
 
 def empty_decisions() -> pl.DataFrame:

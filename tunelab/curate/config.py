@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 STAGE_NAMES = (
     "schema",
@@ -109,3 +109,25 @@ class CurateConfig(Strict):
     split: SplitSettings = Field(default_factory=SplitSettings)
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @field_validator("stages")
+    @classmethod
+    def _schema_first_split_last(cls, stages: list[str]) -> list[str]:
+        # nulls and wrongly typed fields must never reach the text stages: schema runs first, listed or not
+        stages = ["schema", *(name for name in stages if name != "schema")]
+        if "split" in stages and stages[-1] != "split":
+            raise ValueError("split must be the last stage (its decisions are the terminal ones)")
+        return stages
+
+    def settings_for(self, name: str) -> BaseModel:
+        """The settings block of stage `name` (the block under `curate:` with that key)."""
+        for field_name, info in type(self).model_fields.items():
+            if (info.alias or field_name) == name and field_name != "stages":
+                value = getattr(self, field_name)
+                assert isinstance(value, BaseModel)
+                return value
+        raise KeyError(f"curate: no settings block for stage {name!r}")
+
+    def with_stages(self, stages: list[str]) -> CurateConfig:
+        """The same settings with another stage list, checked like a recipe's (schema first, split last)."""
+        return self.model_copy(update={"stages": self._schema_first_split_last(list(stages))})

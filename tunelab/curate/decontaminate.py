@@ -11,7 +11,7 @@ import numpy as np
 import polars as pl
 
 from tunelab.curate import minhash
-from tunelab.curate.common import StageContext, decisions
+from tunelab.curate.common import StageContext, StageOutput, decisions, survivors
 from tunelab.curate.config import DecontaminateSettings
 
 PROMPT_FIELD = {"sft": "prompt", "dpo": "prompt", "raft": "question", "text": "text"}
@@ -44,14 +44,14 @@ def matches(
     return [(doc, other, j) for doc, (other, j) in sorted(best.items())]
 
 
-def run(frame: pl.DataFrame, cfg: DecontaminateSettings, ctx: StageContext) -> pl.DataFrame:
+def run(frame: pl.DataFrame, cfg: DecontaminateSettings, ctx: StageContext) -> StageOutput:
     """contaminated:eval drops; ref_sample_id = the eval row's id, score = exact Jaccard."""
     evals = ctx.eval_texts or []
     eval_prompts = ctx.eval_prompts or []
     eval_ids = ctx.eval_ids or [f"eval:{i}" for i in range(max(len(evals), len(eval_prompts)))]
     if not evals and not eval_prompts:
         ctx.stats["decontaminate"] = {"eval_rows": 0, "dropped": 0, "note": "no evaluation set given"}
-        return decisions([], "decontaminate", True)
+        return StageOutput(frame, decisions([], "decontaminate", True))
     found: dict[int, tuple[int, float, str]] = {}
     for j_train, j_eval, j in matches(
         frame["content"].fill_null("").to_list(), evals, cfg.ngram, cfg.threshold
@@ -70,7 +70,7 @@ def run(frame: pl.DataFrame, cfg: DecontaminateSettings, ctx: StageContext) -> p
         "dropped": len(rows),
     }
     ids = frame["sample_id"]
-    return decisions(
+    out = decisions(
         ids.gather(rows),
         "decontaminate",
         False,
@@ -81,3 +81,4 @@ def run(frame: pl.DataFrame, cfg: DecontaminateSettings, ctx: StageContext) -> p
             f"{found[r][2]} Jaccard {found[r][1]:.2f} >= {cfg.threshold} with an eval row" for r in rows
         ],
     )
+    return survivors(frame, out)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import polars as pl
 
-from tunelab.curate.common import StageContext, decisions, keep_order
+from tunelab.curate.common import StageContext, StageOutput, decisions, keep_order, survivors
 from tunelab.curate.config import ExactSettings
 
 
-def run(frame: pl.DataFrame, cfg: ExactSettings, ctx: StageContext) -> pl.DataFrame:
+def run(frame: pl.DataFrame, cfg: ExactSettings, ctx: StageContext) -> StageOutput:
     """exact_dup drops: ref_sample_id = the group's representative (first, or longest), score 1.0."""
     ranked = frame.select("sample_id", "content_hash").with_columns(
         rank=keep_order(frame, cfg.keep, frame["content"] if "content" in frame.columns else None)
@@ -21,7 +21,7 @@ def run(frame: pl.DataFrame, cfg: ExactSettings, ctx: StageContext) -> pl.DataFr
         evidence=pl.format("same content hash as {} ({} copies)", pl.col("ref"), pl.col("group_size"))
     )
     ctx.stats["exact"] = {"dropped": grouped.height}
-    return decisions(
+    out = decisions(
         grouped["sample_id"],
         "exact",
         False,
@@ -30,3 +30,4 @@ def run(frame: pl.DataFrame, cfg: ExactSettings, ctx: StageContext) -> pl.DataFr
         score=pl.Series([1.0] * grouped.height),
         evidence=grouped["evidence"],
     )
+    return survivors(frame, out)

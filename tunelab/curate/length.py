@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from tunelab.curate.common import StageContext, decisions
+from tunelab.curate.common import StageContext, StageOutput, decisions, survivors
 from tunelab.curate.config import LengthSettings
 from tunelab.errors import UserError
 from tunelab.records.loader import CANONICAL_FIELDS, LIST_FIELDS
@@ -65,7 +65,7 @@ def _check_fields(cfg: LengthSettings) -> None:
         )
 
 
-def run(frame: pl.DataFrame, cfg: LengthSettings, ctx: StageContext) -> pl.DataFrame:
+def run(frame: pl.DataFrame, cfg: LengthSettings, ctx: StageContext) -> StageOutput:
     """too_short/too_long drops (first failing limit wins: chars before tokens); length stats in ctx.stats."""
     _check_fields(cfg)
     fields = [f for f in CANONICAL_FIELDS[ctx.kind] if f in frame.columns]
@@ -98,10 +98,11 @@ def run(frame: pl.DataFrame, cfg: LengthSettings, ctx: StageContext) -> pl.DataF
             apply(field, tokens, "tokens", cfg.min_tokens, cfg.max_tokens)
     ctx.stats["length"] = {"tokenizer": cfg.tokenizer, "fields": stats}
     dropped = np.flatnonzero(reason != None)  # noqa: E711
-    return decisions(
+    out = decisions(
         frame["sample_id"].gather(dropped),
         "length",
         False,
         reason[dropped].tolist(),
         evidence=evidence[dropped].tolist(),
     )
+    return survivors(frame, out)

@@ -4,7 +4,8 @@ Sketch: one-permutation hashing (OPH) with optimal densification (Shrivastava 20
 n-gram is hashed once, its top bits pick one of `num_perm` bins and the bin keeps its minimum.
 `num_perm` true permutations cost num_perm hash-ops per shingle (~14k docs/s ceiling on one core at
 1,200 characters per document, see benchmarks/minhash_bench.py); OPH costs one and estimates Jaccard
-with the same variance, and its signatures agree with datasketch's (tests/test_curate_minhash.py).
+with the same variance, and its estimates agree with datasketch's (tests/test_curate_stages.py,
+test_vectorised_minhash_agrees_with_datasketch).
 Bands/rows come from datasketch's `optimal_param`, weighted towards recall because every candidate
 pair is verified with exact Jaccard on the shingle sets before anything is dropped.
 """
@@ -16,7 +17,7 @@ import functools
 import numpy as np
 import polars as pl
 
-from tunelab.curate.common import StageContext, decisions, keep_order
+from tunelab.curate.common import StageContext, StageOutput, decisions, keep_order, survivors
 from tunelab.curate.config import MinhashSettings
 from tunelab.textnorm import shingle_hashes, window_hashes
 
@@ -252,7 +253,7 @@ def cluster(
     return ref, score, len(pairs), np.where(sizes[labels] > 1, labels, -1)
 
 
-def run(frame: pl.DataFrame, cfg: MinhashSettings, ctx: StageContext) -> pl.DataFrame:
+def run(frame: pl.DataFrame, cfg: MinhashSettings, ctx: StageContext) -> StageOutput:
     """Decisions for `frame` (needs sample_id and content): near_dup_minhash drops with ref + exact Jaccard."""
     texts = frame["content"].fill_null("").to_list()
     sig = signatures(texts, cfg.ngram, cfg.num_perm, cfg.seed)
@@ -272,8 +273,8 @@ def run(frame: pl.DataFrame, cfg: MinhashSettings, ctx: StageContext) -> pl.Data
         "kept_in_clusters": int(kept_in_component.size),
     }
     if dropped.size == 0:
-        return decisions([], "minhash", True)
-    return decisions(
+        return StageOutput(frame, decisions([], "minhash", True))
+    out = decisions(
         ids.gather(dropped),
         "minhash",
         False,
@@ -282,3 +283,4 @@ def run(frame: pl.DataFrame, cfg: MinhashSettings, ctx: StageContext) -> pl.Data
         score=pl.Series(score[dropped]),
         evidence=f"exact Jaccard of {cfg.ngram}-char shingles >= {cfg.threshold}",
     )
+    return survivors(frame, out)

@@ -1,7 +1,9 @@
 """Normalise stage: NFC (composes decomposed Hangul jamo), control characters out, whitespace collapsed.
 
-Rows are never dropped here; `run` reports which fields of which rows changed (kept=true, reason
-'normalized') and `transform` returns the cleaned frame the next stages see.
+Rows are never dropped here; `run` returns the cleaned frame the next stages see (without `content` /
+`content_hash`, which the pipeline recomputes from the new text when a comparing stage needs them) and
+kept=true decisions (reason 'normalized') naming the fields that changed. `transform` is the cleaning alone
+(evaluation rows for decontamination, warehouse samples).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import unicodedata
 
 import polars as pl
 
-from tunelab.curate.common import StageContext, decisions
+from tunelab.curate.common import StageContext, StageOutput, decisions
 from tunelab.curate.config import NormalizeSettings
 from tunelab.records.loader import CANONICAL_FIELDS, LIST_FIELDS
 from tunelab.textnorm import CHANGE_PATTERN, normalize_expr
@@ -103,6 +105,8 @@ def transform(frame: pl.DataFrame, cfg: NormalizeSettings) -> pl.DataFrame:
     return apply(frame, cfg)[0]
 
 
-def run(frame: pl.DataFrame, cfg: NormalizeSettings, ctx: StageContext) -> pl.DataFrame:
-    """kept=true annotations for rows whose text changed; evidence lists the changed fields."""
-    return apply(frame, cfg, ctx)[1]
+def run(frame: pl.DataFrame, cfg: NormalizeSettings, ctx: StageContext) -> StageOutput:
+    """The normalised frame (content columns dropped: they describe the old text) and kept=true
+    annotations for rows whose text changed; evidence lists the changed fields."""
+    clean, out = apply(frame.drop("content", "content_hash", strict=False), cfg, ctx)
+    return StageOutput(clean, out)

@@ -3,13 +3,15 @@
 Every read row ends with exactly one of: a kept=false decision (the first stage that dropped it), a
 terminal decision (stage 'final', kept=true, evidence split=train|val), or a quarantine row. Oversampled
 copies ('<id>#dupK') are extra rows, counted apart, never part of `read`.
+
+The loop knows no stage by name: each comes from curate/registry.py with its settings block
+(`CurateConfig.settings_for`), and hands the next one its `StageOutput.frame`.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,10 +19,14 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 import xxhash
 
-from tunelab.curate import balance, decontaminate, exact, length, minhash, normalize, schema, semantic, split
-from tunelab.curate.common import DECISION_SCHEMA, StageContext, decisions
+from tunelab.curate import decontaminate, normalize, registry, split
+from tunelab.curate.common import StageContext, with_content
 from tunelab.curate.config import CurateConfig
+from tunelab.curate.outputs import write_outputs
+from tunelab.curate.report import build_report
+from tunelab.curate.result import CurationResult
 from tunelab.errors import UserError
+from tunelab.progress import progress
 from tunelab.records.config import DatasetConfig
 from tunelab.records.loader import CANONICAL_FIELDS, content_text, load_dataset_records
 from tunelab.workspace import Workspace, as_workspace
@@ -28,46 +34,9 @@ from tunelab.workspace import Workspace, as_workspace
 if TYPE_CHECKING:
     from tunelab.recipe import Recipe
 
-STAGES = {
-    "schema": schema.run,
-    "normalize": normalize.run,
-    "length": length.run,
-    "exact": exact.run,
-    "minhash": minhash.run,
-    "semantic": semantic.run,
-    "decontaminate": decontaminate.run,
-    "balance": balance.run,
-    "split": split.run,
-}
-# stages that only make sense on valid rows: without schema in the recipe, rows with missing fields
-# would reach them as nulls, so the pipeline applies the schema checks first anyway
+__all__ = ["CurationResult", "curate_dataset", "curate_frame", "curate_recipe", "run_stages"]
+
 OUTPUT_META = ("sample_id", "dataset", "source_row", "source_line", "label", "content_hash")
-
-
-@dataclass
-class CurationResult:
-    curation_id: str
-    out_dir: Path
-    read: int
-    kept: int
-    dropped: int
-    quarantined: int
-    train_path: Path | None
-    val_path: Path | None
-    report: dict[str, Any]
-    data_version: str = ""
-    oversampled: int = 0
-    decisions: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=DECISION_SCHEMA), repr=False)
-    train: pl.DataFrame | None = field(default=None, repr=False)
-    val: pl.DataFrame | None = field(default=None, repr=False)
-    quarantine: pl.DataFrame | None = field(default=None, repr=False)
-
-
-def with_content(frame: pl.DataFrame, kind: str) -> pl.DataFrame:
-    """Add `content` (what dedup compares) and `content_hash` (xxhash64 hex of it)."""
-    frame = frame.with_columns(content_text(kind))
-    hashes = [xxhash.xxh64_hexdigest(text.encode("utf-8")) for text in frame["content"].to_list()]
-    return frame.with_columns(content_hash=pl.Series(hashes, dtype=pl.String))
 
 
 def eval_content(
@@ -95,67 +64,39 @@ def eval_content(
     return [], prompts, loaded["sample_id"].to_list()
 
 
-def _dropped_ids(stage_decisions: pl.DataFrame) -> pl.Series:
-    return stage_decisions.filter(~pl.col("kept"))["sample_id"].unique()
-
-
 def run_stages(
     frame: pl.DataFrame,
     curate: CurateConfig,
     ctx: StageContext,
     show_progress: bool = False,
 ) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, dict[str, Any]]]:
-    """(survivors with a `split` column, all decisions incl. final ones, per-stage counts)."""
-    from tunelab.progress import progress
-
-    order = list(curate.stages)
-    before_normalize = order[: order.index("normalize")] if "normalize" in order else order
-    if {"exact", "minhash", "semantic", "decontaminate", "split"} & set(before_normalize):
-        frame = with_content(frame, ctx.kind)  # else normalize hashes once (xxhash per row is not free)
+    """(survivors with a `split` column, all decisions incl. the terminal ones, per-stage counts)."""
     all_decisions: list[pl.DataFrame] = []
     per_stage: dict[str, dict[str, Any]] = {}
-    stages = list(curate.stages)
-    if "schema" not in stages:
-        stages.insert(0, "schema")  # nulls must never reach the text stages
-    final: pl.DataFrame | None = None
     with progress(show_progress) as bar:
-        task = bar.add_task("curate", total=len(stages), status="")
-        for name in stages:
+        task = bar.add_task("curate", total=len(curate.stages), status="")
+        for name in curate.stages:
             bar.update(task, description=f"curate: {name}", status=f"{frame.height:,} rows")
-            settings = getattr(curate, "schema_" if name == "schema" else name)
-            if name == "balance" and frame["label"].null_count() == frame.height:
-                per_stage[name] = {"in": frame.height, "dropped": 0, "seconds": 0.0, "skipped": "no labels"}
-                bar.advance(task)
-                continue
+            stage = registry.stage(name)
             started = time.perf_counter()
             rows_in = frame.height
-            if name == "normalize":  # the one stage that changes text: apply once, then hash the new content
-                cleaned, out = normalize.apply(
-                    frame.drop("content", "content_hash", strict=False), settings, ctx
-                )
-                frame = with_content(cleaned, ctx.kind)
-            else:
-                out = STAGES[name](frame, settings, ctx)
-            if name == "split":
-                final = out
-            else:
-                all_decisions.append(out)
-                gone = _dropped_ids(out)
-                if gone.len():
-                    frame = frame.filter(~pl.col("sample_id").is_in(gone.implode()))
-            if name == "balance":
-                frame = balance.expand(frame, out)
+            if stage.needs_content and "content_hash" not in frame.columns:
+                frame = with_content(frame, ctx.kind)  # once, until a stage changes the text again
+            out = stage.run(frame, curate.settings_for(name), ctx)
+            all_decisions.append(out.decisions)
+            frame = out.frame
             per_stage[name] = {
                 "in": rows_in,
-                "dropped": int((~out["kept"]).sum()),
+                "dropped": int((~out.decisions["kept"]).sum()),
                 "seconds": round(time.perf_counter() - started, 3),
             }
+            if out.skipped:
+                per_stage[name]["skipped"] = out.skipped
             bar.advance(task)
-    if final is None:  # no split stage: everything trains
-        final = decisions(frame["sample_id"], "final", True, None, evidence="split=train")
-    split_of = final.select("sample_id", split=pl.col("evidence").str.strip_prefix("split="))
-    frame = frame.join(split_of, on="sample_id", how="left", maintain_order="left")
-    all_decisions.append(final)
+    if "split" not in frame.columns:  # no stage assigned train/val: the terminal step puts all in train
+        out = split.everything_trains(frame)
+        all_decisions.append(out.decisions)
+        frame = out.frame
     return frame, pl.concat(all_decisions), per_stage
 
 
@@ -202,8 +143,6 @@ def curate_frame(
     ctx: StageContext | None = None,
 ) -> CurationResult:
     """Curate an already loaded frame in memory (audit, sweeps and tests use this; nothing is written)."""
-    from tunelab.curate.report import build_report
-
     ctx = ctx or StageContext()
     ctx.kind, ctx.dataset_name, ctx.show_progress = dataset.kind, dataset.name, show_progress
     if workspace is not None and ctx.cache_dir is None:
@@ -238,7 +177,9 @@ def curate_frame(
         val=val,
         quarantine=quarantine,
     )
-    result.report = build_report(result, dataset, loaded_frame, per_stage, ctx, time.perf_counter() - started)
+    result.report = build_report(
+        result, dataset, loaded_frame, per_stage, ctx.stats, time.perf_counter() - started
+    )
     return result
 
 
@@ -274,8 +215,6 @@ def curate_dataset(
         show_progress,
     )
     if write:
-        from tunelab.curate.report import write_outputs
-
         write_outputs(result, dataset, curate, loaded.frame, ws)
     return result
 

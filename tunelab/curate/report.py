@@ -1,22 +1,17 @@
-"""The curation report (dict → report.json / report.md) and the files a curation writes."""
+"""The curation report, pure: a CurationResult (and what the pipeline measured) in, a report dict and its
+Markdown out. Nothing here writes a file (curate/outputs.py does) or runs a stage."""
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import polars as pl
 
-from tunelab.curate.common import StageContext
-from tunelab.curate.config import CurateConfig
+from tunelab.curate.result import CurationResult
 from tunelab.records.config import DatasetConfig
 from tunelab.records.loader import CANONICAL_FIELDS, LIST_FIELDS, content_text
-from tunelab.workspace import Workspace
-
-if TYPE_CHECKING:
-    from tunelab.curate.pipeline import CurationResult
 
 DEDUP_REASONS = ("exact_dup", "near_dup_minhash", "near_dup_semantic")
 SNIPPET = 160
@@ -87,9 +82,11 @@ def build_report(
     dataset: DatasetConfig,
     loaded: pl.DataFrame,
     per_stage: dict[str, dict[str, Any]],
-    ctx: StageContext,
+    stage_stats: dict[str, Any],
     seconds: float,
 ) -> dict[str, Any]:
+    """The report of `result`: counts, per-stage rows and seconds, reasons, quarantine errors, lengths in and
+    out, the stages' own numbers (`stage_stats`, StageContext.stats) and the largest duplicate clusters."""
     decisions = result.decisions
     reasons = (
         decisions.filter(
@@ -110,7 +107,7 @@ def build_report(
             .iter_rows()
         ]
     survivors = pl.concat([result.train, result.val]) if result.train is not None else loaded.head(0)
-    stats = {k: v for k, v in ctx.stats.items() if not k.startswith("_")}
+    stats = {k: v for k, v in stage_stats.items() if not k.startswith("_")}
     return {
         "curation_id": result.curation_id,
         "dataset": dataset.name,
@@ -217,62 +214,3 @@ def report_markdown(report: dict[str, Any]) -> str:
                 _md_table(["", "sample", "score", "text"], rows),
             ]
     return "\n".join(parts) + "\n"
-
-
-def write_outputs(
-    result: CurationResult,
-    dataset: DatasetConfig,
-    curate: CurateConfig,
-    loaded: pl.DataFrame,
-    workspace: Workspace,
-) -> None:
-    """WORKSPACE/curations/<id>/{train,val}.{parquet,jsonl}, decisions/quarantine parquet, report.{json,md};
-    then the warehouse ingest (one transaction)."""
-    from tunelab.curate import normalize
-    from tunelab.curate.pipeline import with_content
-
-    out = result.out_dir
-    out.mkdir(parents=True, exist_ok=True)
-    assert result.train is not None and result.val is not None and result.quarantine is not None
-    for name, frame in (("train", result.train), ("val", result.val)):
-        frame.write_parquet(out / f"{name}.parquet")
-        frame.write_ndjson(out / f"{name}.jsonl")
-    result.train_path, result.val_path = out / "train.parquet", out / "val.parquet"
-    result.decisions.write_parquet(out / "decisions.parquet")
-    result.quarantine.write_parquet(out / "quarantine.parquet")
-    (out / "report.json").write_text(
-        json.dumps(result.report, ensure_ascii=False, indent=2), encoding="utf-8"
-    )
-    (out / "report.md").write_text(report_markdown(result.report), encoding="utf-8")
-    try:
-        from tunelab.warehouse import store
-    except ImportError:
-        return
-    samples = with_content(normalize.transform(loaded, normalize.NormalizeSettings()), dataset.kind).drop(
-        "content"
-    )
-    copies = result.train.filter(pl.col("sample_id").str.contains("#dup", literal=True))
-    if copies.height:
-        samples = pl.concat([samples, copies], how="diagonal_relaxed")
-    curation = {
-        "curation_id": result.curation_id,
-        "dataset": dataset.name,
-        "dataset_path": str(dataset.path),
-        "kind": dataset.kind,
-        "data_version": result.data_version,
-        "recipe": json.dumps(
-            {
-                "dataset": dataset.model_dump(mode="json"),
-                "curate": curate.model_dump(mode="json", by_alias=True),
-            },
-            ensure_ascii=False,
-        ),
-        "created_at": datetime.now(UTC).replace(tzinfo=None),
-        "read": result.read,
-        "kept": result.kept,
-        "dropped": result.dropped,
-        "quarantined": result.quarantined,
-        "report": json.dumps(result.report, ensure_ascii=False),
-        "out_dir": str(out),
-    }
-    store.ingest_curation(workspace.warehouse, curation, samples, result.decisions, result.quarantine)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import polars as pl
 
-from tunelab.curate.common import StageContext, decisions
+from tunelab.curate.common import StageContext, StageOutput, decisions, survivors
 from tunelab.curate.config import SchemaSettings
+from tunelab.errors import UserError
 from tunelab.records.loader import CANONICAL_FIELDS, LIST_FIELDS, REQUIRED_FIELDS
 
 EXPECTED_TYPE = {
@@ -41,15 +42,13 @@ def _reason_for(field: str, required: bool, frame: pl.DataFrame) -> tuple[pl.Exp
     return reason.otherwise(None), evidence.otherwise(None)
 
 
-def run(frame: pl.DataFrame, cfg: SchemaSettings, ctx: StageContext) -> pl.DataFrame:
+def run(frame: pl.DataFrame, cfg: SchemaSettings, ctx: StageContext) -> StageOutput:
     """Drop rows missing a required field, with a wrongly typed field, or with an empty one (first failure wins)."""
     fields = CANONICAL_FIELDS[ctx.kind]
     required = set(REQUIRED_FIELDS[ctx.kind]) | set(cfg.require)
     every_field = {f for kind_fields in CANONICAL_FIELDS.values() for f in kind_fields}
     unknown = sorted(set(cfg.require) - every_field - {"label"})
     if unknown:
-        from tunelab.errors import UserError
-
         raise UserError(f"curate.schema.require: {unknown[0]!r} is not a canonical field")
     struct = pl.Struct({field: pl.String for field in fields})
     work = frame.with_columns(_types=pl.col("field_types").str.json_decode(struct))
@@ -61,4 +60,6 @@ def run(frame: pl.DataFrame, cfg: SchemaSettings, ctx: StageContext) -> pl.DataF
         reason=pl.coalesce([reason for reason, _ in checks]),
         evidence=pl.coalesce([evidence for _, evidence in checks]),
     ).filter(pl.col("reason").is_not_null())
-    return decisions(judged["sample_id"], "schema", False, judged["reason"], evidence=judged["evidence"])
+    return survivors(
+        frame, decisions(judged["sample_id"], "schema", False, judged["reason"], evidence=judged["evidence"])
+    )

@@ -14,20 +14,17 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from tunelab.curate.common import StageContext, decisions, keep_order
+from tunelab.curate.common import StageContext, StageOutput, decisions, keep_order, survivors
 from tunelab.curate.config import SemanticSettings
+from tunelab.embeddings.loader import embed_cached, load_embedder
 
 
 @lru_cache(maxsize=2)
 def embedder_for(name: str) -> Any:
-    from tunelab.embeddings.loader import load_embedder
-
     return load_embedder(name)
 
 
 def embed(texts: list[str], cfg: SemanticSettings, ctx: StageContext) -> np.ndarray:
-    from tunelab.embeddings.loader import embed_cached
-
     return embed_cached(
         embedder_for(cfg.model),
         texts,
@@ -84,7 +81,7 @@ def greedy_near_dups(
     return ref, score
 
 
-def run(frame: pl.DataFrame, cfg: SemanticSettings, ctx: StageContext) -> pl.DataFrame:
+def run(frame: pl.DataFrame, cfg: SemanticSettings, ctx: StageContext) -> StageOutput:
     """near_dup_semantic drops with ref_sample_id = the kept row and score = cosine."""
     texts = frame["content"].fill_null("").to_list()
     vectors = ctx.embeddings.get("semantic_vectors")
@@ -95,7 +92,7 @@ def run(frame: pl.DataFrame, cfg: SemanticSettings, ctx: StageContext) -> pl.Dat
     dropped = np.flatnonzero(ref >= 0)
     ctx.stats["semantic"] = {"model": cfg.model, "threshold": cfg.threshold, "dropped": int(dropped.size)}
     ids = frame["sample_id"]
-    return decisions(
+    out = decisions(
         ids.gather(dropped),
         "semantic",
         False,
@@ -104,3 +101,4 @@ def run(frame: pl.DataFrame, cfg: SemanticSettings, ctx: StageContext) -> pl.Dat
         score=pl.Series(score[dropped].astype(np.float64)),
         evidence=f"cosine ({cfg.model}) >= {cfg.threshold}",
     )
+    return survivors(frame, out)

@@ -4,7 +4,9 @@ Clusters: rows the minhash stage found in one LSH component but kept (their exac
 representative was under the threshold, e.g. paraphrases) share a group id; so do rows left from one
 exact/semantic cluster. A whole group goes to train or to val, so val never holds a close paraphrase of a
 train row. Within each label, groups are shuffled with the seed and moved to val until the label's val
-share reaches val_ratio. Decisions are the terminal ones: stage 'final', kept=true, evidence split=train|val.
+share reaches val_ratio. The frame comes back with a `split` column; the decisions are the terminal ones:
+stage 'final', kept=true, evidence split=train|val. Without a split stage the pipeline ends with
+`everything_trains`, the same output with every row in train.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from tunelab.curate.common import StageContext, decisions
+from tunelab.curate.common import StageContext, StageOutput, decisions
 from tunelab.curate.config import SplitSettings
 
 
@@ -50,7 +52,18 @@ def assign(frame: pl.DataFrame, cfg: SplitSettings, groups: dict[str, str] | Non
     return pl.Series("split", ["val" if g in val_groups else "train" for g in group.to_list()])
 
 
-def run(frame: pl.DataFrame, cfg: SplitSettings, ctx: StageContext) -> pl.DataFrame:
+def terminal(frame: pl.DataFrame, split: pl.Series) -> StageOutput:
+    """`frame` with its `split` column and one terminal decision per row."""
+    final = decisions(frame["sample_id"], "final", True, None, evidence="split=" + split)
+    return StageOutput(frame.with_columns(split.alias("split")), final)
+
+
+def run(frame: pl.DataFrame, cfg: SplitSettings, ctx: StageContext) -> StageOutput:
     split = assign(frame, cfg, ctx.embeddings.get("cluster_of"))
     ctx.stats["split"] = {"train": int((split == "train").sum()), "val": int((split == "val").sum())}
-    return decisions(frame["sample_id"], "final", True, None, evidence="split=" + split)
+    return terminal(frame, split)
+
+
+def everything_trains(frame: pl.DataFrame) -> StageOutput:
+    """The terminal step when no split stage ran: every row goes to train."""
+    return terminal(frame, pl.Series("split", ["train"] * frame.height, dtype=pl.String))

@@ -1,0 +1,69 @@
+"""Every curation stage by name: its `run`, its settings model, and what the pipeline prepares for it.
+
+A stage is `run(frame, settings, ctx) -> StageOutput(frame, decisions)` (see curate/common.py); the
+pipeline looks a stage up here and never special-cases one. `needs_content`: the stage compares the
+`content` / `content_hash` columns, which the pipeline adds when the frame lacks them (normalize drops
+them, since it changes the text they were made from).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+from pydantic import BaseModel
+
+from tunelab.curate import balance, decontaminate, exact, length, minhash, normalize, schema, semantic, split
+from tunelab.curate.common import StageContext, StageOutput
+from tunelab.curate.config import (
+    BalanceSettings,
+    DecontaminateSettings,
+    ExactSettings,
+    LengthSettings,
+    MinhashSettings,
+    NormalizeSettings,
+    SchemaSettings,
+    SemanticSettings,
+    SplitSettings,
+)
+
+StageRun = Callable[[pl.DataFrame, Any, StageContext], StageOutput]
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    run: StageRun
+    settings: type[BaseModel]
+    needs_content: bool = False
+
+
+STAGES: dict[str, Stage] = {}
+
+
+def register(name: str, run: StageRun, settings: type[BaseModel], needs_content: bool = False) -> Stage:
+    if name in STAGES:
+        raise ValueError(f"stage {name!r} is registered twice")
+    STAGES[name] = Stage(name, run, settings, needs_content)
+    return STAGES[name]
+
+
+def stage(name: str) -> Stage:
+    try:
+        return STAGES[name]
+    except KeyError:
+        raise KeyError(f"no curation stage {name!r} (known: {', '.join(STAGES)})") from None
+
+
+# in the default order of curate.stages
+register("schema", schema.run, SchemaSettings)
+register("normalize", normalize.run, NormalizeSettings)
+register("length", length.run, LengthSettings)
+register("exact", exact.run, ExactSettings, needs_content=True)
+register("minhash", minhash.run, MinhashSettings, needs_content=True)
+register("semantic", semantic.run, SemanticSettings, needs_content=True)
+register("decontaminate", decontaminate.run, DecontaminateSettings, needs_content=True)
+register("balance", balance.run, BalanceSettings)
+register("split", split.run, SplitSettings)
