@@ -203,10 +203,71 @@ def test_cli_audit_reads_an_unknown_extension_with_format(tmp_path: Path) -> Non
     path = tmp_path / "pairs.txt"
     path.write_text("Q\tA\n안녕\t반가워요 오늘도 좋은 하루\n", encoding="utf-8")
     guessed = run_cli(["audit", str(path), "--field", "prompt=Q", "--field", "response=A"])
-    assert guessed.exit_code != 0 and "or --format" in str(guessed.exception or guessed.output)
-    told = run_cli(["audit", str(path), "--format", "tsv", "--field", "prompt=Q", "--field", "response=A"])
+    assert guessed.exit_code != 0 and "cannot tell the format" in str(guessed.exception or guessed.output)
+    told = run_cli(
+        ["audit", str(path), "--input-format", "tsv", "--field", "prompt=Q", "--field", "response=A"]
+    )
     assert told.exit_code == 0, told.output
     assert "read 1 = kept 1 + dropped 0 + quarantined 0" in told.output
+
+
+def test_cli_audit_json_is_one_document_with_sweep_and_quarantine(tmp_path: Path) -> None:
+    path = tmp_path / "mixed.jsonl"
+    rows = [
+        {"prompt": f"질문 {i}번", "response": f"이것은 {i}번째 답변입니다 아주 길게 적어 봅니다"}
+        for i in range(6)
+    ]
+    lines = [json.dumps(r, ensure_ascii=False) for r in rows + rows[:2]] + ['{"prompt": "x", broken']
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = run_cli(
+        [
+            "audit",
+            str(path),
+            "--format",
+            "json",
+            "--minhash-thresholds",
+            "0.5,0.9",
+            "-w",
+            str(tmp_path / "ws"),
+        ]
+    )
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.stdout)  # stdout holds the JSON document and nothing else
+    assert data["counts"]["read"] == 9 and data["counts"]["quarantined"] == 1
+    assert data["counts"]["kept"] + data["counts"]["dropped"] + 1 == 9
+    assert {r["reason"]: r["count"] for r in data["reasons"]}["exact_dup"] == 2
+    assert (
+        data["quarantined_lines"][0]["line"] == 9 and "invalid JSON" in data["quarantined_lines"][0]["error"]
+    )
+    sweep = data["sweep"]
+    assert sweep["after"] == ["schema", "normalize", "length", "exact"] and sweep["rows"] == 6
+    assert [(r["method"], r["threshold"]) for r in sweep["results"]] == [("minhash", 0.5), ("minhash", 0.9)]
+    assert data["curation_id"].startswith("mixed-")
+    assert not (tmp_path / "ws" / "curations").exists()
+
+
+def test_cli_curate_json_and_table_modes(tmp_path: Path) -> None:
+    data = tmp_path / "data" / "train.jsonl"
+    data.parent.mkdir()
+    rows = [{"prompt": f"질문 {i}", "response": f"답변 {i}번입니다", "label": "ab"[i % 2]} for i in range(20)]
+    data.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows + rows[:3]) + "\n")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        "dataset: {path: data/train.jsonl, name: small, kind: sft}\n"
+        "curate: {stages: [normalize, exact, split], split: {val_ratio: 0.2}}\n",
+        encoding="utf-8",
+    )
+    as_json = run_cli(["curate", str(recipe), "--format", "json", "-w", str(tmp_path / "ws")])
+    assert as_json.exit_code == 0, as_json.output
+    (curation,) = json.loads(as_json.stdout)["curations"]
+    assert curation["counts"]["read"] == 23 and curation["counts"]["kept"] == 20
+    assert [s["stage"] for s in curation["stages"]] == ["schema", "normalize", "exact", "split"]
+    assert (Path(curation["out_dir"]) / "train.parquet").is_file()
+    # another workspace: the same data curated in the same second gets the same id
+    as_table = run_cli(["curate", str(recipe), "--workspace", str(tmp_path / "ws2")])
+    assert as_table.exit_code == 0, as_table.output
+    last = as_table.stdout.strip().splitlines()[-1]
+    assert last.startswith("small-") and (tmp_path / "ws2" / "curations" / last / "report.json").is_file()
 
 
 def test_cli_user_errors_are_one_line(tmp_path: Path) -> None:

@@ -1,14 +1,39 @@
-"""`tunelab curate RECIPE` and `tunelab audit FILE` (a dry run that only prints)."""
+"""`tunelab curate RECIPE` and `tunelab audit FILE` (a dry run that only prints).
+
+The commands parse options, call tunelab.curate (pipeline.curate_recipe, audit.audit) and print: tables on
+stdout with `--format table`, one JSON document with `--format json`; progress goes to stderr. The curate
+modules load polars and numpy, so those two imports sit inside the commands: `tunelab --help` stays light.
+"""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.console import Console
+from rich.markdown import Markdown
+from rich.markup import escape
+from rich.table import Table
 
+from tunelab.cliopts import (
+    DataKind,
+    FormatOption,
+    InputFormat,
+    InputFormatOption,
+    KindOption,
+    OutputFormat,
+    WorkspaceOption,
+    print_json,
+)
 from tunelab.errors import UserError
+from tunelab.recipe import load_recipe, workspace_for
+from tunelab.records.config import DatasetConfig
+
+if TYPE_CHECKING:
+    from tunelab.curate.audit import Audit
+    from tunelab.curate.result import CurationResult
 
 
 def _thresholds(text: str | None, option: str, low: float) -> list[float]:
@@ -36,9 +61,7 @@ def _field_map(items: list[str] | None) -> dict[str, str]:
     return fields
 
 
-def _summary_table(result: Any, title: str) -> Any:
-    from rich.table import Table
-
+def _summary_table(result: CurationResult, title: str) -> Table:
     table = Table(title=title)
     for column in ("stage", "reason", "rows"):
         table.add_column(column, justify="right" if column == "rows" else "left")
@@ -57,33 +80,61 @@ def _summary_table(result: Any, title: str) -> Any:
 
 def curate_command(
     recipe: Annotated[Path, typer.Argument(help="recipe YAML")],
-    workspace: Annotated[
-        Path | None, typer.Option("--workspace", help="workspace dir (default: recipe's)")
-    ] = None,
+    workspace: WorkspaceOption = None,
+    output: FormatOption = OutputFormat.table,
 ) -> None:
-    """Curate the recipe's dataset (and its DPO dataset): splits, a decision per row, a report, the warehouse."""
-    from rich.console import Console
+    """Curate the recipe's dataset (and its DPO dataset): splits, a decision per row, a report, the warehouse.
 
+    Table mode ends with each curation id alone on a line (the last line: the last curation), for scripts."""
     from tunelab.curate.pipeline import curate_recipe
-    from tunelab.recipe import load_recipe
+    from tunelab.curate.report import summary
 
     loaded = load_recipe(recipe)
+    results = curate_recipe(loaded, loaded.workspace_at(workspace))
+    if output is OutputFormat.json:
+        print_json({"curations": [{**summary(r.report), "out_dir": str(r.out_dir)} for r in results]})
+        return
     console = Console()
-    for result in curate_recipe(loaded, loaded.workspace_at(workspace)):
+    for result in results:
         console.print(_summary_table(result, f"curation {result.curation_id}"))
-        console.print(f"curation id: [bold]{result.curation_id}[/bold]  →  {result.out_dir}")
+        console.print(f"curation id: [bold]{result.curation_id}[/bold]  →  {escape(str(result.out_dir))}")
         typer.echo(result.curation_id)
+
+
+def _print_audit(found: Audit, file: Path) -> None:
+    from tunelab.curate.report import quarantine_lines, report_markdown
+
+    result = found.result
+    console = Console()
+    console.print(Markdown(report_markdown(result.report)))
+    if result.quarantine is not None and result.quarantine.height:
+        table = Table(title="quarantined lines (first 10)")
+        table.add_column("line", justify="right")
+        table.add_column("error")
+        table.add_column("raw")
+        for row in quarantine_lines(result.quarantine, 10):
+            table.add_row(str(row["line"]), escape(row["error"]), escape(row["raw"]))
+        console.print(table)
+    if found.sweep is not None:
+        sweep = Table(
+            title=f"threshold sweep on {found.sweep.rows:,} rows after {', '.join(found.sweep.after)}"
+        )
+        sweep.add_column("method")
+        sweep.add_column("threshold", justify="right")
+        sweep.add_column("would drop", justify="right")
+        for row in found.sweep.results:
+            sweep.add_row(row.method, f"{row.threshold:g}", f"{row.would_drop:,}")
+        console.print(sweep)
+    console.print(_summary_table(result, f"audit of {escape(str(file))}"))
 
 
 def audit_command(
     file: Annotated[Path, typer.Argument(help="data file (jsonl, json, csv, tsv, parquet)")],
-    kind: Annotated[str, typer.Option("--kind", help="sft | dpo | raft | text")] = "sft",
-    file_format: Annotated[
-        str, typer.Option("--format", help="auto | jsonl | json | csv | tsv | parquet")
-    ] = "auto",
+    kind: KindOption = DataKind.sft,
+    input_format: InputFormatOption = InputFormat.auto,
     field: Annotated[list[str] | None, typer.Option("--field", help="canonical=source, repeatable")] = None,
     recipe: Annotated[
-        Path | None, typer.Option("--recipe", help="take curate settings from this recipe")
+        Path | None, typer.Option("--recipe", help="take curate settings (and the eval set) from this recipe")
     ] = None,
     minhash_thresholds: Annotated[
         str | None, typer.Option("--minhash-thresholds", help="e.g. 0.6,0.7,0.8")
@@ -91,88 +142,26 @@ def audit_command(
     semantic_thresholds: Annotated[
         str | None, typer.Option("--semantic-thresholds", help="e.g. 0.85,0.9")
     ] = None,
-    workspace: Annotated[Path | None, typer.Option("--workspace", help="embedding cache location")] = None,
+    workspace: WorkspaceOption = None,
+    output: FormatOption = OutputFormat.table,
 ) -> None:
     """Dry run: what curation would do to FILE, printed; nothing is written but the embedding cache."""
-    from rich.console import Console
-    from rich.markdown import Markdown
-    from rich.table import Table
+    from tunelab.curate.audit import audit, default_config
 
-    from tunelab.curate import minhash, semantic
-    from tunelab.curate.common import StageContext, keep_order
-    from tunelab.curate.config import CurateConfig
-    from tunelab.curate.pipeline import curate_frame, eval_content, run_stages
-    from tunelab.curate.report import report_markdown
-    from tunelab.recipe import load_recipe, workspace_for
-    from tunelab.records.config import DatasetConfig
-    from tunelab.records.loader import load_dataset_records
-
-    if kind not in ("sft", "dpo", "raft", "text"):
-        raise UserError(f"--kind: {kind!r} must be one of sft, dpo, raft, text")
-    if file_format not in ("auto", "jsonl", "json", "csv", "tsv", "parquet"):
-        raise UserError(f"--format: {file_format!r} must be one of auto, jsonl, json, csv, tsv, parquet")
     mh_values = _thresholds(minhash_thresholds, "--minhash-thresholds", 0.0)
     sem_values = _thresholds(semantic_thresholds, "--semantic-thresholds", -1.0)
     loaded_recipe = load_recipe(recipe) if recipe else None
-    curate = loaded_recipe.curate if loaded_recipe else CurateConfig()
-    if loaded_recipe is None:
-        stages = ["schema", "normalize", "length", "exact", "minhash"] + (["semantic"] if sem_values else [])
-        curate = curate.model_copy(update={"stages": stages})
-    eval_rows = None
-    if loaded_recipe is not None and "decontaminate" in curate.stages:
-        eval_set = loaded_recipe.evaluate.eval_set if loaded_recipe.evaluate else None
-        eval_rows = eval_content(curate, eval_set, kind)
+    curate = loaded_recipe.curate if loaded_recipe else default_config(semantic=bool(sem_values))
+    eval_set = loaded_recipe.evaluate.eval_set if loaded_recipe and loaded_recipe.evaluate else None
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", file.stem) or "audit"
-    dataset = DatasetConfig(path=file, name=name, kind=kind, format=file_format, fields=_field_map(field))
-    loaded = load_dataset_records(dataset)
-    ws = workspace_for(loaded_recipe, workspace)
-    ctx = StageContext(cache_dir=ws.embedding_cache)
-    result = curate_frame(
-        loaded.frame, loaded.quarantine, loaded.read, dataset, curate,
-        eval_rows=eval_rows, show_progress=True, ctx=ctx,
-    )  # fmt: skip
-    console = Console()
-    console.print(Markdown(report_markdown(result.report)))
-    if loaded.quarantine.height:
-        table = Table(title="quarantined lines (first 10)")
-        table.add_column("line", justify="right")
-        table.add_column("error")
-        table.add_column("raw")
-        for line, error, raw in loaded.quarantine.select("source_line", "error", "raw").head(10).iter_rows():
-            table.add_row(str(line), error, (raw or "")[:80])
-        console.print(table)
-    if not (mh_values or sem_values):
-        console.print(_summary_table(result, f"audit of {file}"))
+    dataset = DatasetConfig(
+        path=file, name=name, kind=kind.value, format=input_format.value, fields=_field_map(field)
+    )
+    found = audit(dataset, curate, workspace_for(loaded_recipe, workspace), eval_set, mh_values, sem_values)
+    if output is OutputFormat.json:
+        print_json(found.as_dict())
         return
-    # sweeps: rows that survive the stages before dedup, signatures / embeddings computed once
-    before = [s for s in ("schema", "normalize", "length", "exact") if s in curate.stages]
-    base_cfg = curate.model_copy(update={"stages": before})
-    sweep_ctx = StageContext(kind=kind, dataset_name=name, cache_dir=ctx.cache_dir, show_progress=True)
-    survivors, _, _ = run_stages(loaded.frame, base_cfg, sweep_ctx)
-    texts = survivors["content"].fill_null("").to_list()
-    sweep = Table(title=f"threshold sweep on {len(texts):,} rows after {', '.join(before)}")
-    sweep.add_column("method")
-    sweep.add_column("threshold", justify="right")
-    sweep.add_column("would drop", justify="right")
-    if mh_values:
-        sig = minhash.signatures(texts, curate.minhash.ngram, curate.minhash.num_perm, curate.minhash.seed)
-        rank = keep_order(survivors, curate.minhash.keep, survivors["content"]).to_numpy()
-        for t in mh_values:
-            settings = curate.minhash.model_copy(update={"threshold": t})
-            ref, *_ = minhash.cluster(texts, sig, settings, rank)
-            sweep.add_row("minhash", f"{t:g}", f"{int((ref >= 0).sum()):,}")
-    if sem_values:
-        vectors = semantic.embed(texts, curate.semantic, sweep_ctx)
-        order = (
-            keep_order(survivors, curate.semantic.keep, survivors["content"])
-            .to_numpy()
-            .argsort(kind="stable")
-        )
-        for t in sem_values:
-            ref, _ = semantic.greedy_near_dups(vectors, order, t, curate.semantic.block_size)
-            sweep.add_row("semantic", f"{t:g}", f"{int((ref >= 0).sum()):,}")
-    console.print(sweep)
-    console.print(_summary_table(result, f"audit of {file}"))
+    _print_audit(found, file)
 
 
 def register(app: typer.Typer) -> None:

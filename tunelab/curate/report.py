@@ -137,6 +137,34 @@ def build_report(
     }
 
 
+# what `--format json` prints of a report: the numbers a script checks, not the snippets
+SUMMARY_KEYS = (
+    "curation_id",
+    "dataset",
+    "kind",
+    "data_version",
+    "counts",
+    "stages",
+    "reasons",
+    "quarantine_errors",
+)
+
+
+def summary(report: dict[str, Any]) -> dict[str, Any]:
+    """The report's counts, per-stage rows, reasons and quarantine errors, under its curation id."""
+    return {key: report[key] for key in SUMMARY_KEYS if key in report}
+
+
+def quarantine_lines(quarantine: pl.DataFrame | None, top: int = 10) -> list[dict[str, Any]]:
+    """The first `top` malformed lines: line number, error, and the raw text cut to 80 characters."""
+    if quarantine is None or quarantine.height == 0:
+        return []
+    return [
+        {"line": line, "error": error, "raw": (raw or "")[:80]}
+        for line, error, raw in quarantine.select("source_line", "error", "raw").head(top).iter_rows()
+    ]
+
+
 def _md_table(header: list[str], rows: list[list[Any]]) -> str:
     def cell(value: Any) -> str:
         return str(value).replace("|", "\\|")

@@ -1,0 +1,126 @@
+"""A dry run over one data file: what curation would do to it, and how many rows each near-dup threshold
+would drop. Nothing is written but the embedding cache; `tunelab audit` parses options, calls `audit`,
+and prints what comes back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import polars as pl
+
+from tunelab.curate import minhash, semantic
+from tunelab.curate.common import StageContext, keep_order, with_content
+from tunelab.curate.config import CurateConfig
+from tunelab.curate.pipeline import curate_frame, eval_content, run_stages
+from tunelab.curate.report import quarantine_lines, summary
+from tunelab.curate.result import CurationResult
+from tunelab.records.config import DatasetConfig
+from tunelab.records.loader import load_dataset_records
+from tunelab.workspace import Workspace
+
+# the stages a threshold sweep measures after: everything that runs before the near-dup stages
+BEFORE_NEAR_DUP = ("schema", "normalize", "length", "exact")
+
+
+@dataclass(frozen=True)
+class SweepRow:
+    method: str  # minhash | semantic
+    threshold: float
+    would_drop: int
+
+
+@dataclass
+class Sweep:
+    after: list[str]  # the stages the swept rows survived
+    rows: int  # how many rows the sweep ran on
+    results: list[SweepRow] = field(default_factory=list)
+
+
+@dataclass
+class Audit:
+    result: CurationResult
+    sweep: Sweep | None = None
+
+    def as_dict(self, quarantined: int = 10) -> dict[str, Any]:
+        """The audit as plain data (`--format json`): counts, reasons, stages, the sweep and the first
+        `quarantined` malformed lines."""
+        data = summary(self.result.report)
+        data["quarantined_lines"] = quarantine_lines(self.result.quarantine, quarantined)
+        if self.sweep is not None:
+            data["sweep"] = {
+                "after": self.sweep.after,
+                "rows": self.sweep.rows,
+                "results": [asdict(row) for row in self.sweep.results],
+            }
+        return data
+
+
+def default_config(semantic: bool = False) -> CurateConfig:
+    """The stages an audit runs without a recipe: the checks and exact/MinHash dedup (+ semantic when asked)."""
+    stages = ["schema", "normalize", "length", "exact", "minhash"] + (["semantic"] if semantic else [])
+    return CurateConfig(stages=stages)
+
+
+def threshold_sweep(
+    frame: pl.DataFrame,
+    curate: CurateConfig,
+    ctx: StageContext,
+    minhash_thresholds: Sequence[float] = (),
+    semantic_thresholds: Sequence[float] = (),
+) -> Sweep:
+    """Rows each threshold would drop, on the rows that survive the stages before near-dup removal;
+    MinHash signatures and embeddings are computed once for all thresholds."""
+    before = [name for name in BEFORE_NEAR_DUP if name in curate.stages]
+    survivors, _, _ = run_stages(frame, curate.with_stages(before), ctx)
+    if "content" not in survivors.columns:
+        survivors = with_content(survivors, ctx.kind)
+    texts = survivors["content"].fill_null("").to_list()
+    sweep = Sweep(after=before, rows=len(texts))
+    if minhash_thresholds:
+        cfg = curate.minhash
+        sig = minhash.signatures(texts, cfg.ngram, cfg.num_perm, cfg.seed)
+        rank = keep_order(survivors, cfg.keep, survivors["content"]).to_numpy()
+        for threshold in minhash_thresholds:
+            ref, *_ = minhash.cluster(texts, sig, cfg.model_copy(update={"threshold": threshold}), rank)
+            sweep.results.append(SweepRow("minhash", threshold, int((ref >= 0).sum())))
+    if semantic_thresholds:
+        cfg_sem = curate.semantic
+        vectors = semantic.embed(texts, cfg_sem, ctx)
+        order = keep_order(survivors, cfg_sem.keep, survivors["content"]).to_numpy().argsort(kind="stable")
+        for threshold in semantic_thresholds:
+            ref, _ = semantic.greedy_near_dups(vectors, order, threshold, cfg_sem.block_size)
+            sweep.results.append(SweepRow("semantic", threshold, int((ref >= 0).sum())))
+    return sweep
+
+
+def audit(
+    dataset: DatasetConfig,
+    curate: CurateConfig,
+    workspace: Workspace,
+    eval_set: DatasetConfig | None = None,
+    minhash_thresholds: Sequence[float] = (),
+    semantic_thresholds: Sequence[float] = (),
+    show_progress: bool = True,
+) -> Audit:
+    """Curate `dataset` in memory with `curate`'s stages (decontamination against `eval_set` when the
+    stages include it), then sweep the given thresholds. The workspace only lends its embedding cache."""
+    loaded = load_dataset_records(dataset)
+    eval_rows = eval_content(curate, eval_set, dataset.kind) if "decontaminate" in curate.stages else None
+    ctx = StageContext(cache_dir=workspace.embedding_cache)
+    result = curate_frame(
+        loaded.frame, loaded.quarantine, loaded.read, dataset, curate,
+        workspace, eval_rows=eval_rows, show_progress=show_progress, ctx=ctx,
+    )  # fmt: skip
+    if not (minhash_thresholds or semantic_thresholds):
+        return Audit(result)
+    sweep_ctx = StageContext(
+        kind=dataset.kind,
+        dataset_name=dataset.name,
+        cache_dir=workspace.embedding_cache,
+        show_progress=show_progress,
+    )
+    sweep = threshold_sweep(loaded.frame, curate, sweep_ctx, minhash_thresholds, semantic_thresholds)
+    return Audit(result, sweep)
