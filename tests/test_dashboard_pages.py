@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,7 +46,8 @@ def frame_with(at: AppTest, *columns: str):
 
 
 def markdown_text(at: AppTest) -> str:
-    return "\n".join(m.value for m in at.markdown)
+    """What the reader sees: dataset text goes out as character references (safetext), decoded here."""
+    return html.unescape("\n".join(m.value for m in at.markdown))
 
 
 def test_audit_page_numbers_reasons_duplicates_quarantine(db: Path) -> None:
@@ -71,7 +73,9 @@ def test_audit_page_numbers_reasons_duplicates_quarantine(db: Path) -> None:
     assert dict(zip(reasons["reason"], reasons["n"], strict=True))["near_dup_minhash"] == 2
     at.selectbox(key="reason_pick").select(("minhash", "near_dup_minhash")).run()
     rows_html = next(
-        m.value for m in at.markdown if m.value.startswith('<table class="tl-rows"><thead><tr><th>sample_id')
+        html.unescape(m.value)
+        for m in at.markdown
+        if html.unescape(m.value).startswith('<table class="tl-rows"><thead><tr><th>sample_id')
     )
     assert "demo-persona:7" in rows_html and KOREAN_NEAR_DUP in rows_html and "jaccard 0.82" in rows_html
     assert "demo-persona:9" not in rows_html  # an exact_dup row is not a near_dup_minhash row
@@ -126,7 +130,7 @@ def test_predictions_page_side_by_side_and_regressions(db: Path) -> None:
     assert "<b>rougeL 0.7 (+0.500)</b>" in text  # dpo on sample 0: 0.7 vs base 0.2
 
     at.toggle(key="regressions").set_value(True).run()
-    assert "1 regression · dpo vs base on rougeL" in "".join(c.value for c in at.caption)
+    assert "1 regression · dpo vs base on rougeL" in html.unescape("".join(c.value for c in at.caption))
     text = markdown_text(at)
     assert "**demo-persona-eval:2**" in text and "**demo-persona-eval:0**" not in text
     assert "Δ rougeL -0.200" in text
@@ -138,7 +142,7 @@ def test_rating_round_trips_into_reviews(db: Path) -> None:
     at.text_input(key=f"comment|{key}").input("존댓말이 자연스러워요").run()
     at.button(key=f"up|{key}").click().run()
     assert not at.exception
-    assert [(s.icon, s.value) for s in at.success] == [
+    assert [(s.icon, html.unescape(s.value)) for s in at.success] == [
         (":material/thumb_up:", "Review saved: dpo on demo-persona-eval:0")
     ]
     reviews = store.query(db, "SELECT eval_id, model, sample_id, rating, comment FROM reviews").to_dicts()
@@ -148,7 +152,7 @@ def test_rating_round_trips_into_reviews(db: Path) -> None:
     ratings = store.query(db, "SELECT model, rating, comment FROM reviews ORDER BY created_at").rows()
     assert ratings == [("dpo", 1, "존댓말이 자연스러워요"), ("base", -1, None)]
     assert any(
-        ":material/thumb_up: 존댓말이 자연스러워요" in c.value for c in at.caption
+        ":material/thumb_up: 존댓말이 자연스러워요" in html.unescape(c.value) for c in at.caption
     )  # the page shows the saved review
 
 
@@ -165,7 +169,7 @@ def test_sql_page_examples_results_errors_and_csv(db: Path) -> None:
     assert at.get("download_button")  # CSV of the result
     at.text_area(key="sql_text").input("DROP TABLE samples").run()
     at.button(key="run_sql").click().run()
-    assert at.error and at.error[0].value.startswith("sql: refused DROP statement")
+    assert at.error and html.unescape(at.error[0].value).startswith("sql: refused DROP statement")
     assert store.query(db, "SELECT count(*) AS n FROM samples")["n"][0] == 18
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import os
 import sys
 from collections.abc import Callable
@@ -11,10 +10,10 @@ from typing import Any
 
 import streamlit as st
 
-from tunelab.dashboards import queries
+from tunelab.dashboards import queries, safetext
+from tunelab.workspace import as_workspace
 
-WAREHOUSE_ENV = "TUNELAB_WAREHOUSE"
-DEFAULT_WAREHOUSE = Path("tunelab-workspace") / "tunelab.duckdb"
+WAREHOUSE_ENV = "TUNELAB_WAREHOUSE"  # set by `tunelab dashboard` (dashboards/commands.py)
 
 # Streamlit's Source Sans has no Hangul: name NanumGothic (Debian fonts-nanum) before the generic
 # fallback, or Korean renders as boxes on machines whose default sans font lacks it.
@@ -40,7 +39,7 @@ code, pre, .stCode, textarea[aria-label="SQL"] {
 
 
 def warehouse_path(argv: list[str] | None = None) -> Path:
-    """`-- --warehouse FILE` from `streamlit run`, else $TUNELAB_WAREHOUSE, else ./tunelab-workspace."""
+    """`-- --warehouse FILE` from `streamlit run`, else $TUNELAB_WAREHOUSE, else the default workspace's."""
     argv = sys.argv[1:] if argv is None else argv
     for i, arg in enumerate(argv):
         if arg == "--warehouse" and i + 1 < len(argv):
@@ -48,7 +47,7 @@ def warehouse_path(argv: list[str] | None = None) -> Path:
         if arg.startswith("--warehouse="):
             return Path(arg.split("=", 1)[1])
     env = os.environ.get(WAREHOUSE_ENV)
-    return Path(env) if env else DEFAULT_WAREHOUSE
+    return Path(env) if env else as_workspace(None).warehouse
 
 
 def page_start(title: str, caption: str | None = None) -> Path:
@@ -87,10 +86,8 @@ def q(fn: Callable[..., Any], db: Path, *args: Any, **kwargs: Any) -> Any:
 
 
 def esc(value: Any, limit: int | None = None) -> str:
-    text = "" if value is None else str(value)
-    if limit is not None and len(text) > limit:
-        text = text[:limit] + " …"
-    return html.escape(text)
+    """Untrusted text for st.markdown, inert as Markdown and as HTML (see safetext)."""
+    return safetext.text(value, limit)
 
 
 def fmt_number(value: Any, digits: int = 4) -> str:

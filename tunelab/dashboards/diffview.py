@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import difflib
-import html
+
+from tunelab.dashboards import safetext
 
 # SequenceMatcher is quadratic in the worst case; duplicate texts longer than this are shown truncated.
 MAX_DIFF_CHARS = 4000
@@ -27,7 +28,7 @@ def compare_texts(representative: str | None, member: str | None) -> tuple[str, 
     left_parts: list[str] = []
     right_parts: list[str] = []
     for op, i1, i2, j1, j2 in matcher.get_opcodes():
-        old, new = html.escape(left[i1:i2]), html.escape(right[j1:j2])
+        old, new = safetext.text(left[i1:i2]), safetext.text(right[j1:j2])
         if op == "equal":
             left_parts.append(old)
             right_parts.append(new)

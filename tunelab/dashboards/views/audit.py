@@ -3,7 +3,7 @@
 import altair as alt
 import streamlit as st
 
-from tunelab.dashboards import common, queries
+from tunelab.dashboards import common, queries, safetext
 from tunelab.dashboards.common import q
 from tunelab.dashboards.diffview import compare_texts
 
@@ -32,7 +32,8 @@ cols[1].metric("Kept", common.fmt_number(curation["kept"]))
 cols[2].metric("Dropped", common.fmt_number(curation["dropped"]))
 cols[3].metric("Quarantined", common.fmt_number(curation["quarantined"]))
 st.caption(
-    f"dataset `{curation['dataset']}` · kind `{curation['kind']}` · data version `{curation['data_version']}`"
+    f"dataset {safetext.text(curation['dataset'])} · kind {safetext.text(curation['kind'])} · "
+    f"data version {safetext.text(curation['data_version'])}"
 )
 
 # ---------------------------------------------------------------- funnel
@@ -164,25 +165,27 @@ with dups_tab:
                 low, high = (common.fmt_number(cluster[k], 3) for k in ("min_score", "max_score"))
                 members = f"{cluster['members']} member" + ("s" if cluster["members"] != 1 else "")
                 similarity = low if low == high else f"{low}–{high}"
-                st.caption(f"{members} dropped as {cluster['reasons']}; similarity {similarity}")
+                st.caption(
+                    f"{members} dropped as {safetext.text(cluster['reasons'])}; similarity {similarity}"
+                )
                 if rep_text is None:
                     st.caption("The representative is not a sample of this curation (e.g. an eval-set item).")
                 for member in q(queries.cluster_members, db, curation_id, rep).to_dicts():
                     old, new, ratio = compare_texts(rep_text, member["text"])
                     score = "–" if member["score"] is None else f"{member['score']:.3f}"
                     st.markdown(
-                        f"**{common.esc(member['sample_id'])}** · {common.esc(member['reason'])} · "
+                        f"**{safetext.text(member['sample_id'])}** · {safetext.text(member['reason'])} · "
                         f"similarity {score} (stage) · {ratio:.3f} (characters)",
                         unsafe_allow_html=True,
                     )
                     a, b = st.columns(2)
                     a.markdown(
-                        f'<div class="tl-box"><div class="tl-score">representative {common.esc(rep)}</div>'
+                        f'<div class="tl-box"><div class="tl-score">representative {safetext.text(rep)}</div>'
                         f'<div class="tl-text">{old}</div></div>',
                         unsafe_allow_html=True,
                     )
                     b.markdown(
-                        f'<div class="tl-box"><div class="tl-score">member {common.esc(member["sample_id"])}</div>'
+                        f'<div class="tl-box"><div class="tl-score">member {safetext.text(member["sample_id"])}</div>'
                         f'<div class="tl-text">{new}</div></div>',
                         unsafe_allow_html=True,
                     )

@@ -5,7 +5,7 @@ from pathlib import Path
 import polars as pl
 import streamlit as st
 
-from tunelab.dashboards import common, queries
+from tunelab.dashboards import common, queries, safetext
 from tunelab.dashboards.common import q
 from tunelab.errors import UserError
 
@@ -50,7 +50,10 @@ sort = filters[0].selectbox("Sort by", list(queries.PREDICTION_SORTS), key="sort
 labels = q(queries.eval_labels, db, eval_id)
 label = filters[1].selectbox("Label", ["(all)", *labels], key="label")
 regressions = filters[2].toggle(
-    "Regressions only", key="regressions", bind="query-params", help=f"{model} scored below base on {metric}"
+    "Regressions only",
+    key="regressions",
+    bind="query-params",
+    help=f"{safetext.text(model)} scored below base on {safetext.text(metric)}",
 )
 search = filters[3].text_input("Search prompt or sample id", key="search")
 page_size = int(filters[4].number_input("Per page", 1, 50, 5, key="page_size"))
@@ -68,14 +71,17 @@ def save_review(
     except UserError as exc:
         st.session_state["review_error"] = str(exc)
         return
-    st.session_state["review_saved"] = (rating, f"Review saved: {model} on {sample_id}")
+    st.session_state["review_saved"] = (
+        rating,
+        f"Review saved: {safetext.text(model)} on {safetext.text(sample_id)}",
+    )
 
 
 if "review_saved" in st.session_state:
     saved_rating, saved_message = st.session_state.pop("review_saved")
     st.success(saved_message, icon=THUMB_UP if saved_rating > 0 else THUMB_DOWN)
 if "review_error" in st.session_state:
-    st.error(st.session_state.pop("review_error"))
+    st.error(safetext.text(st.session_state.pop("review_error")))
 
 probe = q(
     queries.prediction_page, db, eval_id, metric, model, sort=sort, regressions_only=regressions,
@@ -83,7 +89,7 @@ probe = q(
 )  # fmt: skip
 total = int(probe["total"][0]) if probe.height else 0
 word = ("regression" if regressions else "prompt") + ("" if total == 1 else "s")
-st.caption(f"{total:,} {word} · {model} vs base on {metric}")
+st.caption(f"{total:,} {word} · {safetext.text(model)} vs base on {safetext.text(metric)}")
 if total == 0:
     st.info("Nothing matches these filters.")
     st.stop()
@@ -112,7 +118,7 @@ def score_text(sample_id: str, model_name: str, metric_name: str, value: float |
     base = base_scores.get((sample_id, metric_name))
     if model_name != queries.BASE_MODEL and base is not None and value is not None:
         text += f" ({value - base:+.3f})"
-    return common.esc(text)
+    return safetext.text(text)
 
 
 def score_lines(sample_id: str, model_name: str) -> tuple[str, str]:
@@ -130,35 +136,35 @@ for row in page.to_dicts():
     sid = row["sample_id"]
     delta = "" if row["delta"] is None else f" · Δ {metric} {row['delta']:+.3f}"
     with st.container(border=True):
-        st.markdown(f"**{common.esc(sid)}** · {common.esc(row['label'] or '')}{delta}")
+        st.markdown(f"**{safetext.text(sid)}** · {safetext.text(row['label'] or '')}{delta}")
         st.markdown(
-            f'<div class="tl-text"><b>Prompt</b><br>{common.esc(row["prompt"], 3000)}</div>',
+            f'<div class="tl-text"><b>Prompt</b><br>{safetext.text(row["prompt"], 3000)}</div>',
             unsafe_allow_html=True,
         )
         first = pred_by.get((sid, models[0]), {})
         columns = st.columns(1 + len(models))
         columns[0].markdown(
             f'<div class="tl-box"><div class="tl-score">reference</div>'
-            f'<div class="tl-text">{common.esc(first.get("reference"), 3000)}</div></div>',
+            f'<div class="tl-text">{safetext.text(first.get("reference"), 3000)}</div></div>',
             unsafe_allow_html=True,
         )
         for column, model_name in zip(columns[1:], models, strict=True):
             pred = pred_by.get((sid, model_name))
             with column:
                 if pred is None:
-                    st.caption(f"{model_name}: no prediction")
+                    st.caption(f"{safetext.text(model_name)}: no prediction")
                     continue
                 headline, others = score_lines(sid, model_name)
                 st.markdown(
-                    f'<div class="tl-box"><div class="tl-score">{common.esc(model_name)} · {headline}</div>'
-                    f'<div class="tl-text">{common.esc(pred["prediction"], 3000)}</div>'
+                    f'<div class="tl-box"><div class="tl-score">{safetext.text(model_name)} · {headline}</div>'
+                    f'<div class="tl-text">{safetext.text(pred["prediction"], 3000)}</div>'
                     f'<div class="tl-score">{others}</div></div>',
                     unsafe_allow_html=True,
                 )
                 review = review_by.get((sid, model_name))
                 if review:
                     mark = THUMB_UP if review["rating"] > 0 else THUMB_DOWN
-                    st.caption(f"{mark} {common.esc(review['comment'] or '')}")
+                    st.caption(f"{mark} {safetext.text(review['comment'] or '')}")
                 key = f"{eval_id}|{model_name}|{sid}"
                 comment_key = f"comment|{key}"
                 st.text_input("Comment", key=comment_key, label_visibility="collapsed", placeholder="comment")

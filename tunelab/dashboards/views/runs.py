@@ -4,7 +4,7 @@ import altair as alt
 import polars as pl
 import streamlit as st
 
-from tunelab.dashboards import common, queries
+from tunelab.dashboards import common, queries, safetext
 from tunelab.dashboards.common import q
 
 db = common.page_start("Runs", "Training runs, their data lineage and curves; models compared against base")
@@ -25,9 +25,10 @@ else:
     )  # fmt: skip
     st.markdown(
         " · ".join(
-            f"`{r['run_id']}` ({r['kind']}, {r['status']}) ← "
-            + (f"`{r['parent_run_id']}` ← " if r["parent_run_id"] else "")
-            + f"`{r['curation_id'] or '?'}` ({r['data_version'] or 'no version'}) on `{r['base_model'] or '?'}`"
+            f"{safetext.text(r['run_id'])} ({safetext.text(r['kind'])}, {safetext.text(r['status'])}) ← "
+            + (f"{safetext.text(r['parent_run_id'])} ← " if r["parent_run_id"] else "")
+            + f"{safetext.text(r['curation_id'] or '?')} ({safetext.text(r['data_version'] or 'no version')}) "
+            + f"on {safetext.text(r['base_model'] or '?')}"
             for r in runs.head(5).to_dicts()
         )
     )
@@ -104,7 +105,7 @@ delta_columns = {
 st.dataframe(table, hide_index=True, key="compare_table", column_config={**number_columns, **delta_columns})
 st.markdown(
     "  \n".join(
-        f"**{r['metric']}** · {r['model']}: {r['value']:.4f} "
+        f"**{safetext.text(r['metric'])}** · {safetext.text(r['model'])}: {r['value']:.4f} "
         + ("" if r["delta_pct"] is None else f"({r['delta_pct']:+.1f}% vs base)")
         for r in compare.filter(pl.col("model") != queries.BASE_MODEL).to_dicts()
     )

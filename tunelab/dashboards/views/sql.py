@@ -3,7 +3,7 @@
 import duckdb
 import streamlit as st
 
-from tunelab.dashboards import common, console
+from tunelab.dashboards import common, console, safetext
 from tunelab.errors import UserError
 
 db = common.page_start("SQL", "Read-only: external access is disabled and nothing can be written")
@@ -35,10 +35,10 @@ if st.session_state.get("sql_run"):
     try:
         frame, truncated = console.console_query(db, sql)
     except UserError as exc:  # already one line, phrased like `tunelab sql`'s
-        st.error(str(exc))
+        st.error(safetext.text(str(exc)))
     except duckdb.Error as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        st.error(f"sql: {message}")
+        st.error(f"sql: {safetext.text(message)}")
     else:
         note = f" (first {console.SQL_CONSOLE_ROW_LIMIT:,} rows)" if truncated else ""
         st.caption(f"{frame.height:,} rows{note}")
