@@ -139,6 +139,7 @@ def test_predictions_page_side_by_side_and_regressions(db: Path) -> None:
 def test_rating_round_trips_into_reviews(db: Path) -> None:
     at = run_page("predictions")
     key = f"{EVAL}|dpo|demo-persona-eval:0"
+    at.text_input(key="reviewer").input("민지").run()
     at.text_input(key=f"comment|{key}").input("존댓말이 자연스러워요").run()
     at.button(key=f"up|{key}").click().run()
     assert not at.exception
@@ -148,6 +149,7 @@ def test_rating_round_trips_into_reviews(db: Path) -> None:
     reviews = store.query(db, "SELECT eval_id, model, sample_id, rating, comment FROM reviews").to_dicts()
     assert reviews == [{"eval_id": EVAL, "model": "dpo", "sample_id": "demo-persona-eval:0", "rating": 1,
                         "comment": "존댓말이 자연스러워요"}]  # fmt: skip
+    assert store.query(db, "SELECT reviewer FROM reviews")["reviewer"].to_list() == ["민지"]
     at.button(key=f"down|{EVAL}|base|demo-persona-eval:0").click().run()
     ratings = store.query(db, "SELECT model, rating, comment FROM reviews ORDER BY created_at").rows()
     assert ratings == [("dpo", 1, "존댓말이 자연스러워요"), ("base", -1, None)]

@@ -228,6 +228,14 @@ def test_threads_of_one_process_read_and_write_at_once(tmp_path: Path) -> None:
 
     db = tmp_path / "tunelab.duckdb"
     store.start_run(db, {"run_id": "run-1", "kind": "sft"})
+    one_prediction = pl.DataFrame(
+        {"model": ["sft"], "run_id": ["run-1"], "sample_id": ["s:0"], "prediction": ["a"]}
+    )
+    store.ingest_eval(
+        db, {"eval_id": "e1", "eval_set": "x", "created_at": "2026-12-01T00:00:00"}, one_prediction,
+        pl.DataFrame(schema={"model": str, "sample_id": str, "metric": str, "value": float}),
+        pl.DataFrame(schema={"model": str, "metric": str, "value": float}),
+    )  # fmt: skip
     errors: list[str] = []
     counts: list[int] = []
     written = []
@@ -243,7 +251,7 @@ def test_threads_of_one_process_read_and_write_at_once(tmp_path: Path) -> None:
     def write() -> None:
         try:
             while time.monotonic() < end:
-                store.add_review(db, "e1", "sft", f"s:{len(written)}", 1, None)
+                store.add_review(db, "e1", "sft", "s:0", 1, f"review {len(written)}")
                 written.append(1)
         except Exception as exc:
             errors.append(repr(exc))

@@ -200,10 +200,19 @@ def test_eval_ingest_compare_view_and_reviews(tmp_path: Path) -> None:
         store.ingest_eval(db, ev, *eval_frames())
     with pytest.raises(ValueError, match="eval_id != 'e2'"):
         store.ingest_eval(db, ev | {"eval_id": "e2"}, *eval_frames("e1"))
-    store.add_review(db, "e1", "sft", "s:0", 1, "좋아요")
+    store.add_review(db, "e1", "sft", "s:0", 1, "좋아요", reviewer="민지")
     store.add_review(db, "e1", "sft", "s:0", -1, None)
     with pytest.raises(UserError, match="rating must be"):
         store.add_review(db, "e1", "sft", "s:0", 5, None)
+    # a review names a prediction that exists, and its comment is a comment, not a document
+    with pytest.raises(UserError, match="no prediction of model 'sft' for sample 's:9' in evaluation 'e1'"):
+        store.add_review(db, "e1", "sft", "s:9", 1, None)
+    with pytest.raises(UserError, match="no prediction of model 'sft' for sample 's:0' in evaluation 'nope'"):
+        store.add_review(db, "nope", "sft", "s:0", 1, None)
+    with pytest.raises(UserError, match="at most 2,000"):
+        store.add_review(db, "e1", "sft", "s:0", 1, "가" * 2_000_000)
+    reviewers = store.query(db, "SELECT reviewer FROM reviews ORDER BY created_at")["reviewer"].to_list()
+    assert reviewers[0] == "민지" and reviewers[1] == store.default_reviewer() and reviewers[1]
     # replacing the eval keeps people's reviews
     store.ingest_eval(db, ev, *eval_frames(), replace=True)
     assert store.query(db, "SELECT count(*) AS n FROM predictions")["n"][0] == 2

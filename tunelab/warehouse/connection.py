@@ -25,7 +25,7 @@ from tunelab.errors import UserError
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Steps that bring a file written by an older tunelab up to date, keyed by the version they produce.
 # Version 1 had no `reviews` table and no `runs.metrics` column.
@@ -36,6 +36,8 @@ MIGRATIONS: dict[int, list[str]] = {
                eval_id VARCHAR NOT NULL, model VARCHAR NOT NULL, sample_id VARCHAR NOT NULL,
                rating INTEGER NOT NULL, comment VARCHAR, created_at TIMESTAMP)""",
     ],
+    # version 2 did not record who reviewed
+    3: ["ALTER TABLE reviews ADD COLUMN IF NOT EXISTS reviewer VARCHAR"],
 }
 
 # Reads run user SQL (tunelab sql, the dashboard): no file system, and the setting cannot be undone.

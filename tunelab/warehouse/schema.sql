@@ -158,5 +158,6 @@ CREATE TABLE IF NOT EXISTS reviews (
     sample_id   VARCHAR NOT NULL,
     rating      INTEGER NOT NULL,      -- +1 / -1
     comment     VARCHAR,
-    created_at  TIMESTAMP
+    created_at  TIMESTAMP,
+    reviewer    VARCHAR                -- who rated ($TUNELAB_REVIEWER, else the OS user)
 );

@@ -6,8 +6,10 @@ Frames go in with `INSERT ... SELECT` over the Polars frame (DuckDB scans its Ar
 
 from __future__ import annotations
 
+import getpass
 import json
 import math
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -323,14 +325,51 @@ def ingest_eval(
         _insert_frame(con, "eval_metrics", metrics, {"eval_id": eval_id})
 
 
-def add_review(db: Path, eval_id: str, model: str, sample_id: str, rating: int, comment: str | None) -> None:
-    """A person's thumbs up (+1) or down (-1) on one prediction."""
+# a review comment is a sentence or two; a cap keeps a pasted document (or a hostile client) out of the file
+MAX_REVIEW_COMMENT_CHARS = 2000
+
+
+def default_reviewer() -> str:
+    """$TUNELAB_REVIEWER, else the operating-system user."""
+    name = os.environ.get("TUNELAB_REVIEWER", "").strip()
+    if name:
+        return name
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (some containers)
+        return "unknown"
+
+
+def add_review(
+    db: Path,
+    eval_id: str,
+    model: str,
+    sample_id: str,
+    rating: int,
+    comment: str | None,
+    reviewer: str | None = None,
+) -> None:
+    """A person's thumbs up (+1) or down (-1) on one prediction that exists in the warehouse."""
     if rating not in (1, -1):
         raise UserError(f"review: rating must be +1 or -1, got {rating!r}")
+    if comment is not None and len(comment) > MAX_REVIEW_COMMENT_CHARS:
+        raise UserError(
+            f"review: the comment has {len(comment):,} characters; at most {MAX_REVIEW_COMMENT_CHARS:,}"
+        )
+    reviewer = (reviewer or "").strip() or default_reviewer()
     with write_connection(db) as con:
+        found = con.execute(
+            "SELECT count(*) FROM predictions WHERE eval_id = ? AND model = ? AND sample_id = ?",
+            [eval_id, model, sample_id],
+        ).fetchall()[0][0]
+        if not found:
+            raise UserError(
+                f"review: no prediction of model '{model}' for sample '{sample_id}' in evaluation '{eval_id}'"
+            )
         con.execute(
-            "INSERT INTO reviews VALUES (?, ?, ?, ?, ?, ?)",
-            [eval_id, model, sample_id, rating, comment, utcnow()],
+            "INSERT INTO reviews (eval_id, model, sample_id, rating, comment, created_at, reviewer) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [eval_id, model, sample_id, rating, comment, utcnow(), reviewer[:200]],
         )
 
 

@@ -8,6 +8,7 @@ import streamlit as st
 from tunelab.dashboards import common, queries, safetext
 from tunelab.dashboards.common import q
 from tunelab.errors import UserError
+from tunelab.warehouse import store
 
 # 👍/👎 as Streamlit's bundled Material icons: emoji need a colour-emoji font many servers lack.
 THUMB_UP, THUMB_DOWN = ":material/thumb_up:", ":material/thumb_down:"
@@ -45,6 +46,9 @@ model = top[2].selectbox(
     "Model to sort / compare with base", tuned, index=len(tuned) - 1, key="model", bind="query-params"
 )
 
+st.sidebar.text_input(
+    "Reviewer", value=store.default_reviewer(), key="reviewer", help="recorded with every rating you give"
+)
 filters = st.columns([2, 2, 2, 3, 1], vertical_alignment="bottom")
 sort = filters[0].selectbox("Sort by", list(queries.PREDICTION_SORTS), key="sort")
 labels = q(queries.eval_labels, db, eval_id)
@@ -63,11 +67,10 @@ def save_review(
     warehouse: str, eval_id: str, model: str, sample_id: str, rating: int, comment_key: str
 ) -> None:
     """The dashboard's only write: a reviewer's rating through the warehouse API."""
-    from tunelab.warehouse import store
-
     comment = (st.session_state.get(comment_key) or "").strip() or None
+    reviewer = st.session_state.get("reviewer") or None
     try:
-        store.add_review(Path(warehouse), eval_id, model, sample_id, rating, comment)
+        store.add_review(Path(warehouse), eval_id, model, sample_id, rating, comment, reviewer=reviewer)
     except UserError as exc:
         st.session_state["review_error"] = str(exc)
         return
@@ -167,7 +170,13 @@ for row in page.to_dicts():
                     st.caption(f"{mark} {safetext.text(review['comment'] or '')}")
                 key = f"{eval_id}|{model_name}|{sid}"
                 comment_key = f"comment|{key}"
-                st.text_input("Comment", key=comment_key, label_visibility="collapsed", placeholder="comment")
+                st.text_input(
+                    "Comment",
+                    key=comment_key,
+                    label_visibility="collapsed",
+                    placeholder="comment",
+                    max_chars=store.MAX_REVIEW_COMMENT_CHARS,
+                )
                 up, down = st.columns(2)
                 up.button(
                     "good",
