@@ -23,7 +23,10 @@ class DatasetConfig(BaseModel):
 
     @field_validator("name")
     @classmethod
-    def _name_has_no_colon(cls, value: str) -> str:
+    def _name_is_a_plain_name(cls, value: str) -> str:
         if not value or ":" in value:
             raise ValueError("must be non-empty and contain no ':' (sample ids are '<name>:<row>')")
+        # the name becomes part of folder names (curation ids): it must never reach outside the workspace
+        if "/" in value or "\\" in value or ".." in value or value.startswith(".") or not value.isprintable():
+            raise ValueError(f"{value!r}: must be a plain name (no '/', '\\' or '..', not starting with '.')")
         return value
