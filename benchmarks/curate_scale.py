@@ -89,7 +89,6 @@ def main() -> None:
             dataset,
             curate,
             Path(tmp) / "ws",
-            {"dataset": {"path": str(data)}},
             write=not args.no_write,
             show_progress=False,
         )

@@ -101,7 +101,7 @@ def prf(predicted: set[int], truth: set[int]) -> tuple[float, float, float]:
 def run_tunelab(texts: list[str]) -> tuple[set[int], float, float]:
     frame = pl.DataFrame({"sample_id": [str(i) for i in range(len(texts))], "content": texts})
     start, cpu = time.perf_counter(), time.process_time()
-    out = minhash.run(frame, MinhashSettings(threshold=THRESHOLD, ngram=NGRAM), StageContext())
+    out = minhash.run(frame, MinhashSettings(threshold=THRESHOLD, ngram=NGRAM), StageContext()).decisions
     elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     return {int(s) for s in out.filter(~pl.col("kept"))["sample_id"]}, elapsed, cpu
 

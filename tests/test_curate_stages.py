@@ -294,7 +294,7 @@ def test_split_is_stratified_seeded_and_keeps_clusters_together(tmp_path: Path) 
     rows = [{"prompt": f"q{i}", "response": f"a{i}", "label": "a" if i % 4 else "b"} for i in range(200)]
     frame = prepared(tmp_path, rows)
     groups = {f"t:{i}": "cluster-1" for i in range(1, 80, 4)}  # 20 rows of one near-dup cluster, label a
-    ctx = StageContext(embeddings={"cluster_of": groups})
+    ctx = StageContext(clusters=groups)
     out = split.run(frame, SplitSettings(val_ratio=0.2, seed=1), ctx).decisions
     assert set(out["stage"]) == {"final"} and out["kept"].all() and out.height == 200
     side = dict(out.select("sample_id", pl.col("evidence").str.strip_prefix("split=")).iter_rows())
@@ -304,9 +304,7 @@ def test_split_is_stratified_seeded_and_keeps_clusters_together(tmp_path: Path) 
     val_b = sum(labels[s] == "b" for s in val)
     assert val_b == 10  # b: 50 singleton rows -> exactly 10 in val
     assert 30 <= len(val) - val_b <= 31  # a: 150 rows -> 30 in val, whole groups only
-    again = split.run(
-        frame, SplitSettings(val_ratio=0.2, seed=1), StageContext(embeddings={"cluster_of": groups})
-    )
+    again = split.run(frame, SplitSettings(val_ratio=0.2, seed=1), StageContext(clusters=groups))
     assert again.decisions.equals(out)
     assert again.frame["split"].to_list() == [side[s] for s in frame["sample_id"]]
 

@@ -35,8 +35,9 @@ class StageContext:
     eval_ids: list[str] | None = None
     show_progress: bool = False
     stats: dict[str, Any] = field(default_factory=dict)
-    # precomputed embeddings keyed by content (the audit threshold sweep computes them once)
-    embeddings: dict[str, Any] = field(default_factory=dict)
+    # sample_id -> near-dup group, left by minhash (rows kept in one LSH component) for split, which keeps
+    # a group on one side
+    clusters: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

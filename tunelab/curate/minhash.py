@@ -2,10 +2,10 @@
 
 Sketch: one-permutation hashing (OPH) with optimal densification (Shrivastava 2017): every character
 n-gram is hashed once, its top bits pick one of `num_perm` bins and the bin keeps its minimum.
-`num_perm` true permutations cost num_perm hash-ops per shingle (~14k docs/s ceiling on one core at
-1,200 characters per document, see benchmarks/minhash_bench.py); OPH costs one and estimates Jaccard
+`num_perm` true permutations cost num_perm hash-ops per shingle; OPH costs one and estimates Jaccard
 with the same variance, and its estimates agree with datasketch's (tests/test_curate_stages.py,
-test_vectorised_minhash_agrees_with_datasketch).
+test_vectorised_minhash_agrees_with_datasketch). benchmarks/minhash_bench.py measures the stage's speed
+and its precision/recall against exact Jaccard, beside datasketch's per-document MinHash + MinHashLSH.
 Bands/rows come from datasketch's `optimal_param`, weighted towards recall because every candidate
 pair is verified with exact Jaccard on the shingle sets before anything is dropped.
 """
@@ -263,9 +263,8 @@ def run(frame: pl.DataFrame, cfg: MinhashSettings, ctx: StageContext) -> StageOu
     ids = frame["sample_id"]
     # kept members of one LSH component (similar, under the threshold) must land on one side of the split
     kept_in_component = np.flatnonzero((component >= 0) & (ref < 0))
-    cluster_of = ctx.embeddings.setdefault("cluster_of", {})
     for doc in kept_in_component:
-        cluster_of[ids[int(doc)]] = f"minhash:{int(component[doc])}"
+        ctx.clusters[ids[int(doc)]] = f"minhash:{int(component[doc])}"
     ctx.stats["minhash"] = {
         "bands_rows": list(band_params(cfg.threshold, cfg.num_perm)),
         "candidate_pairs": int(pairs),

@@ -84,9 +84,7 @@ def greedy_near_dups(
 def run(frame: pl.DataFrame, cfg: SemanticSettings, ctx: StageContext) -> StageOutput:
     """near_dup_semantic drops with ref_sample_id = the kept row and score = cosine."""
     texts = frame["content"].fill_null("").to_list()
-    vectors = ctx.embeddings.get("semantic_vectors")
-    if vectors is None or len(vectors) != len(texts):
-        vectors = embed(texts, cfg, ctx)
+    vectors = embed(texts, cfg, ctx)
     order = np.argsort(keep_order(frame, cfg.keep, frame["content"]).to_numpy(), kind="stable")
     ref, score = greedy_near_dups(vectors, order, cfg.threshold, cfg.block_size)
     dropped = np.flatnonzero(ref >= 0)

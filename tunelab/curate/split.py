@@ -1,8 +1,9 @@
 """Split stage: seeded train/val split, stratified by label, that never splits a near-duplicate cluster.
 
 Clusters: rows the minhash stage found in one LSH component but kept (their exact Jaccard with the
-representative was under the threshold, e.g. paraphrases) share a group id; so do rows left from one
-exact/semantic cluster. A whole group goes to train or to val, so val never holds a close paraphrase of a
+representative was under the threshold, e.g. paraphrases) share a group id (StageContext.clusters), and
+an oversampled copy ('#dup') follows its source row; exact and semantic dedup leave one row per cluster,
+their representative. A whole group goes to train or to val, so val never holds a close paraphrase of a
 train row. Within each label, groups are shuffled with the seed and moved to val until the label's val
 share reaches val_ratio. The frame comes back with a `split` column; the decisions are the terminal ones:
 stage 'final', kept=true, evidence split=train|val. Without a split stage the pipeline ends with
@@ -59,7 +60,7 @@ def terminal(frame: pl.DataFrame, split: pl.Series) -> StageOutput:
 
 
 def run(frame: pl.DataFrame, cfg: SplitSettings, ctx: StageContext) -> StageOutput:
-    split = assign(frame, cfg, ctx.embeddings.get("cluster_of"))
+    split = assign(frame, cfg, ctx.clusters)
     ctx.stats["split"] = {"train": int((split == "train").sum()), "val": int((split == "val").sum())}
     return terminal(frame, split)
 
