@@ -60,6 +60,16 @@ WorkspaceOption = Annotated[
 FormatOption = Annotated[
     OutputFormat, typer.Option("--format", help="table for people, json for scripts (stdout holds only it)")
 ]
+ResultFormatOption = Annotated[
+    ResultFormat,
+    typer.Option("--format", help="table for people, csv or json for scripts (stdout holds only it)"),
+]
+WarehouseOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--warehouse", help="a warehouse file instead of a workspace (default WORKSPACE/tunelab.duckdb)"
+    ),
+]
 InputFormatOption = Annotated[
     InputFormat, typer.Option("--input-format", help="how to read the data file (auto: by content)")
 ]

@@ -8,10 +8,13 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
+from tunelab.cliopts import WarehouseOption, WorkspaceOption
 from tunelab.errors import UserError
+from tunelab.workspace import as_workspace
 
 APP_PATH = Path(__file__).resolve().parent / "app.py"
 WAREHOUSE_ENV = "TUNELAB_WAREHOUSE"
@@ -56,9 +59,7 @@ def port_is_free(port: int, address: str = "127.0.0.1") -> bool:
 
 
 def resolve_warehouse(workspace: Path | None, warehouse: Path | None = None) -> Path:
-    """--warehouse FILE wins; else WORKSPACE/tunelab.duckdb (default ./tunelab-workspace)."""
-    from tunelab.workspace import as_workspace
-
+    """--warehouse FILE wins; else the workspace's warehouse (default ./tunelab-workspace)."""
     if warehouse is not None and workspace is not None:
         raise UserError("dashboard: give --workspace DIR or --warehouse FILE, not both")
     db = warehouse if warehouse is not None else as_workspace(workspace).warehouse
@@ -70,26 +71,24 @@ def resolve_warehouse(workspace: Path | None, warehouse: Path | None = None) -> 
     return db
 
 
+def dashboard_command(
+    workspace: WorkspaceOption = None,
+    port: Annotated[int, typer.Option("--port", help="port on 127.0.0.1")] = 8501,
+    warehouse: WarehouseOption = None,
+) -> None:
+    """Open the audit / runs / predictions / SQL dashboard over the warehouse (read-only, 127.0.0.1)."""
+    if not 1 <= port <= 65535:
+        raise UserError(f"--port: {port}: must be between 1 and 65535")
+    db = resolve_warehouse(workspace, warehouse)
+    if not port_is_free(port):
+        raise UserError(f"--port: {port}: already in use on 127.0.0.1; pick another with --port N")
+    env = {**os.environ, WAREHOUSE_ENV: str(db.resolve())}
+    typer.echo(f"tunelab dashboard: http://127.0.0.1:{port}  (warehouse {db}; Ctrl+C stops it)")
+    raise typer.Exit(serve_until_stopped(streamlit_command(db.resolve(), port), env))
+
+
 def register(app: typer.Typer) -> None:
-    @app.command("dashboard")
-    def dashboard(
-        workspace: Path | None = typer.Option(
-            None, "--workspace", help="Workspace holding tunelab.duckdb (default ./tunelab-workspace)."
-        ),
-        port: int = typer.Option(8501, "--port", help="Port on 127.0.0.1."),
-        warehouse: Path | None = typer.Option(
-            None, "--warehouse", help="A warehouse file instead of a workspace."
-        ),
-    ) -> None:
-        """Open the audit / runs / predictions / SQL dashboard over the warehouse (read-only, 127.0.0.1)."""
-        if not 1 <= port <= 65535:
-            raise UserError(f"--port: {port}: must be between 1 and 65535")
-        db = resolve_warehouse(workspace, warehouse)
-        if not port_is_free(port):
-            raise UserError(f"--port: {port}: already in use on 127.0.0.1; pick another with --port N")
-        env = {**os.environ, WAREHOUSE_ENV: str(db.resolve())}
-        typer.echo(f"tunelab dashboard: http://127.0.0.1:{port}  (warehouse {db}; Ctrl+C stops it)")
-        raise typer.Exit(serve_until_stopped(streamlit_command(db.resolve(), port), env))
+    app.command("dashboard")(dashboard_command)
 
 
 def serve_until_stopped(command: list[str], env: dict[str, str]) -> int:

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tunelab.recipe import Recipe, load_recipe
-from tunelab.workspace import Workspace
+from tunelab.workspace import Workspace, as_workspace
 
 
 def demo_recipe_path() -> Path:
@@ -20,7 +20,7 @@ def demo_recipe_path() -> Path:
 
 @dataclass
 class DemoSummary:
-    workspace: Path
+    workspace: Workspace
     curations: list = field(default_factory=list)
     sft_run: object | None = None
     dpo_run: object | None = None
@@ -28,13 +28,18 @@ class DemoSummary:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def run_demo(workspace: Path, recipe: Recipe | None = None, console: Console | None = None) -> DemoSummary:
+def run_demo(
+    workspace: Workspace | Path | str | None = None,
+    recipe: Recipe | None = None,
+    console: Console | None = None,
+) -> DemoSummary:
+    """The whole loop into `workspace` (default ./tunelab-workspace), with the bundled recipe by default."""
     console = console or Console()
+    ws = as_workspace(workspace)
     recipe = recipe or load_recipe(demo_recipe_path())
-    recipe.workspace.dir = workspace
-    workspace.mkdir(parents=True, exist_ok=True)
-    summary = DemoSummary(workspace=workspace)
-    ws = Workspace(workspace)
+    recipe.workspace.dir = ws.root
+    ws.root.mkdir(parents=True, exist_ok=True)
+    summary = DemoSummary(workspace=ws)
 
     from tunelab.curate.pipeline import curate_recipe
 
@@ -96,8 +101,7 @@ def print_summary(summary: DemoSummary, console: Console) -> None:
             f"{summary.seconds['evaluate']:.1f}",
         )
     console.print(table)
-    db = Workspace(summary.workspace).warehouse
-    console.print(f"Warehouse: [bold]{db}[/]")
+    console.print(f"Warehouse: [bold]{summary.workspace.warehouse}[/]")
     console.print(
         'Next: [bold]tunelab runs[/] · [bold]tunelab sql "select * from v_drop_reasons"[/] · [bold]tunelab dashboard[/]'
     )

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
+from tunelab.cliopts import ResultFormat, ResultFormatOption, WarehouseOption, WorkspaceOption
 from tunelab.errors import UserError
+from tunelab.workspace import as_workspace
 
-WorkspaceOption = typer.Option(None, "--workspace", help="Workspace folder (default ./tunelab-workspace).")
-WarehouseOption = typer.Option(
-    None, "--warehouse", help="The DuckDB file (default WORKSPACE/tunelab.duckdb)."
-)
-FormatOption = typer.Option("table", "--format", help="table | csv | json")
-OutOption = typer.Option(None, "--out", help="Write the result to this file instead of stdout.")
+OutOption = Annotated[
+    Path | None, typer.Option("--out", help="write the result to this file instead of stdout")
+]
 
 RUNS_SQL = """
 WITH last_loss AS (
@@ -30,53 +31,46 @@ ORDER BY r.started_at, r.run_id
 
 
 def resolve_warehouse(workspace: Path | None, warehouse: Path | None) -> Path:
+    """--warehouse FILE, else the workspace's warehouse (default ./tunelab-workspace)."""
     if workspace is not None and warehouse is not None:
         raise UserError("--workspace and --warehouse: give one or the other")
-    if warehouse is not None:
-        return warehouse
-    from tunelab.workspace import as_workspace
-
-    return as_workspace(workspace).warehouse
+    return warehouse if warehouse is not None else as_workspace(workspace).warehouse
 
 
 def sql_command(
-    query: str = typer.Argument(
-        ..., help="A read-only SQL query (SELECT, WITH, FROM, SHOW, DESCRIBE); - reads stdin."
-    ),
-    workspace: Path | None = WorkspaceOption,
-    warehouse: Path | None = WarehouseOption,
-    fmt: str = FormatOption,
-    out: Path | None = OutOption,
+    query: Annotated[
+        str, typer.Argument(help="a read-only SQL query (SELECT, WITH, FROM, SHOW, DESCRIBE); - reads stdin")
+    ],
+    workspace: WorkspaceOption = None,
+    warehouse: WarehouseOption = None,
+    fmt: ResultFormatOption = ResultFormat.table,
+    out: OutOption = None,
 ) -> None:
     """Query the warehouse read-only; writes, ATTACH, COPY, INSTALL/LOAD and file reads are refused."""
-    from tunelab.warehouse.usersql import FORMATS, run_user_sql, write_result
+    from tunelab.warehouse.usersql import run_user_sql, write_result
 
-    if fmt not in FORMATS:
-        raise UserError(f"--format: must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if query == "-":
-        import sys
-
         query = sys.stdin.read()
     frame = run_user_sql(resolve_warehouse(workspace, warehouse), query)
-    write_result(frame, fmt, out)
+    write_result(frame, fmt.value, out)
 
 
 def runs_command(
-    workspace: Path | None = WorkspaceOption,
-    warehouse: Path | None = WarehouseOption,
-    fmt: str = FormatOption,
+    workspace: WorkspaceOption = None,
+    warehouse: WarehouseOption = None,
+    fmt: ResultFormatOption = ResultFormat.table,
 ) -> None:
     """List training runs with their lineage: curation, data version, parent run, base model, final loss."""
     from tunelab.warehouse.store import query
     from tunelab.warehouse.usersql import write_result
 
-    write_result(query(resolve_warehouse(workspace, warehouse), RUNS_SQL), fmt, title="runs")
+    write_result(query(resolve_warehouse(workspace, warehouse), RUNS_SQL), fmt.value, title="runs")
 
 
 def export_command(
-    out_dir: Path = typer.Argument(..., help="Folder that receives one <table>.parquet per table."),
-    workspace: Path | None = WorkspaceOption,
-    warehouse: Path | None = WarehouseOption,
+    out_dir: Annotated[Path, typer.Argument(help="folder that receives one <table>.parquet per table")],
+    workspace: WorkspaceOption = None,
+    warehouse: WarehouseOption = None,
 ) -> None:
     """Write every warehouse table to OUT_DIR/<table>.parquet."""
     from tunelab.warehouse.export import export_tables
