@@ -326,3 +326,19 @@ def test_cli_audit_threshold_sweep_counts(tmp_path: Path) -> None:
     rows = dict(re.findall(r"minhash\s*│\s*([\d.]+)\s*│\s*(\d+)", out.output))
     # the 10 planted near-duplicates score 0.80-0.87 against their originals
     assert rows == {"0.7": "10", "0.9": "0"}
+
+
+def test_stage_list_is_checked_once_schema_first_split_last() -> None:
+    from tunelab.errors import UserError
+    from tunelab.recipe import parse_recipe
+
+    dataset = {"path": "x.jsonl", "name": "x"}
+    assert parse_recipe({"dataset": dataset, "curate": {"stages": ["exact"]}}).curate.stages == [
+        "schema",
+        "exact",
+    ]
+    moved = CurateConfig(stages=["normalize", "schema", "split"])
+    assert moved.stages == ["schema", "normalize", "split"]
+    assert moved.with_stages(["exact"]).stages == ["schema", "exact"]
+    with pytest.raises(UserError, match="curate.stages: split must be the last stage"):
+        parse_recipe({"dataset": dataset, "curate": {"stages": ["split", "exact"]}})

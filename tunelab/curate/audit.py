@@ -5,8 +5,10 @@ and prints what comes back.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -56,6 +58,11 @@ class Audit:
                 "results": [asdict(row) for row in self.sweep.results],
             }
         return data
+
+
+def dataset_name_for(path: Path) -> str:
+    """A dataset name (the sample id prefix) from a file name: letters, digits, '_' and '-' only."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", path.stem).strip("_") or "audit"
 
 
 def default_config(semantic: bool = False) -> CurateConfig:

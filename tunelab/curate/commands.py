@@ -2,12 +2,12 @@
 
 The commands parse options, call tunelab.curate (pipeline.curate_recipe, audit.audit) and print: tables on
 stdout with `--format table`, one JSON document with `--format json`; progress goes to stderr. The curate
-modules load polars and numpy, so those two imports sit inside the commands: `tunelab --help` stays light.
+pipeline, audit and report modules load polars and numpy, so they are imported inside the commands (the
+one exception to top-level imports here): `tunelab --help` stays light.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -146,16 +146,19 @@ def audit_command(
     output: FormatOption = OutputFormat.table,
 ) -> None:
     """Dry run: what curation would do to FILE, printed; nothing is written but the embedding cache."""
-    from tunelab.curate.audit import audit, default_config
+    from tunelab.curate.audit import audit, dataset_name_for, default_config
 
     mh_values = _thresholds(minhash_thresholds, "--minhash-thresholds", 0.0)
     sem_values = _thresholds(semantic_thresholds, "--semantic-thresholds", -1.0)
     loaded_recipe = load_recipe(recipe) if recipe else None
     curate = loaded_recipe.curate if loaded_recipe else default_config(semantic=bool(sem_values))
     eval_set = loaded_recipe.evaluate.eval_set if loaded_recipe and loaded_recipe.evaluate else None
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", file.stem) or "audit"
     dataset = DatasetConfig(
-        path=file, name=name, kind=kind.value, format=input_format.value, fields=_field_map(field)
+        path=file,
+        name=dataset_name_for(file),
+        kind=kind.value,
+        format=input_format.value,
+        fields=_field_map(field),
     )
     found = audit(dataset, curate, workspace_for(loaded_recipe, workspace), eval_set, mh_values, sem_values)
     if output is OutputFormat.json:
