@@ -47,10 +47,3 @@ dashboard: $(VENV)/.installed
 
 clean:
 	rm -rf $(VENV) $(WORKSPACE) .pytest_cache .ruff_cache
-
-# README.md is assembled from docs/readme/*.md (each component documents itself there);
-# tests/test_readme.py fails when the two drift apart.
-README_PARTS := 00-top 05-recipe curate train evaluate warehouse dashboard embeddings demo-data 99-dev
-.PHONY: readme
-readme:
-	for part in $(README_PARTS); do cat docs/readme/$$part.md; echo; done > README.md

@@ -297,9 +297,9 @@ def test_example_queries_are_read_from_sql_blocks(tmp_path: Path) -> None:
 
 
 def test_the_warehouse_readme_examples_are_offered() -> None:
-    readme = Path(__file__).resolve().parents[1] / "docs" / "readme" / "warehouse.md"
+    readme = Path(__file__).resolve().parents[1] / "docs" / "warehouse.md"
     if not readme.is_file():
-        pytest.skip("docs/readme/warehouse.md not written yet")
+        pytest.skip("docs/warehouse.md not written yet")
     examples = console.example_queries()
     assert len(examples) == readme.read_text(encoding="utf-8").count("```sql")
     assert all(sql.strip() and title for title, sql in examples)

@@ -1,4 +1,4 @@
-"""The README's "Query your results" queries, run against a warehouse filled through the store API with
+"""The example queries of docs/warehouse.md, run against a warehouse filled through the store API with
 rows shaped like the demo's (models base/sft/dpo, ids like 'demo-persona:12'), asserting the exact rows."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import pytest
 
 from tunelab.warehouse import store
 
-README = Path(__file__).resolve().parents[1] / "docs" / "readme" / "warehouse.md"
+README = Path(__file__).resolve().parents[1] / "docs" / "warehouse.md"
 
-N_SAMPLES = 260  # ids match the demo's planted defects where the README names one
+N_SAMPLES = 260  # ids match the demo's planted defects where docs/warehouse.md names one
 DROPS = {  # sample index -> (stage, reason, ref index, score, evidence)
     3: ("exact", "exact_dup", 1, 1.0, "same content_hash"),
     7: ("minhash", "near_dup_minhash", 2, 0.91, "jaccard=0.91 vs demo-persona:2"),
@@ -181,7 +181,7 @@ def fill_demo_warehouse(db: Path) -> None:
 
 
 def readme_queries() -> dict[str, str]:
-    """Every ```sql block of the README section that carries a name (```sql drop_reasons), by name."""
+    """Every ```sql block of docs/warehouse.md that carries a name (```sql drop_reasons), by name."""
     text = README.read_text(encoding="utf-8")
     return dict(re.findall(r"```sql (\w+)\n(.*?)```", text, flags=re.S))
 

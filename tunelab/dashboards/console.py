@@ -1,5 +1,5 @@
 """The SQL page's console: user SQL run read-only with a row cap, CSV export, and the example queries
-(the ```sql blocks of the warehouse README section)."""
+(the ```sql blocks of docs/warehouse.md)."""
 
 from __future__ import annotations
 
@@ -44,12 +44,12 @@ _SQL_BLOCK = re.compile(r"```sql[ \t]*([\w-]*)[^\n]*\n(.*?)```", re.DOTALL | re.
 
 
 def example_queries(readme: Path | None = None) -> list[tuple[str, str]]:
-    """(title, sql) pairs: the ```sql blocks of the warehouse README section, else a built-in list.
+    """(title, sql) pairs: the ```sql blocks of docs/warehouse.md, else a built-in list.
 
     A block's title is the heading above it; a second block under the same heading is told apart by
     its name (```sql all_duplicates), else by its first `-- comment` line.
     """
-    readme = readme or Path(__file__).resolve().parents[2] / "docs" / "readme" / "warehouse.md"
+    readme = readme or Path(__file__).resolve().parents[2] / "docs" / "warehouse.md"
     found: list[tuple[str, str]] = []
     if readme.is_file():
         text = readme.read_text(encoding="utf-8")
