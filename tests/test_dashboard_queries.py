@@ -307,9 +307,10 @@ def test_the_warehouse_readme_examples_are_offered() -> None:
 
 def test_diff_marks_only_the_changed_characters() -> None:
     old, new = highlight_diff(KOREAN_REPRESENTATIVE, KOREAN_NEAR_DUP)
-    assert old == "오늘 날씨가 정말 좋네요<del>.</del> 산책하러 <del>갈까</del>요?"
-    assert new == "오늘 날씨가 정말 좋네요<mark>!</mark> 산책하러 <mark>가실래</mark>요?"
+    # texts go out as character references (safetext); only our own <del>/<mark> tags are markup
+    assert old == "오늘 날씨가 정말 좋네요<del>&#46;</del> 산책하러 <del>갈까</del>요&#63;"
+    assert new == "오늘 날씨가 정말 좋네요<mark>&#33;</mark> 산책하러 <mark>가실래</mark>요&#63;"
     assert compare_texts("같은 글", "같은 글") == ("같은 글", "같은 글", 1.0)
     assert compare_texts("abcd", "abxd")[2] == pytest.approx(0.75)
     old, new = highlight_diff("<b>x</b>", "<b>y</b>")
-    assert "<b>" not in old and "&lt;b&gt;" in new  # texts are escaped, never injected as HTML
+    assert "<b>" not in old and "&#60;b&#62;" in new  # texts are escaped, never injected as HTML
