@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -206,3 +207,73 @@ def test_trainer_log_keys_map_to_train_log_columns() -> None:
     assert (row["rewards_accuracies"], row["logps_chosen"], row["logps_rejected"]) == (1.0, -12.0, -15.0)
     # eval-time DPO numbers and anything unknown are kept, as JSON-safe values, in `extra`
     assert row["extra"] == {"entropy": 2.5, "eval_rewards/margins": 0.4, "grad_spike": "nan"}
+
+
+def test_report_to_reaches_the_trl_configs(tmp_path: Path) -> None:
+    import polars as pl
+    from trl import DPOConfig, SFTConfig
+
+    from tunelab.train import runs
+
+    recipe = parse_recipe(
+        {
+            "dataset": {"path": "x.jsonl", "name": "x"},
+            "train": {
+                "base_model": "org/model",
+                "sft": {"report_to": ["tensorboard"]},
+                "dpo": {"dataset": {"path": "p.jsonl", "name": "p", "kind": "dpo"}, "report_to": ["mlflow"]},
+            },
+        }
+    )
+    prepared = runs.PreparedRun({"output_dir": str(tmp_path)}, pl.DataFrame({"a": [1]}), pl.DataFrame(), None)
+    train = recipe.train
+    assert SFTConfig(**runs.common_training_args(train, train.sft, prepared)).report_to == ["tensorboard"]
+    assert DPOConfig(**runs.common_training_args(train, train.dpo, prepared)).report_to == ["mlflow"]
+    # unset: nothing besides the warehouse (transformers would otherwise report to every tracker installed)
+    plain = parse_recipe({"dataset": {"path": "x.jsonl", "name": "x"}, "train": {"base_model": "org/model"}})
+    assert SFTConfig(**runs.common_training_args(plain.train, plain.train.sft, prepared)).report_to == []
+    with pytest.raises(UserError, match="report_to"):
+        parse_recipe(
+            {
+                "dataset": {"path": "x.jsonl", "name": "x"},
+                "train": {"base_model": "org/model", "sft": {"report_to": ["tensorbored"]}},
+            }
+        )
+
+
+def test_training_progress_lines_carry_step_total_loss_and_eta(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Off a terminal (a log file, `RUN=$(...)`), training progress is a line every few seconds on stderr."""
+    import io
+    import sys
+    import time
+    from types import SimpleNamespace
+
+    from tunelab.train.callbacks import WarehouseLogCallback
+    from tunelab.warehouse import store
+
+    db = Workspace(tmp_path).warehouse
+    store.start_run(db, {"run_id": "sft-1", "kind": "sft"})
+    stderr = io.StringIO()  # not a TTY: plain lines
+    monkeypatch.setattr(sys, "stderr", stderr)
+    now = [time.monotonic()]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    callback = WarehouseLogCallback(db, "sft-1", flush_every_s=1e9, description="train sft-1 step")
+    args = SimpleNamespace(save_strategy="no", save_steps=500)
+    state = SimpleNamespace(max_steps=40, global_step=0, epoch=0.0)
+    callback.on_train_begin(args, state, None)
+    for step in range(1, 41):
+        now[0] += 1.0  # one second a step: a line every 5 steps
+        state.global_step = step
+        callback.on_step_end(args, state, None)
+        callback.on_log(args, state, None, logs={"loss": 3.0 - step / 20})
+    callback.close()
+    lines = stderr.getvalue().splitlines()
+    assert len(lines) >= 7, lines
+    # step/total, elapsed and ETA, and the loss logged last
+    assert re.fullmatch(
+        r"train sft-1 step  [56]/40 \(1[25]%\)  [56] s, ETA 3[45] s  loss 2\.7[05]00", lines[0]
+    )
+    assert lines[-1].startswith("train sft-1 step  40/40 (100%)") and "loss 1.0" in lines[-1]
+    assert sorted(store.logged_steps(db, "sft-1")) == list(range(1, 41))

@@ -6,14 +6,67 @@ quantized, typed and padded alike in both.
 
 from __future__ import annotations
 
+import logging
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from tunelab.errors import UserError
 from tunelab.modeling.config import TINY_MODEL, ModelSettings
+from tunelab.modeling.tiny import build_tiny_model
 from tunelab.workspace import Workspace
 
 if TYPE_CHECKING:
     from tunelab.train.config import LoraSettings
+
+
+# bitsandbytes 0.50.2 logs this at import on CPUs with AVX512-BF16 when the optional `kernels` package is
+# missing (peft imports bitsandbytes, so every run would print it); it is a speed hint for 4-bit CPU
+# matmuls, not a fault. Only this one message of that one logger is dropped.
+_BNB_CPU_LOGGER = "bitsandbytes.backends.cpu.ops"
+_BNB_KERNELS_HINT = "Failed to load CPU gemm_4bit_forward from kernels-community"
+
+
+def _not_kernels_hint(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(_BNB_KERNELS_HINT)
+
+
+# at import (a logging filter, no bitsandbytes import): whatever imports peft next, trl included, is covered
+logging.getLogger(_BNB_CPU_LOGGER).addFilter(_not_kernels_hint)
+
+
+def quiet_libraries() -> None:
+    """No third-party progress bars between our progress lines on stderr.
+
+    The datasets/transformers/hub tqdm bars (tokenizing, loading, writing shards) would interleave with our
+    progress display; their warnings stay on.
+    """
+    import datasets
+    import huggingface_hub
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+    huggingface_hub.utils.disable_progress_bars()
+
+
+@contextmanager
+def checkpointing_alias_ignored() -> Iterator[None]:
+    """Around building a PeftModel (get_peft_model, PeftModel.from_pretrained, SFTTrainer with a
+    peft_config) and around `trainer.train()`.
+
+    transformers 5.24 deprecated `model.is_gradient_checkpointing` for `is_activation_checkpointing`
+    (FutureWarning), and two libraries still read the old name: peft 0.21.2 in PeftModel.__init__, and
+    trl 1.16.0's DPOTrainer in `disable_gradient_checkpointing` around every reference forward. Nothing a
+    caller passes avoids either read, so exactly that message is ignored here, in these blocks only; drop
+    this once peft and trl read the new name.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning
+        )
+        yield
 
 
 def has_gpu() -> bool:
@@ -32,8 +85,6 @@ def resolve_base_model(settings: ModelSettings, workspace: Workspace, texts: lis
             raise UserError(
                 f"train.base_model: {TINY_MODEL} is not built yet in {out_dir}; run `tunelab train sft` first"
             )
-        from tunelab.modeling.tiny import build_tiny_model
-
         build_tiny_model(out_dir, texts)
     return str(out_dir)
 

@@ -8,7 +8,14 @@ from typing import Any
 
 from tunelab.errors import UserError
 from tunelab.modeling.config import ModelSettings
-from tunelab.modeling.loading import load_base_model, load_tokenizer, resolve_base_model
+from tunelab.modeling.loading import (
+    checkpointing_alias_ignored,
+    load_base_model,
+    load_tokenizer,
+    quiet_libraries,
+    resolve_base_model,
+)
+from tunelab.warehouse import store
 from tunelab.workspace import Workspace
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -29,8 +36,7 @@ def load_for_generation(
 
     `datasets` names the dataset whose newest finished run "sft" and "dpo" mean ({"sft": ..., "dpo": ...}).
     """
-    from tunelab.warehouse import store
-
+    quiet_libraries()
     db = workspace.warehouse
     run_id: str | None = None
     adapter_dir: Path | None = None
@@ -64,6 +70,7 @@ def load_for_generation(
     if adapter_dir is not None:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, str(adapter_dir))
+        with checkpointing_alias_ignored():
+            model = PeftModel.from_pretrained(model, str(adapter_dir))
     model.eval()
     return model, tokenizer, run_id

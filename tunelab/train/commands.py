@@ -1,16 +1,34 @@
-"""`tunelab train sft|dpo`: thin CLI over run_sft / run_dpo (heavy imports happen inside the commands)."""
+"""`tunelab train sft|dpo`: thin CLI over run_sft / run_dpo.
+
+stdout holds only the run id (`RUN=$(tunelab train sft recipe.yaml)`); progress, the adapter folder and the
+final losses go to stderr. The trainers are imported inside the commands: they pull polars, duckdb and
+transformers, which `tunelab --help` must not load.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
+
+from tunelab.cliopts import WorkspaceOption
+from tunelab.errors import UserError
+from tunelab.recipe import load_recipe
 
 train_app = typer.Typer(
     name="train",
     help="Train a LoRA/QLoRA adapter: SFT on the curated data, then DPO on top.",
     no_args_is_help=True,
 )
+
+RecipeArgument = Annotated[Path, typer.Argument(metavar="RECIPE", help="the recipe YAML")]
+ResumeOption = Annotated[
+    str | None, typer.Option("--resume", metavar="RUN_ID", help="continue an interrupted run")
+]
+MergeOption = Annotated[
+    bool, typer.Option("--merge", help="also write the merged full model next to the adapter")
+]
 
 
 def _print_result(result: object) -> None:
@@ -30,14 +48,15 @@ def _print_result(result: object) -> None:
 
 @train_app.command("sft")
 def sft_command(
-    recipe_path: Path = typer.Argument(..., metavar="RECIPE", help="the recipe YAML"),
-    workspace: Path | None = typer.Option(None, "--workspace", help="default: the recipe's workspace.dir"),
-    curation: str | None = typer.Option(None, "--curation", help="curation id (default: the latest)"),
-    resume: str | None = typer.Option(None, "--resume", metavar="RUN_ID", help="continue an interrupted run"),
-    merge: bool = typer.Option(False, "--merge", help="also write the merged full model next to the adapter"),
+    recipe_path: RecipeArgument,
+    workspace: WorkspaceOption = None,
+    curation: Annotated[
+        str | None, typer.Option("--curation", help="curation id (default: the latest)")
+    ] = None,
+    resume: ResumeOption = None,
+    merge: MergeOption = False,
 ) -> None:
     """Supervised fine-tuning of a LoRA adapter on the recipe's curated dataset; prints the run id."""
-    from tunelab.recipe import load_recipe
     from tunelab.train.sft import run_sft
 
     recipe = load_recipe(recipe_path)
@@ -47,23 +66,23 @@ def sft_command(
 
 @train_app.command("dpo")
 def dpo_command(
-    recipe_path: Path = typer.Argument(..., metavar="RECIPE", help="the recipe YAML"),
-    from_run: str | None = typer.Option(
-        None,
-        "--from-run",
-        metavar="RUN_ID",
-        help="the finished SFT run to start from (not needed with --resume)",
-    ),
-    workspace: Path | None = typer.Option(None, "--workspace", help="default: the recipe's workspace.dir"),
-    curation: str | None = typer.Option(
-        None, "--curation", help="curation id of the DPO data (default: latest)"
-    ),
-    resume: str | None = typer.Option(None, "--resume", metavar="RUN_ID", help="continue an interrupted run"),
-    merge: bool = typer.Option(False, "--merge", help="also write the merged full model next to the adapter"),
+    recipe_path: RecipeArgument,
+    from_run: Annotated[
+        str | None,
+        typer.Option(
+            "--from-run",
+            metavar="RUN_ID",
+            help="the finished SFT run to start from (not needed with --resume)",
+        ),
+    ] = None,
+    workspace: WorkspaceOption = None,
+    curation: Annotated[
+        str | None, typer.Option("--curation", help="curation id of the DPO data (default: the latest)")
+    ] = None,
+    resume: ResumeOption = None,
+    merge: MergeOption = False,
 ) -> None:
     """DPO on top of an SFT adapter (the SFT policy is the reference); prints the run id."""
-    from tunelab.errors import UserError
-    from tunelab.recipe import load_recipe
     from tunelab.train.dpo import run_dpo
 
     if from_run is None and resume is None:

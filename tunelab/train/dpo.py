@@ -5,45 +5,27 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import polars as pl
+
 from tunelab.errors import UserError
+from tunelab.modeling.chat import dpo_example
+from tunelab.modeling.loading import checkpointing_alias_ignored, load_base_model, load_tokenizer
 from tunelab.train import runs
+from tunelab.warehouse import store
 from tunelab.workspace import Workspace, as_workspace
 
 if TYPE_CHECKING:
     from tunelab.recipe import Recipe
 
 
-def dpo_dataset(frame: Any, tokenizer: Any, system_prompt: str | None) -> Any:
+def dpo_dataset(frame: pl.DataFrame, tokenizer: Any, system_prompt: str | None) -> Any:
     from datasets import Dataset
-
-    from tunelab.modeling.chat import dpo_example
 
     return Dataset.from_list([dpo_example(row, tokenizer, system_prompt) for row in runs.to_rows(frame)])
 
 
-def run_dpo(
-    recipe: Recipe,
-    workspace: Workspace | Path,
-    from_run: str | None,
-    curation_id: str | None = None,
-    resume: str | None = None,
-    merge: bool = False,
-    show_progress: bool = True,
-) -> runs.RunResult:
-    """Continue the adapter of SFT run `from_run` with DPO on the latest curation of recipe.train.dpo.dataset."""
-    from tunelab.warehouse import store
-
-    train_cfg = runs.require_train(recipe)
-    if train_cfg.dpo is None:
-        raise UserError(f"{recipe.name}: train.dpo: required for DPO (dataset, beta, loss_type)")
-    dataset = train_cfg.dpo.dataset
-    if dataset.kind != "dpo":
-        raise UserError(f"{recipe.name}: train.dpo.dataset.kind: must be dpo, not {dataset.kind}")
-    workspace = as_workspace(workspace)
-    db = workspace.warehouse
-    previous = runs.resume_target(db, resume, "dpo") if resume else None
-    if previous is not None and previous.get("parent_run_id"):
-        from_run = previous["parent_run_id"]  # a resumed DPO run continues from the SFT run it began with
+def sft_parent(db: Path, from_run: str | None) -> tuple[dict[str, Any], Path]:
+    """The finished SFT run DPO starts from, and its adapter folder."""
     if from_run is None:
         raise UserError("--from-run: the SFT run to start from is required")
     parent = store.get_run(db, from_run) if db.is_file() else None
@@ -56,12 +38,37 @@ def run_dpo(
     sft_adapter = Path(parent["adapter_path"])
     if not sft_adapter.is_dir():
         raise UserError(f"--from-run: the adapter of run '{from_run}' is gone: {sft_adapter}")
+    return parent, sft_adapter
 
-    def base_model(train_frame: Any, previous: dict[str, Any] | None) -> tuple[str, str | None]:
+
+def run_dpo(
+    recipe: Recipe,
+    workspace: Workspace | Path,
+    from_run: str | None,
+    curation_id: str | None = None,
+    resume: str | None = None,
+    merge: bool = False,
+    show_progress: bool = True,
+) -> runs.RunResult:
+    """Continue the adapter of SFT run `from_run` with DPO on the latest curation of recipe.train.dpo.dataset."""
+    train_cfg = runs.require_train(recipe)
+    if train_cfg.dpo is None:
+        raise UserError(f"{recipe.name}: train.dpo: required for DPO (dataset, beta, loss_type)")
+    dataset = train_cfg.dpo.dataset
+    if dataset.kind != "dpo":
+        raise UserError(f"{recipe.name}: train.dpo.dataset.kind: must be dpo, not {dataset.kind}")
+    workspace = as_workspace(workspace)
+    db = workspace.warehouse
+    previous = runs.resume_target(db, resume, "dpo") if resume else None
+    if previous is not None and previous.get("parent_run_id"):
+        from_run = previous["parent_run_id"]  # a resumed DPO run continues from the SFT run it began with
+    parent, sft_adapter = sft_parent(db, from_run)
+
+    def base_model(train_frame: pl.DataFrame, previous: dict[str, Any] | None) -> tuple[str, str | None]:
         return parent["base_model"], parent.get("base_revision")
 
     prepared = runs.prepare_run(
-        recipe, workspace, "dpo", dataset, curation_id, resume, show_progress, base_model, from_run
+        recipe, workspace, "dpo", dataset, curation_id, resume, show_progress, base_model, parent["run_id"]
     )
     with runs.warehouse_run(db, prepared.run, resuming=prepared.resuming):
         return _train(recipe, workspace, prepared, sft_adapter, merge, show_progress)
@@ -78,30 +85,24 @@ def _train(
     from peft import PeftModel
     from trl import DPOConfig, DPOTrainer
 
-    from tunelab.modeling.loading import load_base_model, load_tokenizer
-
     train_cfg = runs.require_train(recipe)
     settings = train_cfg.dpo
     assert settings is not None
-    run, train_frame, val_frame = prepared.run, prepared.train_frame, prepared.val_frame
-    try:
-        base = load_base_model(run["base_model"], train_cfg)
+    with runs.recipe_errors(recipe):
+        base = load_base_model(prepared.run["base_model"], train_cfg)
         tokenizer = load_tokenizer(str(sft_adapter), train_cfg)
-    except UserError as exc:
-        raise UserError(f"{recipe.name}: {exc}") from None
     # a trainable PeftModel and no ref_model: trl copies the adapter into a frozen "ref" adapter, so the
     # reference is the SFT policy (passing a peft_config instead would make the bare base the reference)
-    model = PeftModel.from_pretrained(base, str(sft_adapter), is_trainable=True)
+    with checkpointing_alias_ignored():
+        model = PeftModel.from_pretrained(base, str(sft_adapter), is_trainable=True)
     system_prompt = train_cfg.sft.system_prompt
-    train_data = dpo_dataset(train_frame, tokenizer, system_prompt)
-    has_eval = val_frame.height > 0
-    eval_data = dpo_dataset(val_frame, tokenizer, system_prompt) if has_eval else None
+    train_data, eval_data = prepared.datasets(lambda frame: dpo_dataset(frame, tokenizer, system_prompt))
     config = DPOConfig(
-        **runs.common_training_args(train_cfg, settings, prepared.output_dir / "checkpoints", has_eval),
+        **runs.common_training_args(train_cfg, settings, prepared),
         beta=settings.beta,
         loss_type=[settings.loss_type],
     )
-    callback = runs.log_callback(workspace.warehouse, run, show_progress, prepared.resuming)
+    callback = runs.log_callback(workspace, prepared, show_progress)
     trainer = DPOTrainer(
         model=model,
         ref_model=None,
@@ -111,18 +112,14 @@ def _train(
         processing_class=tokenizer,
         callbacks=[callback],
     )
-    metrics = runs.train_from_checkpoint(
-        trainer, callback, run["run_id"], prepared.output_dir, prepared.resuming, has_eval
-    )
-    return runs.complete_run(
+    return runs.train_and_save(
         recipe,
         workspace,
-        run,
+        prepared,
         trainer,
+        callback,
         tokenizer,
-        metrics,
-        (train_frame, val_frame),
         merge,
-        parent_run_id=run["parent_run_id"],
+        parent_run_id=prepared.run["parent_run_id"],
         sft_adapter=str(sft_adapter),
     )

@@ -12,17 +12,31 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import polars as pl
+
+from tunelab.curate.pipeline import curate_dataset
 from tunelab.errors import UserError
+from tunelab.modeling.loading import (
+    checkpointing_alias_ignored,
+    device_training_args,
+    has_gpu,
+    quiet_libraries,
+    torch_dtype,
+)
 from tunelab.records.config import DatasetConfig
+from tunelab.train.callbacks import WarehouseLogCallback
+from tunelab.train.config import TrainConfig, TrainerSettings
+from tunelab.warehouse import store
 from tunelab.workspace import Workspace
 
 if TYPE_CHECKING:
-    import polars as pl
-
     from tunelab.recipe import Recipe
-    from tunelab.train.config import DPOSettings, SFTSettings, TrainConfig
 
+# inside WORKSPACE/runs/<run_id>/ (Workspace.run_dir): what one run writes
 RUN_CARD = "run_card.json"
+ADAPTER_DIR = "adapter"
+CHECKPOINTS_DIR = "checkpoints"
+MERGED_DIR = "merged"
 
 
 @dataclass
@@ -64,8 +78,6 @@ def ensure_curation(
     dataset: DatasetConfig, recipe: Recipe, workspace: Workspace, curation_id: str | None, show_progress: bool
 ) -> str:
     """The curation to train on: the one asked for, else the newest of this dataset, else a fresh one."""
-    from tunelab.warehouse import store
-
     db = workspace.warehouse
     if curation_id is not None:
         if not workspace.curation_split(curation_id, "train").is_file():
@@ -74,16 +86,12 @@ def ensure_curation(
     latest = store.latest_curation(db, dataset.name) if db.is_file() else None
     if latest is not None and workspace.curation_split(latest, "train").is_file():
         return latest
-    from tunelab.curate.pipeline import curate_dataset
-
     eval_set = recipe.evaluate.eval_set if recipe.evaluate is not None else None
     result = curate_dataset(dataset, recipe.curate, workspace, eval_set, show_progress=show_progress)
     return result.curation_id
 
 
 def read_split(workspace: Workspace, curation_id: str, split: str) -> pl.DataFrame:
-    import polars as pl
-
     path = workspace.curation_split(curation_id, split)
     if not path.is_file():
         return pl.DataFrame()
@@ -91,8 +99,6 @@ def read_split(workspace: Workspace, curation_id: str, split: str) -> pl.DataFra
 
 
 def data_version(workspace: Workspace, curation_id: str) -> str | None:
-    from tunelab.warehouse import store
-
     db = workspace.warehouse
     row = store.get_curation(db, curation_id) if db.is_file() else None
     return None if row is None else row.get("data_version")
@@ -114,6 +120,18 @@ class PreparedRun:
     @property
     def output_dir(self) -> Path:
         return Path(self.run["output_dir"])
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.output_dir / CHECKPOINTS_DIR
+
+    @property
+    def has_eval(self) -> bool:
+        return self.val_frame.height > 0
+
+    def datasets(self, build: Callable[[pl.DataFrame], Any]) -> tuple[Any, Any | None]:
+        """The trainer's datasets: `build` over the train split, and over the val split when it has rows."""
+        return build(self.train_frame), build(self.val_frame) if self.has_eval else None
 
 
 def prepare_run(
@@ -158,15 +176,24 @@ def prepare_run(
     return PreparedRun(run, train_frame, val_frame, previous)
 
 
-def common_training_args(
-    train_cfg: TrainConfig, settings: SFTSettings | DPOSettings, output_dir: Path, has_eval: bool
-) -> dict[str, Any]:
-    """Trainer arguments both trainers take, from the recipe plus the hardware."""
-    from tunelab.modeling.loading import device_training_args
+@contextmanager
+def recipe_errors(recipe: Recipe) -> Iterator[None]:
+    """A model or tokenizer that does not load is a mistake in this recipe: say which one."""
+    try:
+        yield
+    except UserError as exc:
+        raise UserError(f"{recipe.name}: {exc}") from None
 
-    eval_steps = getattr(settings, "eval_steps", None)
+
+def common_training_args(
+    train_cfg: TrainConfig, settings: TrainerSettings, prepared: PreparedRun
+) -> dict[str, Any]:
+    """Trainer arguments both trainers take (SFTConfig / DPOConfig keywords), from the recipe plus the
+    hardware; `report_to` passes the recipe's experiment trackers through (none: the warehouse only)."""
+    has_eval = prepared.has_eval
+    eval_steps = settings.eval_steps
     return {
-        "output_dir": str(output_dir),
+        "output_dir": str(prepared.checkpoints_dir),
         "num_train_epochs": settings.epochs,
         "max_steps": settings.max_steps,
         "learning_rate": settings.learning_rate,
@@ -185,25 +212,13 @@ def common_training_args(
         "seed": settings.seed,
         "data_seed": settings.seed,
         "report_to": list(settings.report_to) or "none",
-        "disable_tqdm": True,  # our rich bar replaces it
+        "disable_tqdm": True,  # our progress display (tunelab.progress, on stderr) replaces it
         **device_training_args(train_cfg, settings.optim),
     }
 
 
-def quiet_libraries() -> None:
-    """The datasets/transformers/hub tqdm bars (tokenizing, loading, writing shards) would interleave with
-    our one rich bar; their warnings stay on."""
-    import datasets
-    import huggingface_hub
-    import transformers
-
-    datasets.disable_progress_bars()
-    transformers.utils.logging.disable_progress_bar()
-    huggingface_hub.utils.disable_progress_bars()
-
-
 def quiet_trainer(trainer: Any) -> None:
-    """With tqdm off, transformers prints every log dict to stdout; the rich bar and train_log carry them."""
+    """With tqdm off, transformers prints every log dict to stdout; our progress and train_log carry them."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     trainer.remove_callback(PrinterCallback)
@@ -213,8 +228,6 @@ def quiet_trainer(trainer: Any) -> None:
 @contextmanager
 def warehouse_run(db: Path, run: dict[str, Any], resuming: bool) -> Iterator[None]:
     """Run row lifecycle: 'running' at start, 'failed' with the error on any exception (Ctrl-C included)."""
-    from tunelab.warehouse import store
-
     if resuming:
         store.reopen_run(db, run["run_id"])
     else:
@@ -228,8 +241,6 @@ def warehouse_run(db: Path, run: dict[str, Any], resuming: bool) -> Iterator[Non
 
 
 def resume_target(db: Path, run_id: str, kind: str) -> dict[str, Any]:
-    from tunelab.warehouse import store
-
     run = store.get_run(db, run_id) if db.is_file() else None
     if run is None:
         raise UserError(f"--resume: no run '{run_id}' in {db}")
@@ -275,10 +286,10 @@ def save_outputs(
     train_cfg: TrainConfig,
 ) -> tuple[Path, Path | None]:
     """Adapter + tokenizer + run card under out_dir; optionally a merged full model next to the adapter."""
-    adapter_dir = out_dir / "adapter"
+    adapter_dir = out_dir / ADAPTER_DIR
     trainer.model.save_pretrained(str(adapter_dir), selected_adapters=["default"])
     tokenizer.save_pretrained(str(adapter_dir))
-    merged_dir = merge_adapter(base_model, adapter_dir, out_dir / "merged", train_cfg) if merge else None
+    merged_dir = merge_adapter(base_model, adapter_dir, out_dir / MERGED_DIR, train_cfg) if merge else None
     card = {**card, "adapter_dir": str(adapter_dir), "merged_dir": str(merged_dir) if merged_dir else None}
     (out_dir / RUN_CARD).write_text(
         json.dumps(card, indent=2, ensure_ascii=False, default=str), encoding="utf-8"
@@ -291,13 +302,12 @@ def merge_adapter(base_model: str, adapter_dir: Path, merged_dir: Path, train_cf
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tunelab.modeling.loading import has_gpu, torch_dtype
-
     dtype = torch_dtype(train_cfg.compute_dtype) if has_gpu() else torch_dtype("float32")
     base = AutoModelForCausalLM.from_pretrained(
         base_model, dtype=dtype, revision=train_cfg.revision, trust_remote_code=train_cfg.trust_remote_code
     )
-    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    with checkpointing_alias_ignored():
+        merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
     merged.save_pretrained(str(merged_dir))
     AutoTokenizer.from_pretrained(str(adapter_dir)).save_pretrained(str(merged_dir))
     return merged_dir
@@ -308,16 +318,18 @@ def to_rows(frame: pl.DataFrame) -> list[dict[str, Any]]:
 
 
 def train_from_checkpoint(
-    trainer: Any, callback: Any, run_id: str, out_dir: Path, resuming: bool, has_eval: bool
+    trainer: Any, callback: WarehouseLogCallback, prepared: PreparedRun
 ) -> dict[str, Any]:
     """Train (from the last complete checkpoint when resuming) and return the final metrics."""
     quiet_trainer(trainer)
-    checkpoint = last_checkpoint(out_dir / "checkpoints") if resuming else None
-    if resuming and checkpoint is None:
-        raise UserError(f"--resume: run {run_id} has no complete checkpoint in {out_dir / 'checkpoints'}")
+    checkpoints = prepared.checkpoints_dir
+    checkpoint = last_checkpoint(checkpoints) if prepared.resuming else None
+    if prepared.resuming and checkpoint is None:
+        raise UserError(f"--resume: run {prepared.run['run_id']} has no complete checkpoint in {checkpoints}")
     try:
-        output = trainer.train(resume_from_checkpoint=checkpoint)
-        metrics = final_metrics(trainer, output, has_eval)
+        with checkpointing_alias_ignored():
+            output = trainer.train(resume_from_checkpoint=checkpoint)
+            metrics = final_metrics(trainer, output, prepared.has_eval)
         metrics["resumed_from_step"] = checkpoint_step(checkpoint)
     finally:
         callback.close()
@@ -334,21 +346,19 @@ def count_4bit_modules(model: Any) -> int:
     )
 
 
-def complete_run(
+def train_and_save(
     recipe: Recipe,
     workspace: Workspace,
-    run: dict[str, Any],
+    prepared: PreparedRun,
     trainer: Any,
+    callback: WarehouseLogCallback,
     tokenizer: Any,
-    metrics: dict[str, Any],
-    frames: tuple[Any, Any],
     merge: bool,
     **card_extra: Any,
 ) -> RunResult:
-    """Save adapter (+ merged model) and the run card, and mark the run finished in the warehouse."""
-    from tunelab.warehouse import store
-
-    out_dir = Path(run["output_dir"])
+    """The end SFT and DPO share: train, save adapter (+ merged model) and run card, mark the run finished."""
+    metrics = train_from_checkpoint(trainer, callback, prepared)
+    run, out_dir = prepared.run, prepared.output_dir
     card = {
         "run_id": run["run_id"],
         "kind": run["kind"],
@@ -356,8 +366,8 @@ def complete_run(
         "curation_id": run["curation_id"],
         "data_version": data_version(workspace, run["curation_id"]),
         "base_model": run["base_model"],
-        "train_rows": frames[0].height,
-        "val_rows": frames[1].height,
+        "train_rows": prepared.train_frame.height,
+        "val_rows": prepared.val_frame.height,
         "recipe": recipe.as_record(),
         "metrics": metrics,
         "linear4bit_modules": count_4bit_modules(trainer.model),
@@ -371,15 +381,14 @@ def complete_run(
     return RunResult(run["run_id"], run["kind"], out_dir, adapter_dir, metrics, merged_dir)
 
 
-def log_callback(db: Path, run: dict[str, Any], show_progress: bool, resuming: bool) -> Any:
-    """The callback streaming trainer logs to train_log; a resumed run skips steps already logged."""
-    from tunelab.train.callbacks import WarehouseLogCallback
-    from tunelab.warehouse import store
-
+def log_callback(workspace: Workspace, prepared: PreparedRun, show_progress: bool) -> WarehouseLogCallback:
+    """The callback streaming trainer logs to train_log and showing progress; a resumed run skips the steps
+    it already logged."""
+    db, run_id = workspace.warehouse, prepared.run["run_id"]
     return WarehouseLogCallback(
         db,
-        run["run_id"],
+        run_id,
         show_progress=None if show_progress else False,
-        skip_steps=store.logged_steps(db, run["run_id"]) if resuming else None,
-        description=f"{run['kind']} {run['run_id']}",
+        skip_steps=store.logged_steps(db, run_id) if prepared.resuming else None,
+        description=f"train {run_id} step",
     )
