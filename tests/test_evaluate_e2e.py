@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -181,6 +182,17 @@ def test_evaluate_cli_with_model_option(trained: tuple[Any, Path, str], tmp_path
         [eval_id],
     )
     assert models.rows() == [(sft_run, sft_run)]
+    assert "evaluation " + eval_id in result.stdout  # table mode: the table, then the id on the last line
+
+    as_json = CliRunner().invoke(
+        app, ["evaluate", str(path), "-w", str(workspace), "--model", "sft", "--format", "json"]
+    )
+    assert as_json.exit_code == 0, as_json.output
+    document = json.loads(as_json.stdout)  # one JSON document, nothing else on stdout
+    assert document["models"] == ["sft"] and document["eval_set"] == "persona:val"
+    assert document["curation_id"] == "cur-e2e" and Path(document["predictions_path"]).is_file()
+    assert {row["metric"] for row in document["table"]} >= {"rouge1", "chrf_corpus", "cosine"}
+    assert all(row["model"] == "sft" and row["delta_abs"] == 0.0 for row in document["table"])
     missing = CliRunner().invoke(
         app, ["evaluate", str(path), "--workspace", str(workspace), "--model", "no-such-run"]
     )

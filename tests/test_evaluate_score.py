@@ -208,8 +208,23 @@ def test_score_cli_prints_table_and_eval_id(workspace: Path, predictions_file: P
     )
     assert sig["signature"].to_list() == ["rouge-score 0.1.2|tok:char-lower|stem:no|rouge1|f1"]
     assert "persona acc" in result.stdout
+    # a typed choice: click refuses what is not one, naming the option and the choices (exit 2)
     bad = CliRunner().invoke(app, ["score", str(predictions_file), "--tokenizer", "rouge-default"])
-    assert isinstance(bad.exception, UserError) and "--tokenizer" in str(bad.exception)
+    assert bad.exit_code == 2 and "--tokenizer" in bad.output and "whitespace" in bad.output
+
+    as_json = CliRunner().invoke(
+        app,
+        ["score", str(predictions_file), "-w", str(workspace), "--tokenizer", "char",
+         "--embedding-model", "use-v3", "--format", "json"],
+    )  # fmt: skip
+    assert as_json.exit_code == 0, as_json.output
+    document = json.loads(as_json.stdout)  # stdout is the one JSON document and nothing else
+    assert set(document) == {"eval_id", "eval_set", "curation_id", "models", "predictions_path", "table"}
+    assert document["eval_id"] != eval_id and document["eval_set"] == predictions_file.stem
+    assert Path(document["predictions_path"]).is_file()
+    rouge1 = [row for row in document["table"] if row["metric"] == "rouge1"]
+    assert len(rouge1) == len(document["models"]) >= 1
+    assert set(rouge1[0]) == {"model", "metric", "value", "base_value", "delta_abs", "delta_pct"}
 
 
 def test_labels_without_a_curation_skip_label_acc_with_a_warning(tmp_path: Path) -> None:

@@ -15,6 +15,8 @@ import polars as pl
 
 from tunelab.errors import UserError
 from tunelab.evaluate.config import EvaluateConfig, GenerationSettings
+from tunelab.modeling.chat import generation_prompt, has_chat_template, target_text
+from tunelab.modeling.resolve import load_for_generation
 from tunelab.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -58,8 +60,6 @@ def gen_params_json(settings: GenerationSettings) -> str:
 def render_prompts(
     rows: list[dict[str, Any]], kind: str, tokenizer: Any, system_prompt: str | None
 ) -> list[str]:
-    from tunelab.modeling.chat import generation_prompt
-
     return [generation_prompt(row, kind, tokenizer, system_prompt) for row in rows]
 
 
@@ -72,8 +72,6 @@ def generate_texts(
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    from tunelab.modeling.chat import has_chat_template
-
     kwargs = generation_kwargs(settings, tokenizer)
     # a chat template already writes BOS into the text (a second one would shift what the model saw in
     # training); plain prompts for template-less base models need the tokenizer's own special tokens
@@ -108,8 +106,6 @@ def generate_predictions(
     on_batch: Any = None,
 ) -> pl.DataFrame:
     """Load `model_ref` (base | sft | dpo | run id | path) and answer every eval row: PREDICTION_COLUMNS."""
-    from tunelab.modeling.resolve import load_for_generation
-
     if recipe.train is None:
         raise UserError(f"{recipe.name}: train: required to load model '{model_ref}'")
     settings = (recipe.evaluate or EvaluateConfig()).generation
@@ -147,8 +143,6 @@ def trained_datasets(recipe: Recipe) -> dict[str, str]:
 
 def eval_rows_from_frame(frame: pl.DataFrame, kind: str, source: str) -> pl.DataFrame:
     """Canonical rows -> the columns generation needs plus `prompt` and `reference` text."""
-    from tunelab.modeling.chat import target_text
-
     if frame.height == 0:
         raise UserError(f"{source}: the eval set has no rows")
     if kind == "dpo":

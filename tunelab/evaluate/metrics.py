@@ -22,6 +22,7 @@ from typing import Any
 
 import polars as pl
 
+from tunelab.embeddings.loader import embed_cached, load_embedder
 from tunelab.evaluate.tokenizers import has_hangul, resolve_tokenizer_name, rouge_tokenizer
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
@@ -153,23 +154,23 @@ def bleu_chrf_pairs(
 @cache
 def embedder_for(name: str) -> Any:
     """One loaded embedding model per name per process (e5-small takes seconds to build)."""
-    from tunelab.embeddings.loader import load_embedder
-
     return load_embedder(name)
 
 
 def cosine_pairs(
-    references: Sequence[str], predictions: Sequence[str], embedding_model: str, cache_dir: Path | None
+    references: Sequence[str],
+    predictions: Sequence[str],
+    embedding_model: str,
+    cache_dir: Path | None,
+    show_progress: bool = False,
 ) -> list[float]:
     """Cosine of L2-normalised embeddings (tunelab.embeddings; vectors cached by content hash)."""
     import numpy as np
 
-    from tunelab.embeddings.loader import embed_cached
-
     distinct = _unique([*references, *predictions])
     if not distinct:
         return []
-    vectors = embed_cached(embedder_for(embedding_model), distinct, cache_dir)
+    vectors = embed_cached(embedder_for(embedding_model), distinct, cache_dir, show_progress=show_progress)
     row = {text: i for i, text in enumerate(distinct)}
     ref_v = vectors[[row[t] for t in references]]
     pred_v = vectors[[row[t] for t in predictions]]
@@ -182,6 +183,7 @@ def score_pairs(
     rouge_tokenizer_name: str = "auto",
     embedding_model: str = "e5-small",
     cache_dir: Path | None = None,
+    show_progress: bool = False,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Score a frame (model, sample_id, reference, prediction) -> (per-sample scores, corpus metrics).
 
@@ -197,6 +199,7 @@ def score_pairs(
         "bleu_tokenize": bleu_tokenizer_for(all_texts),
         "embedding_model": embedding_model,
         "cache_dir": cache_dir,
+        "show_progress": show_progress,
     }
     score_rows: list[dict[str, Any]] = []
     metric_rows: list[dict[str, Any]] = []
@@ -240,6 +243,7 @@ def _score_one_model(
     bleu_tokenize: str,
     embedding_model: str,
     cache_dir: Path | None,
+    show_progress: bool,
 ) -> list[tuple[str, list[float] | None, str, float]]:
     """(metric, per-sample values or None for corpus-only metrics, signature, corpus value) rows."""
     rows: list[tuple[str, list[float] | None, str, float]] = []
@@ -260,6 +264,6 @@ def _score_one_model(
             rows.append(("chrf", sb["chrf"], sb["chrf_signature"], _mean(sb["chrf"])))
             rows.append(("chrf_corpus", None, sb["chrf_signature"], sb["chrf_corpus"]))
     if "cosine" in metrics:
-        values = cosine_pairs(refs, preds, embedding_model, cache_dir)
+        values = cosine_pairs(refs, preds, embedding_model, cache_dir, show_progress)
         rows.append(("cosine", values, f"cosine|emb:{embedding_model}", _mean(values)))
     return rows

@@ -12,6 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from tunelab.embeddings.loader import embed_cached
+from tunelab.evaluate.metrics import embedder_for
+
 
 def label_centroids(vectors: np.ndarray, labels: Sequence[str]) -> tuple[list[str], np.ndarray]:
     """(label names sorted, one unit-length centroid per label) from row vectors and their labels."""
@@ -38,17 +41,16 @@ def label_hits(
     expected_labels: Sequence[str | None],
     embedding_model: str,
     cache_dir: Path | None,
+    show_progress: bool = False,
 ) -> tuple[list[float | None], list[str]]:
     """Per prediction: 1.0 when its nearest-centroid label equals the expected label, 0.0 when not,
     None when the row has no expected label; plus the predicted labels."""
-    from tunelab.embeddings.loader import embed_cached
-    from tunelab.evaluate.metrics import embedder_for
-
     embedder = embedder_for(embedding_model)
     names, centroids = label_centroids(
-        embed_cached(embedder, list(train_texts), cache_dir), list(train_labels)
+        embed_cached(embedder, list(train_texts), cache_dir, show_progress=show_progress), list(train_labels)
     )
-    predicted = predict_labels(names, centroids, embed_cached(embedder, list(predictions), cache_dir))
+    vectors = embed_cached(embedder, list(predictions), cache_dir, show_progress=show_progress)
+    predicted = predict_labels(names, centroids, vectors)
     hits = [
         None if want is None else float(got == want)
         for got, want in zip(predicted, expected_labels, strict=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 import sys
 import uuid
 import warnings
@@ -22,10 +23,21 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from tunelab.errors import UserError
-from tunelab.evaluate.generate import PREDICTION_COLUMNS, eval_rows_from_frame
+from tunelab.evaluate.compare import comparison_table, print_comparison, print_samples
+from tunelab.evaluate.config import EvaluateConfig
+from tunelab.evaluate.generate import (
+    PREDICTION_COLUMNS,
+    eval_rows_from_frame,
+    generate_predictions,
+    trained_datasets,
+)
 from tunelab.evaluate.metrics import METRIC_SCHEMA, SCORE_SCHEMA, score_pairs
+from tunelab.evaluate.persona import label_hits
 from tunelab.evaluate.predictions_file import SCORING_COLUMNS, read_predictions_file
 from tunelab.evaluate.tokenizers import resolve_tokenizer_name
+from tunelab.progress import progress
+from tunelab.records.loader import load_dataset_records
+from tunelab.warehouse import store
 from tunelab.workspace import Workspace, as_workspace
 
 if TYPE_CHECKING:
@@ -43,6 +55,34 @@ class EvalResult:
     predictions: pl.DataFrame
     scores: pl.DataFrame
     metrics: pl.DataFrame
+    eval_set: str = ""
+    curation_id: str | None = None
+
+    def as_record(self) -> dict[str, Any]:
+        """What `--format json` prints: ids, the predictions file and the comparison table's rows (a value
+        that is not a finite number, e.g. a change against a base of 0, is null)."""
+        rows = [
+            {key: _json_number(value) for key, value in row.items()}
+            for row in self.table.iter_rows(named=True)
+        ]
+        return {
+            "eval_id": self.eval_id,
+            "eval_set": self.eval_set,
+            "curation_id": self.curation_id,
+            "models": list(dict.fromkeys(self.predictions["model"].to_list())),
+            "predictions_path": str(self.predictions_path),
+            "table": rows,
+        }
+
+    def print_tables(self) -> None:
+        """The comparison table and a few side-by-side samples, on stdout."""
+        title = f"evaluation {self.eval_id}" + (f" on {self.eval_set}" if self.eval_set else "")
+        print_comparison(self.table, title=title)
+        print_samples(self.predictions)
+
+
+def _json_number(value: Any) -> Any:
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 @contextmanager
@@ -83,10 +123,9 @@ def label_accuracy_rows(
     embedding_model: str,
     cache_dir: Path,
     curation_id: str,
+    show_progress: bool = False,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """`label_acc` per labelled sample (1.0/0.0) and its mean per model."""
-    from tunelab.evaluate.persona import label_hits
-
     labelled = predictions.filter(pl.col("label").is_not_null())
     if labelled.height == 0:
         return pl.DataFrame(schema=SCORE_SCHEMA), pl.DataFrame(schema=METRIC_SCHEMA)
@@ -97,6 +136,7 @@ def label_accuracy_rows(
         labelled["label"].to_list(),
         embedding_model,
         cache_dir,
+        show_progress,
     )
     signature = f"nearest-centroid|emb:{embedding_model}|train:{curation_id}"
     scores = labelled.select("model", "sample_id").with_columns(
@@ -117,10 +157,13 @@ def score_predictions(
     rouge_tokenizer_name: str,
     embedding_model: str,
     curation_id: str | None,
+    show_progress: bool = False,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Per-sample scores and corpus metrics for a predictions frame (all models at once)."""
     cache_dir = workspace.embedding_cache
-    scores, corpus = score_pairs(predictions, metrics, rouge_tokenizer_name, embedding_model, cache_dir)
+    scores, corpus = score_pairs(
+        predictions, metrics, rouge_tokenizer_name, embedding_model, cache_dir, show_progress
+    )
     source = persona_source(workspace, curation_id) if "label_acc" in metrics else None
     if source is None and "label_acc" in metrics and predictions["label"].drop_nulls().len() > 0:
         warnings.warn(
@@ -130,7 +173,7 @@ def score_predictions(
         )
     if source is not None and curation_id is not None:
         label_scores, label_metrics = label_accuracy_rows(
-            predictions, source, embedding_model, cache_dir, curation_id
+            predictions, source, embedding_model, cache_dir, curation_id, show_progress
         )
         scores, corpus = pl.concat([scores, label_scores]), pl.concat([corpus, label_metrics])
     return scores, corpus
@@ -145,8 +188,6 @@ def store_eval(
     scoring: dict[str, Any],
 ) -> Path:
     """Warehouse rows in one transaction, then the re-scorable predictions file."""
-    from tunelab.warehouse import store
-
     eval_id = eval_row["eval_id"]
     with_id = pl.lit(eval_id).alias("eval_id")
     store.ingest_eval(
@@ -173,15 +214,14 @@ def _finish(
     rouge_tokenizer_name: str,
     embedding_model: str,
     extra_params: dict[str, Any],
+    show_progress: bool = False,
 ) -> EvalResult:
-    from tunelab.evaluate.compare import comparison_table
-
     resolved = resolve_tokenizer_name(
         rouge_tokenizer_name,
         [*predictions["reference"].fill_null(""), *predictions["prediction"].fill_null("")],
     )
     scores, metrics = score_predictions(
-        predictions, workspace, metrics_wanted, resolved, embedding_model, curation_id
+        predictions, workspace, metrics_wanted, resolved, embedding_model, curation_id, show_progress
     )
     eval_id = new_eval_id()
     scoring = {"curation_id": curation_id, "embedding_model": embedding_model, "rouge_tokenizer": resolved}
@@ -193,19 +233,16 @@ def _finish(
         "params": json.dumps({**scoring, "metrics": list(metrics_wanted), **extra_params}, sort_keys=True),
     }
     path = store_eval(workspace, eval_row, predictions, scores, metrics, scoring)
-    return EvalResult(eval_id, comparison_table(metrics), path, predictions, scores, metrics)
+    table = comparison_table(metrics)
+    return EvalResult(eval_id, table, path, predictions, scores, metrics, eval_set, curation_id)
 
 
 def load_eval_rows(recipe: Recipe, workspace: Workspace) -> tuple[pl.DataFrame, str, str, str | None]:
     """(eval rows, kind, eval set name, curation id of recipe.dataset used for persona centroids)."""
-    from tunelab.warehouse import store
-
     db = workspace.warehouse
     curation_id = store.latest_curation(db, recipe.dataset.name) if db.is_file() else None
     eval_set = recipe.evaluate.eval_set if recipe.evaluate is not None else None
     if eval_set is not None:
-        from tunelab.records.loader import load_dataset_records
-
         frame = load_dataset_records(eval_set).frame
         return (
             eval_rows_from_frame(frame, eval_set.kind, str(eval_set.path)),
@@ -229,9 +266,6 @@ def load_eval_rows(recipe: Recipe, workspace: Workspace) -> tuple[pl.DataFrame, 
 def available_models(recipe: Recipe, workspace: Workspace, refs: list[str], explicit: bool) -> list[str]:
     """Check "sft"/"dpo" before any model is loaded: a missing run fails fast when the user asked for it,
     and is skipped with a note when it only came from the default list (e.g. no DPO trained yet)."""
-    from tunelab.evaluate.generate import trained_datasets
-    from tunelab.warehouse import store
-
     db = workspace.warehouse
     kept = []
     for ref in refs:
@@ -255,17 +289,18 @@ def available_models(recipe: Recipe, workspace: Workspace, refs: list[str], expl
 
 
 def run_evaluate(
-    recipe: Recipe, workspace: Workspace | Path, models: list[str] | None = None, show_progress: bool = True
+    recipe: Recipe,
+    workspace: Workspace | Path,
+    models: list[str] | None = None,
+    show_progress: bool = True,
+    print_tables: bool | None = None,
 ) -> EvalResult:
     """Generate with every model (recipe.evaluate.models unless `models`), score, store, compare.
 
-    With `show_progress` a progress bar runs while stdout is a terminal, and the comparison table and
-    a few side-by-side samples are printed at the end (the demo and the CLI rely on that).
+    With `show_progress`, generation (rows) and embedding show progress on stderr, and scoring warnings are
+    one line each. `print_tables` (default: `show_progress`) prints the comparison table and a few
+    side-by-side samples on stdout at the end (the demo relies on that; the CLI prints by --format).
     """
-    from tunelab.evaluate.config import EvaluateConfig
-    from tunelab.evaluate.generate import generate_predictions
-    from tunelab.progress import progress
-
     if recipe.evaluate is None:
         recipe = recipe.model_copy(update={"evaluate": EvaluateConfig()})
     cfg = recipe.evaluate
@@ -278,7 +313,7 @@ def run_evaluate(
     rows, kind, eval_set, curation_id = load_eval_rows(recipe, workspace)
     frames = []
     with progress(None if show_progress else False) as bar:
-        task = bar.add_task("generating", total=len(model_refs) * rows.height, status="")
+        task = bar.add_task("generating rows", total=len(model_refs) * rows.height, status="")
         for ref in model_refs:
             bar.update(task, status=ref)
             frames.append(
@@ -296,12 +331,10 @@ def run_evaluate(
             cfg.rouge_tokenizer,
             cfg.embedding_model,
             {"models": model_refs, "generation": cfg.generation.model_dump()},
+            show_progress,
         )
-    if show_progress:
-        from tunelab.evaluate.compare import print_comparison, print_samples
-
-        print_comparison(result.table, title=f"evaluation {result.eval_id} on {eval_set}")
-        print_samples(result.predictions)
+    if show_progress if print_tables is None else print_tables:
+        result.print_tables()
     return result
 
 
@@ -316,6 +349,7 @@ def score_file(
     eval_set: str | None = None,
     rouge_tokenizer: str | None = None,
     embedding_model: str | None = None,
+    show_progress: bool = False,
 ) -> EvalResult:
     """Re-score an existing predictions JSONL (no generation) and store it as a new evaluation.
 
@@ -323,8 +357,6 @@ def score_file(
     (so its scores are reproduced exactly), else `auto` and e5-small. Persona centroids come from the
     file's curation_id, else the newest curation of the dataset named by the sample ids' prefix.
     """
-    from tunelab.warehouse import store
-
     path, workspace = Path(path), as_workspace(workspace)
     frame = read_predictions_file(path)
     rouge_name = rouge_tokenizer or _one_value(frame, "rouge_tokenizer") or "auto"
@@ -344,4 +376,5 @@ def score_file(
         rouge_name,
         embedder,
         {"source_file": str(path.resolve())},
+        show_progress,
     )
