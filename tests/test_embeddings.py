@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tunelab import embeddings
+from tunelab.embeddings import loader as embeddings  # the loader: Embedder, and its module globals to patch
 from tunelab.embeddings.loader import FunctionEmbedder, embed_cached, load_embedder
 from tunelab.errors import UserError
 
@@ -205,3 +205,16 @@ def test_encoding_restores_the_process_torch_thread_count(builtin: embeddings.Em
         assert torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(before)
+
+
+def test_embedding_progress_counts_rows_on_stderr(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    stderr = io.StringIO()  # not a terminal: one plain line per interval and one when done
+    monkeypatch.setattr(sys, "stderr", stderr)
+    embedder = FunctionEmbedder("fake", 2, lambda texts: np.ones((len(texts), 2), np.float32))
+    embedder.encode([f"문장 {i}" for i in range(5)], batch_size=2, show_progress=True)
+    assert stderr.getvalue().splitlines()[-1].startswith("embedding rows (fake)  5/5 (100%)")
+    stderr.truncate(0)
+    embedder.encode(["조용히"], show_progress=False)
+    assert stderr.getvalue() == ""

@@ -21,7 +21,9 @@ from typing import Protocol
 import numpy as np
 import xxhash
 
+from tunelab.embeddings.e5 import E5Encoder, torch_threads
 from tunelab.errors import UserError
+from tunelab.progress import progress
 
 DEFAULT_DEDUP_MODEL = "use-v3"
 DEFAULT_SCORING_MODEL = "e5-small"
@@ -50,12 +52,14 @@ class FunctionEmbedder:
     encode_batch: Callable[[list[str]], np.ndarray]
 
     def encode(self, texts: list[str], batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
-        from tunelab.progress import track
-
+        """Vectors of `texts`; with `show_progress` the rows embedded so far show on stderr."""
         out = np.zeros((len(texts), self.dim), np.float32)
-        starts = range(0, len(texts), batch_size)
-        for start in track(starts, f"embedding ({self.name})", total=len(starts), show=show_progress):
-            out[start : start + batch_size] = self.encode_batch(texts[start : start + batch_size])
+        with progress(None if show_progress else False) as bar:
+            task = bar.add_task(f"embedding rows ({self.name})", total=len(texts), status="")
+            for start in range(0, len(texts), batch_size):
+                batch = texts[start : start + batch_size]
+                out[start : start + len(batch)] = self.encode_batch(batch)
+                bar.advance(task, len(batch))
         return normalise_rows(out)
 
 
@@ -99,8 +103,6 @@ def load_use_v3(threads: int | None = None) -> FunctionEmbedder:
 
 
 def load_e5_small(threads: int | None = None) -> Embedder:
-    from tunelab.embeddings.e5 import E5Encoder
-
     return E5Encoder(threads=threads or DEFAULT_THREADS["e5-small"])
 
 
@@ -116,8 +118,6 @@ def _hub_reachable(timeout_s: float = 3.0) -> bool:
 
 def load_sentence_transformer(name_or_path: str, threads: int | None = None) -> FunctionEmbedder:
     from sentence_transformers import SentenceTransformer
-
-    from tunelab.embeddings.e5 import torch_threads
 
     local = Path(name_or_path).expanduser()
     if name_or_path.startswith((".", "/", "~")) and not local.exists():
