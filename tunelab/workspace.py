@@ -86,6 +86,36 @@ class Workspace:
         return self.models_dir / name
 
 
+MANAGED_FOLDERS = ("curations", "runs", "evals", "cache", "models")
+
+
+def guard_output(out: Path, warehouse: Path, force: bool, folder: bool = False) -> None:
+    """Refuse to write a user's output file where it would clobber what tunelab keeps.
+
+    The warehouse file (and its write-ahead log) and anything inside the workspace's managed folders are
+    never written by `--out`; an existing file is replaced only with `force`. `folder=True`: `out` is a
+    folder to write into (export), checked for place only.
+    """
+    from tunelab.errors import UserError
+
+    target = Path(out).expanduser().resolve()
+    db = Path(warehouse).expanduser().resolve()
+    if target in (db, db.with_name(db.name + ".wal")):
+        raise UserError(f"{out}: that is the warehouse itself; write the result somewhere else")
+    for name in MANAGED_FOLDERS:
+        managed = db.parent / name
+        if target == managed or managed in target.parents:
+            raise UserError(
+                f"{out}: inside the workspace's {name}/ folder, which tunelab manages; pick another path"
+            )
+    if folder:
+        return  # the files inside are checked by whoever writes them
+    if target.is_dir():
+        raise UserError(f"{out}: is a folder; give a file name")
+    if target.exists() and not force:
+        raise UserError(f"{out}: already exists; pass --force to replace it")
+
+
 def as_workspace(value: Workspace | str | Path | None) -> Workspace:
     """A Workspace from a Workspace, a folder, or None (the default ./tunelab-workspace)."""
     if isinstance(value, Workspace):

@@ -10,7 +10,7 @@ import typer
 
 from tunelab.cliopts import ResultFormat, ResultFormatOption, WarehouseOption, WorkspaceOption
 from tunelab.errors import UserError
-from tunelab.workspace import as_workspace
+from tunelab.workspace import as_workspace, guard_output
 
 OutOption = Annotated[
     Path | None, typer.Option("--out", help="write the result to this file instead of stdout")
@@ -45,13 +45,17 @@ def sql_command(
     warehouse: WarehouseOption = None,
     fmt: ResultFormatOption = ResultFormat.table,
     out: OutOption = None,
+    force: Annotated[bool, typer.Option("--force", help="replace an existing --out file")] = False,
 ) -> None:
     """Query the warehouse read-only; writes, ATTACH, COPY, INSTALL/LOAD and file reads are refused."""
     from tunelab.warehouse.usersql import run_user_sql, write_result
 
     if query == "-":
         query = sys.stdin.read()
-    frame = run_user_sql(resolve_warehouse(workspace, warehouse), query)
+    db = resolve_warehouse(workspace, warehouse)
+    if out is not None:
+        guard_output(out, db, force)  # before the query runs: nothing is clobbered, nothing is wasted
+    frame = run_user_sql(db, query)
     write_result(frame, fmt.value, out)
 
 
@@ -71,11 +75,14 @@ def export_command(
     out_dir: Annotated[Path, typer.Argument(help="folder that receives one <table>.parquet per table")],
     workspace: WorkspaceOption = None,
     warehouse: WarehouseOption = None,
+    force: Annotated[bool, typer.Option("--force", help="replace existing <table>.parquet files")] = False,
 ) -> None:
     """Write every warehouse table to OUT_DIR/<table>.parquet."""
     from tunelab.warehouse.export import export_tables
 
-    written = export_tables(resolve_warehouse(workspace, warehouse), out_dir)
+    db = resolve_warehouse(workspace, warehouse)
+    guard_output(out_dir, db, force=force, folder=True)  # never into the warehouse's own folders
+    written = export_tables(db, out_dir, force=force)
     for table, rows in written.items():
         typer.echo(f"{out_dir / (table + '.parquet')}: {rows} rows")
 

@@ -14,8 +14,10 @@ def _sql_string(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def export_tables(db: Path, out_dir: Path) -> dict[str, int]:
-    """Write DIR/<table>.parquet for each table; returns the row count written per table."""
+def export_tables(db: Path, out_dir: Path, force: bool = False) -> dict[str, int]:
+    """Write DIR/<table>.parquet for each table; returns the row count written per table.
+
+    Existing <table>.parquet files are replaced only with `force` (checked before anything is written)."""
     db = Path(db)
     with read_connection(db):  # a friendly error for a missing file, and migration of an old one
         pass
@@ -33,6 +35,12 @@ def export_tables(db: Path, out_dir: Path) -> dict[str, int]:
                 "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' ORDER BY table_name"
             ).fetchall()
         ]
+        existing = [t for t in tables if (out_dir / f"{t}.parquet").exists()]
+        if existing and not force:
+            raise UserError(
+                f"{out_dir / (existing[0] + '.parquet')}: already exists ({len(existing)} of the "
+                f"{len(tables)} files would be replaced); pass --force to replace them"
+            )
         written = {}
         for table in tables:
             target = (out_dir / f"{table}.parquet").resolve()
