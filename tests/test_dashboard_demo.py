@@ -6,6 +6,7 @@ eval set, not from the dashboard. The warehouse is copied first: the review test
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import shutil
@@ -57,7 +58,8 @@ def frame_with(at: AppTest, *columns: str):
 
 
 def markdown_text(at: AppTest) -> str:
-    return "\n".join(m.value for m in at.markdown)
+    """What the reader sees: dataset text goes out as character references (safetext), decoded here."""
+    return html.unescape("\n".join(m.value for m in at.markdown))
 
 
 def test_audit_shows_the_planted_defects(demo_db: Path) -> None:
