@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from tunelab.errors import UserError
+
 DEFAULT_WORKSPACE = Path("tunelab-workspace")
 WAREHOUSE_FILE = "tunelab.duckdb"
 
@@ -96,8 +98,6 @@ def guard_output(out: Path, warehouse: Path, force: bool, folder: bool = False) 
     never written by `--out`; an existing file is replaced only with `force`. `folder=True`: `out` is a
     folder to write into (export), checked for place only.
     """
-    from tunelab.errors import UserError
-
     target = Path(out).expanduser().resolve()
     db = Path(warehouse).expanduser().resolve()
     if target in (db, db.with_name(db.name + ".wal")):

@@ -10,7 +10,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from tunelab.curate.pipeline import curate_recipe
+from tunelab.evaluate.runner import run_evaluate
 from tunelab.recipe import Recipe, load_recipe
+from tunelab.train.dpo import run_dpo
+from tunelab.train.sft import run_sft
 from tunelab.workspace import Workspace, as_workspace
 
 
@@ -41,16 +45,11 @@ def run_demo(
     ws.root.mkdir(parents=True, exist_ok=True)
     summary = DemoSummary(workspace=ws)
 
-    from tunelab.curate.pipeline import curate_recipe
-
     started = time.perf_counter()
     console.rule("[bold]1. curate")
     summary.curations = curate_recipe(recipe, ws)
     summary.seconds["curate"] = time.perf_counter() - started
     sft_curation = summary.curations[0]
-
-    from tunelab.train.dpo import run_dpo
-    from tunelab.train.sft import run_sft
 
     console.rule("[bold]2. train SFT (QLoRA recipe, tiny model on CPU)")
     started = time.perf_counter()
@@ -61,8 +60,6 @@ def run_demo(
     dpo_curation = summary.curations[1].curation_id if len(summary.curations) > 1 else None
     summary.dpo_run = run_dpo(recipe, ws, from_run=summary.sft_run.run_id, curation_id=dpo_curation)
     summary.seconds["dpo"] = time.perf_counter() - started
-
-    from tunelab.evaluate.runner import run_evaluate
 
     console.rule("[bold]4. evaluate base vs SFT vs DPO")
     started = time.perf_counter()

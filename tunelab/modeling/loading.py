@@ -10,16 +10,12 @@ import logging
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tunelab.errors import UserError
-from tunelab.modeling.config import TINY_MODEL, ModelSettings
+from tunelab.modeling.config import TINY_MODEL, LoraSettings, ModelSettings
 from tunelab.modeling.tiny import build_tiny_model
 from tunelab.workspace import Workspace
-
-if TYPE_CHECKING:
-    from tunelab.train.config import LoraSettings
-
 
 # bitsandbytes 0.50.2 logs this at import on CPUs with AVX512-BF16 when the optional `kernels` package is
 # missing (peft imports bitsandbytes, so every run would print it); it is a speed hint for 4-bit CPU

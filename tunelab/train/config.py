@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tunelab.modeling.config import ModelSettings
+from tunelab.modeling.config import LoraSettings, ModelSettings
 from tunelab.records.config import DatasetConfig
 
 ReportTo = Literal["mlflow", "tensorboard", "wandb", "comet_ml", "trackio", "clearml", "dvclive"]
@@ -14,14 +14,6 @@ ReportTo = Literal["mlflow", "tensorboard", "wandb", "comet_ml", "trackio", "cle
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class LoraSettings(Strict):
-    r: int = Field(16, ge=1)
-    alpha: int = Field(32, ge=1)
-    dropout: float = Field(0.05, ge=0.0, lt=1.0)
-    target_modules: list[str] | str = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
-    bias: Literal["none", "all", "lora_only"] = "none"
 
 
 class TrainerSettings(Strict):
