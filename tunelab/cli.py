@@ -30,6 +30,7 @@ COMPONENT_COMMANDS = (
     "tunelab.evaluate.commands",
     "tunelab.warehouse.commands",
     "tunelab.dashboards.commands",
+    "tunelab.doctor.commands",
 )
 
 

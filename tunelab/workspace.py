@@ -15,8 +15,13 @@ asks it for paths; nothing else joins workspace paths, so the layout can be read
 
 from __future__ import annotations
 
+import json
+import os
+import socket
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tunelab.errors import UserError
 
@@ -87,8 +92,57 @@ class Workspace:
     def model_dir(self, name: str) -> Path:
         return self.models_dir / name
 
+    def pending_curation_dir(self, curation_id: str) -> Path:
+        """Where a curation is written before it is ingested and renamed into place (never read as done)."""
+        return self.curations_dir / f"{PENDING_PREFIX}{curation_id}"
+
+    def ensure_writable(self) -> None:
+        """One line before any work when the workspace can't be written (read-only disk, no permission)."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=self.root, prefix=".write-check-"):
+                pass
+        except OSError as exc:
+            raise UserError(
+                f"{self.root}: cannot write to the workspace ({exc.strerror or exc}); "
+                "pick another with -w/--workspace or fix its permissions"
+            ) from None
+        if self.warehouse.exists() and not os.access(self.warehouse, os.W_OK):
+            raise UserError(f"{self.warehouse}: the warehouse is read-only; tunelab needs to write to it")
+
 
 MANAGED_FOLDERS = ("curations", "runs", "evals", "cache", "models")
+PENDING_PREFIX = ".pending-"
+OWNER_FILE = ".owner.json"
+
+
+def claim(folder: Path) -> None:
+    """Mark `folder` as being written by this process (so `tunelab doctor` can tell live from abandoned)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    owner = {"pid": os.getpid(), "host": socket.gethostname()}
+    (folder / OWNER_FILE).write_text(json.dumps(owner), encoding="utf-8")
+
+
+def release(folder: Path) -> None:
+    (folder / OWNER_FILE).unlink(missing_ok=True)
+
+
+def owner_alive(folder: Path) -> bool | None:
+    """True/False when `folder`'s writer is known to be alive/gone; None when nobody claimed it."""
+    try:
+        owner: dict[str, Any] = json.loads((folder / OWNER_FILE).read_text(encoding="utf-8"))
+        pid, host = int(owner["pid"]), str(owner["host"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if host != socket.gethostname():
+        return True  # another machine's process: not ours to judge
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def guard_output(out: Path, warehouse: Path, force: bool, folder: bool = False) -> None:

@@ -11,6 +11,8 @@ The loop knows no stage by name: each comes from curate/registry.py with its set
 from __future__ import annotations
 
 import json
+import secrets
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +24,7 @@ import xxhash
 from tunelab.curate import decontaminate, normalize, registry, split
 from tunelab.curate.common import StageContext, with_content
 from tunelab.curate.config import CurateConfig
-from tunelab.curate.outputs import write_outputs
+from tunelab.curate.outputs import finish_interrupted, write_outputs
 from tunelab.curate.report import build_report
 from tunelab.curate.result import CurationResult
 from tunelab.errors import UserError
@@ -155,8 +157,7 @@ def curate_frame(
     if "content_hash" not in survivors.columns:
         survivors = with_content(survivors, dataset.kind)
     version = data_version(survivors, dataset, curate)
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    curation_id = f"{dataset.name}-{stamp}-{version[:6]}"
+    curation_id = new_curation_id(dataset.name, version, workspace)
     columns = [c for c in (*OUTPUT_META, *CANONICAL_FIELDS[dataset.kind]) if c in survivors.columns]
     train = survivors.filter(pl.col("split") == "train").select(columns)
     val = survivors.filter(pl.col("split") == "val").select(columns)
@@ -183,6 +184,19 @@ def curate_frame(
     return result
 
 
+def new_curation_id(name: str, version: str, workspace: Workspace | None) -> str:
+    """`<name>-<UTC time>-<data version>-<random>`: the same data curated twice in one second still gets two
+    ids (and a folder that exists already is never reused)."""
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    while True:
+        curation_id = f"{name}-{stamp}-{version[:6]}-{secrets.token_hex(2)}"
+        if workspace is None or not (
+            workspace.curation_dir(curation_id).exists()
+            or workspace.pending_curation_dir(curation_id).exists()
+        ):
+            return curation_id
+
+
 def curate_dataset(
     dataset: DatasetConfig,
     curate: CurateConfig,
@@ -197,6 +211,10 @@ def curate_dataset(
     Decontamination compares against `eval_texts` when given, else curate.decontaminate.eval_path, else
     `eval_set` (the recipe's evaluate.eval_set)."""
     ws = as_workspace(workspace)
+    if write:
+        ws.ensure_writable()  # one line now, not a traceback after the whole run
+        for curation_id, note in finish_interrupted(ws):
+            print(f"note: curation {curation_id}: {note}", file=sys.stderr)
     loaded = load_dataset_records(dataset)
     eval_rows = None
     if "decontaminate" in curate.stages:

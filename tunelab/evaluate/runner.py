@@ -308,6 +308,7 @@ def run_evaluate(
     if not model_refs:
         raise UserError("evaluate.models: empty; name at least one of base, sft, dpo, a run id or a path")
     workspace = as_workspace(workspace)
+    workspace.ensure_writable()
     explicit = models is not None or "models" in cfg.model_fields_set
     model_refs = available_models(recipe, workspace, model_refs, explicit)
     rows, kind, eval_set, curation_id = load_eval_rows(recipe, workspace)
@@ -358,6 +359,7 @@ def score_file(
     file's curation_id, else the newest curation of the dataset named by the sample ids' prefix.
     """
     path, workspace = Path(path), as_workspace(workspace)
+    workspace.ensure_writable()
     frame = read_predictions_file(path)
     rouge_name = rouge_tokenizer or _one_value(frame, "rouge_tokenizer") or "auto"
     embedder = embedding_model or _one_value(frame, "embedding_model") or DEFAULT_EMBEDDING_MODEL

@@ -27,7 +27,7 @@ from tunelab.records.config import DatasetConfig
 from tunelab.train.callbacks import WarehouseLogCallback
 from tunelab.train.config import TrainConfig, TrainerSettings
 from tunelab.warehouse import store
-from tunelab.workspace import Workspace
+from tunelab.workspace import Workspace, claim, release
 
 if TYPE_CHECKING:
     from tunelab.recipe import Recipe
@@ -147,6 +147,7 @@ def prepare_run(
 ) -> PreparedRun:
     """The one run set-up of SFT and DPO: resume target or new id, the curation and its splits, the run folder
     and the warehouse row to start. `base_model(train_frame, previous)` gives (base model, revision)."""
+    workspace.ensure_writable()
     quiet_libraries()
     previous = resume_target(workspace.warehouse, resume, kind) if resume else None
     if previous is not None:
@@ -160,7 +161,7 @@ def prepare_run(
         raise UserError(f"curation {curation_id}: the train split is empty; nothing to train on")
     base, revision = base_model(train_frame, previous)
     out_dir = workspace.run_dir(run_id)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    claim(out_dir)  # this process writes the run; `tunelab doctor` can tell when it is gone
     run = {
         "run_id": run_id,
         "kind": kind,
@@ -237,7 +238,9 @@ def warehouse_run(db: Path, run: dict[str, Any], resuming: bool) -> Iterator[Non
     except BaseException as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         store.finish_run(db, run["run_id"], "failed", error=f"{type(exc).__name__}: {message}".rstrip(": "))
+        release(Path(run["output_dir"]))
         raise
+    release(Path(run["output_dir"]))
 
 
 def resume_target(db: Path, run_id: str, kind: str) -> dict[str, Any]:

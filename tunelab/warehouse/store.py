@@ -420,3 +420,15 @@ def logged_steps(db: Path, run_id: str) -> set[int]:
     """Steps of a run already in train_log (a resumed run must not log them twice)."""
     rows = query(db, "select distinct step from train_log where run_id = ? and step is not null", [run_id])
     return set(rows["step"].to_list()) if rows.height else set()
+
+
+def curation_folders(db: Path) -> list[dict[str, Any]]:
+    """Every curation the warehouse knows, with the folder it was written to."""
+    return query(db, "SELECT curation_id, out_dir FROM curations ORDER BY created_at").to_dicts()
+
+
+def runs_overview(db: Path) -> list[dict[str, Any]]:
+    """Every run with its status and the folders it wrote (for `tunelab doctor`)."""
+    return query(
+        db, "SELECT run_id, kind, status, output_dir, adapter_path FROM runs ORDER BY started_at"
+    ).to_dicts()
