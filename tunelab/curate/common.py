@@ -10,7 +10,7 @@ from typing import Any
 import polars as pl
 import xxhash
 
-from tunelab.records.loader import content_text
+from tunelab.records.fields import content_text
 
 DECISION_SCHEMA: dict[str, pl.DataType] = {
     "sample_id": pl.String(),

@@ -11,7 +11,7 @@ import polars as pl
 from tunelab.curate.common import StageContext, StageOutput, decisions, survivors
 from tunelab.curate.config import LengthSettings
 from tunelab.errors import UserError
-from tunelab.records.loader import CANONICAL_FIELDS, LIST_FIELDS
+from tunelab.records.fields import CANONICAL_FIELDS, LIST_FIELDS
 
 
 @lru_cache(maxsize=4)

@@ -14,7 +14,7 @@ import polars as pl
 
 from tunelab.curate.common import StageContext, StageOutput, decisions
 from tunelab.curate.config import NormalizeSettings
-from tunelab.records.loader import CANONICAL_FIELDS, LIST_FIELDS
+from tunelab.records.fields import CANONICAL_FIELDS, LIST_FIELDS
 from tunelab.textnorm import CHANGE_PATTERN, normalize_expr
 
 TEXT_FIELDS = tuple(dict.fromkeys(f for fields in CANONICAL_FIELDS.values() for f in fields))

@@ -30,7 +30,8 @@ from tunelab.curate.result import CurationResult
 from tunelab.errors import UserError
 from tunelab.progress import progress
 from tunelab.records.config import DatasetConfig
-from tunelab.records.loader import CANONICAL_FIELDS, content_text, load_dataset_records
+from tunelab.records.fields import CANONICAL_FIELDS, content_text
+from tunelab.records.loader import load_dataset_records
 from tunelab.workspace import Workspace, as_workspace
 
 if TYPE_CHECKING:

@@ -11,7 +11,7 @@ import polars as pl
 
 from tunelab.curate.result import CurationResult
 from tunelab.records.config import DatasetConfig
-from tunelab.records.loader import CANONICAL_FIELDS, LIST_FIELDS, content_text
+from tunelab.records.fields import CANONICAL_FIELDS, LIST_FIELDS, content_text
 
 DEDUP_REASONS = ("exact_dup", "near_dup_minhash", "near_dup_semantic")
 SNIPPET = 160

@@ -7,7 +7,7 @@ import polars as pl
 from tunelab.curate.common import StageContext, StageOutput, decisions, survivors
 from tunelab.curate.config import SchemaSettings
 from tunelab.errors import UserError
-from tunelab.records.loader import CANONICAL_FIELDS, LIST_FIELDS, REQUIRED_FIELDS
+from tunelab.records.fields import CANONICAL_FIELDS, LIST_FIELDS, REQUIRED_FIELDS
 
 EXPECTED_TYPE = {
     field: ("list[str]" if field in LIST_FIELDS else "str")

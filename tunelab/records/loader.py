@@ -21,28 +21,15 @@ import polars as pl
 
 from tunelab.errors import UserError
 from tunelab.records.adapters import adapt
-from tunelab.records.config import DatasetConfig, Kind
+from tunelab.records.config import DatasetConfig
+from tunelab.records.fields import (
+    CANONICAL_FIELDS,
+    LIST_FIELDS,
+    fits,
+    frame_schema,
+    type_name,
+)
 
-CANONICAL_FIELDS: dict[str, tuple[str, ...]] = {
-    "sft": ("system", "prompt", "response"),
-    "dpo": ("prompt", "chosen", "rejected"),
-    "raft": ("instruction", "context", "question", "answer", "cot"),
-    "text": ("text",),
-}
-REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
-    "sft": ("prompt", "response"),
-    "dpo": ("prompt", "chosen", "rejected"),
-    "raft": ("context", "question", "answer"),
-    "text": ("text",),
-}
-# what each kind deduplicates on: two rows are the same sample when these agree
-CONTENT_FIELDS: dict[str, tuple[str, ...]] = {
-    "sft": ("prompt", "response"),
-    "dpo": ("prompt", "chosen", "rejected"),
-    "raft": ("question", "answer"),
-    "text": ("text",),
-}
-LIST_FIELDS = {"context"}
 META_COLUMNS = ("sample_id", "dataset", "source_row", "source_line", "label", "field_types")
 QUARANTINE_SCHEMA = {
     "dataset": pl.String,
@@ -69,29 +56,6 @@ class _Record:
     value: Any  # the parsed record, or None when `error` is set
     error: str | None = None
     raw: str = ""
-
-
-def frame_schema(kind: Kind) -> dict[str, pl.DataType]:
-    schema: dict[str, Any] = {
-        "sample_id": pl.String,
-        "dataset": pl.String,
-        "source_row": pl.Int64,
-        "source_line": pl.Int64,
-        "label": pl.String,
-        "field_types": pl.String,
-    }
-    for field in CANONICAL_FIELDS[kind]:
-        schema[field] = pl.List(pl.String) if field in LIST_FIELDS else pl.String
-    return schema
-
-
-def content_text(kind: str, separator: str = "\n") -> pl.Expr:
-    """The text that identifies a sample for deduplication (sft: prompt + response, ...)."""
-    parts = []
-    for field in CONTENT_FIELDS[kind]:
-        col = pl.col(field)
-        parts.append(col.list.join("\n") if field in LIST_FIELDS else col)
-    return pl.concat_str([p.fill_null("") for p in parts], separator=separator).alias("content")
 
 
 # ---------------------------------------------------------------- reading files
@@ -267,18 +231,6 @@ def read_records(path: Path, fmt: str = "auto") -> Iterator[_Record]:
         raise UserError(f"{path}: unsupported format {fmt}")
 
 
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    return type(value).__name__
-
-
-def _fits(field: str, value: Any) -> bool:
-    if field in LIST_FIELDS:
-        return isinstance(value, list) and all(isinstance(v, str) for v in value)
-    return isinstance(value, str)
-
-
 def load_dataset_records(cfg: DatasetConfig) -> LoadResult:
     """Read `cfg.path` into canonical columns for `cfg.kind`; malformed records go to the quarantine."""
     path = Path(cfg.path)
@@ -318,9 +270,9 @@ def load_dataset_records(cfg: DatasetConfig) -> LoadResult:
             if field in LIST_FIELDS and isinstance(value, str):
                 value = [value]
             types[field] = (
-                _type_name(value) if not (field in LIST_FIELDS and _fits(field, value)) else "list[str]"
+                type_name(value) if not (field in LIST_FIELDS and fits(field, value)) else "list[str]"
             )
-            columns[field].append(value if _fits(field, value) else None)
+            columns[field].append(value if fits(field, value) else None)
         label = record.value.get(label_source)
         columns["label"].append(None if label is None else str(label))
         columns["sample_id"].append(f"{cfg.name}:{record.row}")
