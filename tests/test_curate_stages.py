@@ -181,7 +181,10 @@ def test_minhash_short_texts_and_exact_verification(tmp_path: Path) -> None:
         {"prompt": "p", "response": "완전히 다른 이야기를 하는 문장이라서 겹치는 부분이 거의 없습니다"},
     ]
     frame = prepared(tmp_path, rows)
-    out = minhash.run(frame, MinhashSettings(threshold=0.7), StageContext()).decisions
+    # the dedup key switched off: the verified score is the raw text's exact Jaccard (tests/test_dedup_key.py
+    # covers the default key, under which base and base + "!" are the same key)
+    raw_key = {"unicode": "none", "lowercase": False, "punctuation": False, "whitespace": False}
+    out = minhash.run(frame, MinhashSettings(threshold=0.7, key=raw_key), StageContext()).decisions
     got = reasons(out)
     assert got == {"t:1": "near_dup_minhash", "t:3": "near_dup_minhash"}
     row = out.filter(pl.col("sample_id") == "t:3").row(0, named=True)

@@ -16,6 +16,7 @@ import polars as pl
 from tunelab.curate import minhash, semantic
 from tunelab.curate.common import StageContext, keep_order, with_content
 from tunelab.curate.config import CurateConfig
+from tunelab.curate.dedup_key import dedup_keys
 from tunelab.curate.pipeline import curate_frame, eval_content, run_stages
 from tunelab.curate.report import quarantine_lines, summary
 from tunelab.curate.result import CurationResult
@@ -88,10 +89,11 @@ def threshold_sweep(
     sweep = Sweep(after=before, rows=len(texts))
     if minhash_thresholds:
         cfg = curate.minhash
-        sig = minhash.signatures(texts, cfg.ngram, cfg.num_perm, cfg.seed)
+        keys = dedup_keys(texts, cfg.key)  # what the minhash stage compares (curate/dedup_key.py)
+        sig = minhash.signatures(keys, cfg.ngram, cfg.num_perm, cfg.seed)
         rank = keep_order(survivors, cfg.keep, survivors["content"]).to_numpy()
         for threshold in minhash_thresholds:
-            ref, *_ = minhash.cluster(texts, sig, cfg.model_copy(update={"threshold": threshold}), rank)
+            ref, *_ = minhash.cluster(keys, sig, cfg.model_copy(update={"threshold": threshold}), rank)
             sweep.results.append(SweepRow("minhash", threshold, int((ref >= 0).sum())))
     if semantic_thresholds:
         cfg_sem = curate.semantic

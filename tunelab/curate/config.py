@@ -54,8 +54,22 @@ class LengthSettings(Strict):
         return self
 
 
+class DedupKeySettings(Strict):
+    """What near-dup stages compare instead of the raw content (tunelab/curate/dedup_key.py)."""
+
+    unicode: Literal["NFKC", "NFC", "none"] = "NFKC"
+    lowercase: bool = True
+    punctuation: bool = True  # remove Unicode punctuation and symbols
+    whitespace: bool = True  # collapse runs of whitespace to one space, strip the ends
+
+    def is_identity(self) -> bool:
+        return self.unicode == "none" and not (self.lowercase or self.punctuation or self.whitespace)
+
+
 class ExactSettings(Strict):
     keep: Literal["first", "longest"] = "first"
+    # None: the normalised content's hash; a key block: rows with the same dedup key are duplicates
+    key: DedupKeySettings | None = None
 
 
 class MinhashSettings(Strict):
@@ -64,6 +78,7 @@ class MinhashSettings(Strict):
     threshold: float = Field(0.7, ge=0.0, le=1.0)
     keep: Literal["first", "longest"] = "first"
     seed: int = 1
+    key: DedupKeySettings = Field(default_factory=DedupKeySettings)
 
 
 class SemanticSettings(Strict):

@@ -8,6 +8,10 @@ test_vectorised_minhash_agrees_with_datasketch). benchmarks/minhash_bench.py mea
 and its precision/recall against exact Jaccard, beside datasketch's per-document MinHash + MinHashLSH.
 Bands/rows come from datasketch's `optimal_param`, weighted towards recall because every candidate
 pair is verified with exact Jaccard on the shingle sets before anything is dropped.
+
+Signatures and verification both work on the dedup key (tunelab/curate/dedup_key.py: NFKC, lower-cased,
+punctuation removed, whitespace collapsed by default): copies that differ only in spacing, punctuation or
+case are the same key. The stage's output frame keeps the original text.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import polars as pl
 
 from tunelab.curate.common import StageContext, StageOutput, decisions, keep_order, survivors
 from tunelab.curate.config import MinhashSettings
+from tunelab.curate.dedup_key import dedup_keys, describe
 from tunelab.textnorm import shingle_hashes, window_hashes
 
 EMPTY = np.uint32(0xFFFFFFFF)
@@ -254,8 +259,9 @@ def cluster(
 
 
 def run(frame: pl.DataFrame, cfg: MinhashSettings, ctx: StageContext) -> StageOutput:
-    """Decisions for `frame` (needs sample_id and content): near_dup_minhash drops with ref + exact Jaccard."""
-    texts = frame["content"].fill_null("").to_list()
+    """Decisions for `frame` (needs sample_id and content): near_dup_minhash drops with ref + exact Jaccard
+    of the rows' dedup keys."""
+    texts = dedup_keys(frame["content"], cfg.key)
     sig = signatures(texts, cfg.ngram, cfg.num_perm, cfg.seed)
     rank = keep_order(frame, cfg.keep, frame["content"]).to_numpy()
     ref, score, pairs, component = cluster(texts, sig, cfg, rank)
@@ -280,6 +286,6 @@ def run(frame: pl.DataFrame, cfg: MinhashSettings, ctx: StageContext) -> StageOu
         "near_dup_minhash",
         ref_sample_id=ids.gather(ref[dropped]),
         score=pl.Series(score[dropped]),
-        evidence=f"exact Jaccard of {cfg.ngram}-char shingles >= {cfg.threshold}",
+        evidence=f"exact Jaccard of {cfg.ngram}-char shingles of the key ({describe(cfg.key)}) >= {cfg.threshold}",
     )
     return survivors(frame, out)
