@@ -79,11 +79,31 @@ def test_chat_messages_and_dpo_conversational(tmp_path: Path):
             },
             ensure_ascii=False,
         )
+        + "\n"
+        + json.dumps(
+            {"conversations": [{"from": "human", "value": "안녕"}, {"from": "gpt", "value": "반가워요"}]},
+            ensure_ascii=False,
+        )
         + "\n",
         encoding="utf-8",
     )
+    # kind sft holds one exchange: a longer conversation is never cut to its last one, it reaches the
+    # schema stage marked as a conversation (dropped there as multi_turn:use_kind_chat)
     row = load(chat).frame.row(0, named=True)
-    assert (row["system"], row["prompt"], row["response"]) == ("너는 친절해", "두번째", "마지막 답")
+    assert (row["system"], row["prompt"], row["response"]) == (None, None, None)
+    assert json.loads(row["field_types"]) == {"prompt": "conversation[system,user,assistant,user,assistant]"}
+    # one ShareGPT exchange is a flat sft record
+    assert load(chat).frame.select("prompt", "response").row(1) == ("안녕", "반가워요")
+    # kind chat keeps every turn, in order (ShareGPT roles mapped)
+    first, second = load(chat, kind="chat").frame["messages"].to_list()
+    assert second == [{"role": "user", "content": "안녕"}, {"role": "assistant", "content": "반가워요"}]
+    assert [(t["role"], t["content"]) for t in first] == [
+        ("system", "너는 친절해"),
+        ("user", "첫 질문"),
+        ("assistant", "첫 답"),
+        ("user", "두번째"),
+        ("assistant", "마지막 답"),
+    ]
 
 
 def test_field_map_to_a_missing_column_is_a_one_line_error(tmp_path: Path):

@@ -3,6 +3,10 @@
 The whole content is compared when the eval set has the training set's kind; otherwise (a DPO set
 against an SFT eval set) the prompt (question) field alone. Prompt-only matching on same-kind data was
 tried and rejected: short everyday prompts reach 0.6 without sharing an answer (demo row 98).
+
+Conversations are compared on their user turns, each turn on its own (an eval question hidden as the
+third turn of a long conversation must still be found): kind chat always, against the eval set's user
+turns (chat) or prompts (other kinds); dpo also looks at the user turns of its history.
 """
 
 from __future__ import annotations
@@ -13,8 +17,39 @@ import polars as pl
 from tunelab.curate import minhash
 from tunelab.curate.common import StageContext, StageOutput, decisions, survivors
 from tunelab.curate.config import DecontaminateSettings
+from tunelab.records.fields import user_turns_text
 
-PROMPT_FIELD = {"sft": "prompt", "dpo": "prompt", "raft": "question", "text": "text"}
+PROMPT_FIELD = {"sft": "prompt", "chat": "messages", "dpo": "prompt", "raft": "question", "text": "text"}
+VIEW_NAME = {"chat": "user turn"}
+
+
+def prompt_view(frame: pl.DataFrame, kind: str) -> tuple[list[str], list[int]]:
+    """(texts, row of each text): the prompt field, or every user turn of a conversation separately."""
+    field = PROMPT_FIELD[kind]
+    if field not in frame.columns:
+        return [], []
+    if kind == "chat":
+        turns = user_turns_text("messages")
+    elif kind == "dpo" and "history" in frame.columns:  # the history's user turns and the final prompt
+        empty = pl.lit([], pl.List(pl.String))
+        turns = pl.concat_list(user_turns_text("history").fill_null(empty), pl.col("prompt").fill_null(""))
+    else:
+        return frame[field].fill_null("").to_list(), list(range(frame.height))
+    exploded = frame.select(turns.alias("turn")).with_row_index("row").explode("turn").drop_nulls("turn")
+    return exploded["turn"].to_list(), exploded["row"].to_list()
+
+
+def eval_view(
+    loaded: pl.DataFrame, eval_kind: str, train_kind: str
+) -> tuple[list[str], list[str], list[str]]:
+    """(content, prompts, ids) of normalised eval rows with `content`: same kind compares whole contents
+    (prompts alone are too short), except conversations, compared on user turns; another kind (a DPO set
+    against an SFT eval set) compares prompts (ids repeat when one eval row gives several turns)."""
+    ids = loaded["sample_id"].to_list()
+    if eval_kind == train_kind and train_kind != "chat":
+        return loaded["content"].to_list(), [], ids
+    texts, rows = prompt_view(loaded, eval_kind)
+    return [], texts, [ids[r] for r in rows]
 
 
 def matches(
@@ -58,15 +93,17 @@ def run(frame: pl.DataFrame, cfg: DecontaminateSettings, ctx: StageContext) -> S
     ):
         found[j_train] = (j_eval, j, "content")
     field = PROMPT_FIELD[ctx.kind]
+    view = VIEW_NAME.get(ctx.kind, field)
     if not evals and eval_prompts and field in frame.columns:
-        prompts = frame[field].fill_null("").to_list()
-        for j_train, j_eval, j in matches(prompts, eval_prompts, cfg.ngram, cfg.threshold):
+        prompts, rows_of = prompt_view(frame, ctx.kind)
+        for j_text, j_eval, j in matches(prompts, eval_prompts, cfg.ngram, cfg.threshold):
+            j_train = rows_of[j_text]
             if j > found.get(j_train, (0, -1.0, ""))[1]:
-                found[j_train] = (j_eval, j, field)
+                found[j_train] = (j_eval, j, view)
     rows = sorted(found)
     ctx.stats["decontaminate"] = {
         "eval_rows": len(eval_ids),
-        "view": "content" if evals else field,
+        "view": "content" if evals else view,
         "dropped": len(rows),
     }
     ids = frame["sample_id"]

@@ -1,5 +1,7 @@
 """Normalise stage: NFC (composes decomposed Hangul jamo), control characters out, whitespace collapsed.
 
+Conversations (`messages`, `history`) are cleaned turn by turn: every turn's content, roles untouched.
+
 Rows are never dropped here; `run` returns the cleaned frame the next stages see (without `content` /
 `content_hash`, which the pipeline recomputes from the new text when a comparing stage needs them) and
 kept=true decisions (reason 'normalized') naming the fields that changed. `transform` is the cleaning alone
@@ -14,7 +16,7 @@ import polars as pl
 
 from tunelab.curate.common import StageContext, StageOutput, decisions
 from tunelab.curate.config import NormalizeSettings
-from tunelab.records.fields import CANONICAL_FIELDS, LIST_FIELDS
+from tunelab.records.fields import CANONICAL_FIELDS, LIST_FIELDS, MESSAGE_FIELDS
 from tunelab.textnorm import CHANGE_PATTERN, normalize_expr
 
 TEXT_FIELDS = tuple(dict.fromkeys(f for fields in CANONICAL_FIELDS.values() for f in fields))
@@ -50,6 +52,10 @@ def _normalized(field: str, cfg: NormalizeSettings, unicode_done: bool = False) 
     def clean(expr: pl.Expr) -> pl.Expr:
         return normalize_expr(expr, form, cfg.collapse_whitespace, cfg.strip_control)
 
+    if field in MESSAGE_FIELDS:
+        turn = pl.element()
+        content = clean(turn.struct.field("content")).alias("content")
+        return pl.col(field).list.eval(pl.struct(turn.struct.field("role"), content))
     if field in LIST_FIELDS:
         return pl.col(field).list.eval(clean(pl.element()))
     return clean(pl.col(field))
@@ -69,7 +75,7 @@ def apply(
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(normalised frame, kept=true 'normalized' decisions naming the changed fields) in one pass."""
     fields = _fields(frame)
-    string_fields = [f for f in fields if f not in LIST_FIELDS]
+    string_fields = [f for f in fields if f not in LIST_FIELDS and f not in MESSAGE_FIELDS]
     unicode_done = frame.with_columns(
         [_cleaned(_unicode_normalized(frame[f], cfg.unicode), cfg) for f in string_fields]
     )

@@ -60,11 +60,8 @@ def eval_content(
         return None
     loaded = normalize.transform(load_dataset_records(cfg).frame, curate.normalize)
     loaded = loaded.with_columns(content_text(cfg.kind))
-    prompt_field = decontaminate.PROMPT_FIELD[cfg.kind]
-    prompts = loaded[prompt_field].fill_null("").to_list() if prompt_field in loaded.columns else []
-    if cfg.kind == kind:  # same kind: whole content against whole content (prompts alone are too short)
-        return loaded["content"].to_list(), [], loaded["sample_id"].to_list()
-    return [], prompts, loaded["sample_id"].to_list()
+    # same kind: whole contents (prompts alone are too short); conversations: user turns; else prompts
+    return decontaminate.eval_view(loaded, cfg.kind, kind)
 
 
 def run_stages(

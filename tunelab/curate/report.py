@@ -11,7 +11,7 @@ import polars as pl
 
 from tunelab.curate.result import CurationResult
 from tunelab.records.config import DatasetConfig
-from tunelab.records.fields import CANONICAL_FIELDS, LIST_FIELDS, content_text
+from tunelab.records.fields import CANONICAL_FIELDS, content_text, field_text
 
 DEDUP_REASONS = ("exact_dup", "near_dup_minhash", "near_dup_semantic")
 SNIPPET = 160
@@ -27,7 +27,7 @@ def _length_stats(frame: pl.DataFrame, kind: str) -> dict[str, dict[str, float]]
     for field in CANONICAL_FIELDS[kind]:
         if field not in frame.columns:
             continue
-        col = pl.col(field).list.join("\n") if field in LIST_FIELDS else pl.col(field)
+        col = field_text(field)  # lists joined, conversations as "role: content" lines
         chars = frame.select(col.str.len_chars())[field].drop_nulls().to_numpy()
         if chars.size:
             out[field] = {

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-Kind = Literal["sft", "dpo", "raft", "text"]
+Kind = Literal["sft", "chat", "dpo", "raft", "text"]
 Format = Literal["auto", "jsonl", "json", "csv", "tsv", "parquet"]
 
 
