@@ -26,6 +26,7 @@ app = typer.Typer(
 COMPONENT_COMMANDS = (
     "tunelab.demo.commands",
     "tunelab.curate.commands",
+    "tunelab.curate.calibrate_commands",
     "tunelab.train.commands",
     "tunelab.evaluate.commands",
     "tunelab.warehouse.commands",
