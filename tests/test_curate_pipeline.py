@@ -190,7 +190,9 @@ def test_cli_audit_broken_file_prints_a_report(tmp_path: Path) -> None:
     out = run_cli(
         ["audit", str(path), "--minhash-thresholds", "0.5,0.9", "--workspace", str(tmp_path / "ws")]
     )
-    assert out.exit_code == 0, out.output
+    # 1 of 3 records quarantined is over curate.max_quarantine_ratio (0.05): printed in full, then exit 3
+    assert out.exit_code == 3, out.output
+    assert "error: broken (" in out.output and "1 of 3 records quarantined" in out.output
     assert (
         "invalid JSON" in out.output and "wrong_type:prompt" in out.output and "threshold sweep" in out.output
     )
@@ -202,8 +204,14 @@ def test_cli_audit_broken_file_prints_a_report(tmp_path: Path) -> None:
 def test_cli_audit_reads_an_unknown_extension_with_format(tmp_path: Path) -> None:
     path = tmp_path / "pairs.txt"
     path.write_text("Q\tA\n안녕\t반가워요 오늘도 좋은 하루\n", encoding="utf-8")
+    # a tab in the first line: read as TSV by content
     guessed = run_cli(["audit", str(path), "--field", "prompt=Q", "--field", "response=A"])
-    assert guessed.exit_code != 0 and "cannot tell the format" in str(guessed.exception or guessed.output)
+    assert guessed.exit_code == 0, guessed.output
+    assert "read 1 = kept 1 + dropped 0 + quarantined 0" in guessed.output
+    unknown = tmp_path / "notes.txt"
+    unknown.write_text("그냥 글\n또 글\n", encoding="utf-8")
+    refused = run_cli(["audit", str(unknown)])
+    assert refused.exit_code != 0 and "cannot tell the format" in str(refused.exception or refused.output)
     told = run_cli(
         ["audit", str(path), "--input-format", "tsv", "--field", "prompt=Q", "--field", "response=A"]
     )
@@ -231,7 +239,7 @@ def test_cli_audit_json_is_one_document_with_sweep_and_quarantine(tmp_path: Path
             str(tmp_path / "ws"),
         ]
     )
-    assert out.exit_code == 0, out.output
+    assert out.exit_code == 3, out.output  # 1 of 9 quarantined is over curate.max_quarantine_ratio
     data = json.loads(out.stdout)  # stdout holds the JSON document and nothing else
     assert data["counts"]["read"] == 9 and data["counts"]["quarantined"] == 1
     assert data["counts"]["kept"] + data["counts"]["dropped"] + 1 == 9

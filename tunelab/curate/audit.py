@@ -123,6 +123,7 @@ def audit(
         loaded.frame, loaded.quarantine, loaded.read, dataset, curate,
         workspace, eval_rows=eval_rows, show_progress=show_progress, ctx=ctx,
     )  # fmt: skip
+    result.report["source"] = loaded.source  # how the file was read (format, encoding, notes)
     if not (minhash_thresholds or semantic_thresholds):
         return Audit(result)
     sweep_ctx = StageContext(

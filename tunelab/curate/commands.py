@@ -91,14 +91,28 @@ def curate_command(
 
     loaded = load_recipe(recipe)
     results = curate_recipe(loaded, loaded.workspace_at(workspace))
+    datasets = [loaded.dataset] + ([loaded.train.dpo.dataset] if loaded.train and loaded.train.dpo else [])
     if output is OutputFormat.json:
         print_json({"curations": [{**summary(r.report), "out_dir": str(r.out_dir)} for r in results]})
-        return
-    console = Console()
-    for result in results:
-        console.print(_summary_table(result, f"curation {result.curation_id}"))
-        console.print(f"curation id: [bold]{result.curation_id}[/bold]  →  {escape(str(result.out_dir))}")
-        typer.echo(result.curation_id)
+    else:
+        console = Console()
+        for result in results:
+            console.print(_summary_table(result, f"curation {result.curation_id}"))
+            console.print(f"curation id: [bold]{result.curation_id}[/bold]  →  {escape(str(result.out_dir))}")
+            typer.echo(result.curation_id)
+    _guard(results, datasets, loaded.curate.max_quarantine_ratio)
+
+
+def _guard(results: list[CurationResult], datasets: list[DatasetConfig], max_ratio: float) -> None:
+    """Exit 3 with one line on stderr when a curation quarantined too much or kept nothing (its outputs
+    are written already: they are what the user inspects)."""
+    from tunelab.curate.guard import EXIT_CODE, guard_message
+
+    messages = [guard_message(r, d, max_ratio) for r, d in zip(results, datasets, strict=False)]
+    found = [m for m in messages if m]
+    if found:
+        typer.echo(f"error: {found[0]}", err=True)
+        raise typer.Exit(EXIT_CODE)
 
 
 def _print_audit(found: Audit, file: Path) -> None:
@@ -163,8 +177,9 @@ def audit_command(
     found = audit(dataset, curate, workspace_for(loaded_recipe, workspace), eval_set, mh_values, sem_values)
     if output is OutputFormat.json:
         print_json(found.as_dict())
-        return
-    _print_audit(found, file)
+    else:
+        _print_audit(found, file)
+    _guard([found.result], [dataset], curate.max_quarantine_ratio)
 
 
 def register(app: typer.Typer) -> None:

@@ -122,6 +122,8 @@ class CurateConfig(Strict):
     decontaminate: DecontaminateSettings = Field(default_factory=DecontaminateSettings)
     balance: BalanceSettings = Field(default_factory=BalanceSettings)
     split: SplitSettings = Field(default_factory=SplitSettings)
+    # above this share of records read going to quarantine, curate/audit still write but exit 3 (curate/guard.py)
+    max_quarantine_ratio: float = Field(0.05, ge=0.0, le=1.0)
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 

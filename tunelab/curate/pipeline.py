@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CurationResult", "curate_dataset", "curate_frame", "curate_recipe", "run_stages"]
 
-OUTPUT_META = ("sample_id", "dataset", "source_row", "source_line", "label", "content_hash")
+OUTPUT_META = ("sample_id", "dataset", "source_row", "source_line", "source_id", "label", "content_hash")
 
 
 def eval_content(
@@ -230,6 +230,7 @@ def curate_dataset(
         eval_rows,
         show_progress,
     )
+    result.report["source"] = loaded.source  # how the file was read (format, encoding, notes)
     if write:
         write_outputs(result, dataset, curate, loaded.frame, ws)
     return result

@@ -147,6 +147,7 @@ SUMMARY_KEYS = (
     "stages",
     "reasons",
     "quarantine_errors",
+    "source",
 )
 
 
@@ -184,6 +185,17 @@ def report_markdown(report: dict[str, Any]) -> str:
         f"**read {c['read']:,}** = kept {c['kept']:,} + dropped {c['dropped']:,} + quarantined "
         f"{c['quarantined']:,}; train {c['train']:,}, val {c['val']:,} (oversampled copies: {c['oversampled']:,}).",
         "",
+    ]
+    source = report.get("source")
+    if source:
+        parts += [
+            "## Source",
+            f"format {source.get('format') or '?'}, encoding {source.get('encoding') or 'n/a (binary)'}"
+            + (f", {len(source['files'])} files" if source.get("files") else ""),
+        ]
+        parts += [f"- {note}" for note in source.get("notes", [])]
+        parts += [""]
+    parts += [
         "## Stages",
         _md_table(
             ["stage", "rows in", "dropped", "seconds"],

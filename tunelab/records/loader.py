@@ -1,19 +1,23 @@
-"""Load any supported file into canonical columns, and every malformed record into a quarantine.
+"""Load any supported source into canonical columns, and every malformed record into a quarantine.
 
 Nothing read is lost: each record becomes either a row of `frame` (even with missing or wrongly typed
-fields: the schema stage judges those) or a row of `quarantine` (bad JSON, invalid UTF-8, not an object,
-wrong column count), so `frame.height + quarantine.height == read` always.
+fields: the schema stage judges those) or a row of `quarantine` (undecodable bytes, bad JSON, not an object,
+wrong column count, a stray CSV quote ...), so `frame.height + quarantine.height == read` always.
+
+A source is a file, a glob of shards, a folder of data files or a `datasets` save_to_disk folder; each file's
+format is told by its content (formats.py) and its encoding detected (encoding.py). What was decided on the
+way (encoding detected, JSON array in a .jsonl, labels rewritten ...) is said in `LoadResult.source`, which
+the curation report carries.
 """
 
 from __future__ import annotations
 
-import csv
-import gzip
-import io
+import glob
 import json
-import sys
+import re
+from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +25,7 @@ import polars as pl
 
 from tunelab.errors import UserError
 from tunelab.records.adapters import adapt
-from tunelab.records.config import DatasetConfig
+from tunelab.records.config import DatasetConfig, DerivedField
 from tunelab.records.fields import (
     CANONICAL_FIELDS,
     LIST_FIELDS,
@@ -29,8 +33,18 @@ from tunelab.records.fields import (
     frame_schema,
     type_name,
 )
+from tunelab.records.formats import (
+    FileInfo,
+    _dump,
+    _Record,
+    format_by_name,
+    frame_records,
+    hf_splits,
+    is_hf_dataset,
+    read_file,
+)
 
-META_COLUMNS = ("sample_id", "dataset", "source_row", "source_line", "label", "field_types")
+META_COLUMNS = ("sample_id", "dataset", "source_row", "source_line", "label", "field_types", "source_id")
 QUARANTINE_SCHEMA = {
     "dataset": pl.String,
     "source_file": pl.String,
@@ -39,7 +53,10 @@ QUARANTINE_SCHEMA = {
     "error": pl.String,
     "raw": pl.String,
 }
-RAW_LIMIT = 2000
+# the record's own id, when the source has one (dataset.id_field overrides)
+ID_COLUMNS = ("id", "_id", "uuid", "guid")
+_PATH_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+_INTEGRAL = re.compile(r"^[+-]?\d+\.0+$")
 
 
 @dataclass
@@ -47,245 +64,262 @@ class LoadResult:
     frame: pl.DataFrame
     quarantine: pl.DataFrame
     read: int
+    # {format, encoding, notes[, files]}: how the source was read, for the curation report
+    source: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
-class _Record:
-    row: int  # 0-based record index (line formats: line number - 1)
-    line: int  # 1-based line where the record starts, or 1-based record number for JSON/parquet
-    value: Any  # the parsed record, or None when `error` is set
-    error: str | None = None
-    raw: str = ""
+# ---------------------------------------------------------------- which files
 
 
-# ---------------------------------------------------------------- reading files
-
-
-def _open_bytes(path: Path) -> bytes:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise UserError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise UserError(f"{path}: is a directory, expected a data file") from None
-    if path.suffix == ".gz":
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError) as exc:
-            raise UserError(f"{path}: not a valid gzip file ({exc})") from None
-    return data
-
-
-def detect_format(path: Path, head: bytes) -> str:
-    name = path.name.lower().removesuffix(".gz")
-    for ext, fmt in ((".jsonl", "jsonl"), (".ndjson", "jsonl"), (".csv", "csv"), (".tsv", "tsv")):
-        if name.endswith(ext):
-            return fmt
-    if name.endswith(".parquet"):
-        return "parquet"
-    if name.endswith(".json"):
-        # '.jsonl.json' files (HRC) and one-object-per-line '.json' files exist in the wild
-        stripped = head.lstrip(b"\xef\xbb\xbf \t\r\n")
-        if stripped.startswith(b"{"):
-            first_line = stripped.split(b"\n", 1)[0].strip()
-            try:
-                json.loads(first_line)
-                return "jsonl" if b"\n" in stripped.strip() else "json"
-            except ValueError:
-                return "json"
-        return "json"
-    raise UserError(
-        f"{path}: cannot tell the format from the name; set dataset.format in the recipe (or --format): jsonl, json, csv, tsv or parquet"
-    )
-
-
-def _decode(raw: bytes) -> tuple[str, str | None]:
-    try:
-        return raw.decode("utf-8"), None
-    except UnicodeDecodeError as exc:
-        return raw.decode("utf-8", errors="replace"), f"invalid UTF-8 at byte {exc.start}"
-
-
-def _jsonl_records(data: bytes) -> Iterator[_Record]:
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-    for index, raw in enumerate(data.split(b"\n")):
-        if not raw.strip():
-            continue
-        text, error = _decode(raw.rstrip(b"\r"))
-        if error:
-            yield _Record(index, index + 1, None, error, text)
-            continue
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as exc:
-            yield _Record(index, index + 1, None, f"invalid JSON: {exc.msg} at column {exc.colno}", text)
-            continue
-        if not isinstance(value, dict):
-            yield _Record(index, index + 1, None, f"not a JSON object (a {type(value).__name__})", text)
-            continue
-        yield _Record(index, index + 1, value)
-
-
-def _json_records(data: bytes, path: Path) -> Iterator[_Record]:
-    text, error = _decode(data.removeprefix(b"\xef\xbb\xbf"))
-    if error:
-        raise UserError(f"{path}: {error}; a .json file is one document, so nothing could be read")
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg} (column {exc.colno})") from None
-    if isinstance(doc, dict):
-        # {"data": [...]} wrappers, or records keyed by id (PubMedQA: {pmid: {...}})
-        lists = [v for v in doc.values() if isinstance(v, list)]
-        if len(doc) == 1 and lists:
-            doc = lists[0]
-        elif doc and all(isinstance(v, dict) for v in doc.values()):
-            doc = [{"id": key, **value} for key, value in doc.items()]
-        else:
-            doc = [doc]
-    if not isinstance(doc, list):
-        raise UserError(
-            f"{path}: expected a list of records or an object of records, got {type(doc).__name__}"
+def source_files(path: Path) -> list[Path]:
+    """The data files `path` names: itself, the files a glob matches, or the data files of a folder (sorted)."""
+    text = str(path)
+    if any(ch in text for ch in "*?[") and not path.exists():
+        matches = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
+        if not matches:
+            raise UserError(f"{path}: no file matches this pattern")
+        return matches
+    if path.is_dir() and not is_hf_dataset(path):
+        files = sorted(
+            p
+            for p in path.iterdir()
+            if p.is_file() and not p.name.startswith(".") and format_by_name(p) is not None
         )
-    for index, value in enumerate(doc):
-        if isinstance(value, dict):
-            yield _Record(index, index + 1, value)
-        else:
-            raw = json.dumps(value, ensure_ascii=False)[:RAW_LIMIT]
-            yield _Record(
-                index, index + 1, None, f"record is not a JSON object (a {type(value).__name__})", raw
+        if not files:
+            raise UserError(
+                f"{path}: a folder with no data file (.jsonl, .json, .csv, .tsv, .parquet, .gz, .zst)"
             )
+        return files
+    return [path]
 
 
-def _delimited_records(data: bytes, delimiter: str, path: Path) -> Iterator[_Record]:
-    text = data.decode("utf-8", errors="surrogateescape").removeprefix("\ufeff")
-    # TSV files in the wild don't quote (KorSTS has stray '"' inside cells); CSV does
-    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-    # the default 128 KiB cell limit would quarantine long documents; the length stage judges those
-    csv.field_size_limit(sys.maxsize)
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
-    try:
-        header = next(reader)
-    except StopIteration:
-        return
-    # a trailing delimiter on every line gives an empty last header cell (songys Question_pair)
-    trailing_empty = bool(header) and header[-1].strip() == ""
-    if trailing_empty:
-        header = header[:-1]
-    names = [h.strip() for h in header]
-    if len(set(names)) != len(names):
-        raise UserError(f"{path}:1: duplicate column names in header: {names}")
-    index = 0
-    line_start = reader.line_num + 1
-    while True:
-        try:
-            cells = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as exc:
-            yield _Record(index, line_start, None, f"unparseable {delimiter!r}-separated line: {exc}", "")
-            index += 1
-            line_start = reader.line_num + 1
+def _file_records(
+    path: Path, cfg: DatasetConfig, mapped: set[str], infos: list[FileInfo]
+) -> Iterator[tuple[str, Iterator[_Record]]]:
+    """(source file name for the quarantine, its records) per file or per split of a datasets folder."""
+    for file in source_files(path):
+        if is_hf_dataset(file):
+            for split, frame in hf_splits(file):
+                infos.append(
+                    FileInfo(file, "datasets", None, [f"{file.name}: a datasets folder (save_to_disk)"])
+                )
+                yield (f"{file}[{split}]" if split else str(file)), frame_records(frame)
             continue
-        line = line_start
-        line_start = reader.line_num + 1
-        if not cells or (len(cells) == 1 and not cells[0].strip()):
-            continue
-        raw = delimiter.join(cells)
-        if trailing_empty and len(cells) == len(names) + 1 and not cells[-1].strip():
-            cells = cells[:-1]
-        if any("\udc80" <= ch <= "\udcff" for cell in cells for ch in cell):
-            fixed = raw.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="replace")
-            yield _Record(index, line, None, "invalid UTF-8", fixed[:RAW_LIMIT])
-        elif len(cells) != len(names):
-            error = f"wrong column count: {len(cells)} fields, header has {len(names)}"
-            yield _Record(index, line, None, error, raw[:RAW_LIMIT])
+        info, records = read_file(file, cfg.format, cfg.encoding, cfg.records, mapped)
+        infos.append(info)
+        yield str(file), records
+
+
+# ---------------------------------------------------------------- values
+
+
+def _resolve(record: dict[str, Any], source: str) -> Any:
+    """`record[source]`, or the value at a path like `answers[0].text` when no column has that name."""
+    if source in record:
+        return record[source]
+    value: Any = record
+    for key, index in _PATH_PART.findall(source):
+        if key and isinstance(value, dict) and key in value:
+            value = value[key]
+        elif index and isinstance(value, list) and int(index) < len(value):
+            value = value[int(index)]
         else:
-            yield _Record(index, line, dict(zip(names, cells, strict=True)))
-        index += 1
+            return None
+    return value
 
 
-def _parquet_records(path: Path) -> Iterator[_Record]:
-    try:
-        table = pl.read_parquet(path)
-    except Exception as exc:  # polars raises several error types for a corrupt file
-        raise UserError(f"{path}: not a readable parquet file ({exc.__class__.__name__})") from None
-    for index, value in enumerate(table.iter_rows(named=True)):
-        yield _Record(index, index + 1, value)
+def canonical_label(value: Any) -> str | None:
+    """One text per class: integral numbers as integers (1, 1.0, "1.0" -> "1"), booleans lower-case
+    (True, "TRUE" -> "true"). Other text is kept as it is (the normalize stage trims whitespace)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    if isinstance(value, str):
+        stripped = value.strip()
+        if stripped.lower() in ("true", "false"):
+            return stripped.lower()
+        if _INTEGRAL.match(stripped):
+            return str(int(float(stripped)))
+        return value
+    return json.dumps(value, ensure_ascii=False, default=str)
 
 
-def read_records(path: Path, fmt: str = "auto") -> Iterator[_Record]:
-    if fmt == "parquet" or (fmt == "auto" and path.name.lower().endswith(".parquet")):
-        yield from _parquet_records(path)
-        return
-    data = _open_bytes(path)
-    fmt = detect_format(path, data[:4096]) if fmt == "auto" else fmt
-    if fmt == "jsonl":
-        yield from _jsonl_records(data)
-    elif fmt == "json":
-        yield from _json_records(data, path)
-    elif fmt in ("csv", "tsv"):
-        yield from _delimited_records(data, "," if fmt == "csv" else "\t", path)
-    else:  # pragma: no cover - pydantic restricts the values
-        raise UserError(f"{path}: unsupported format {fmt}")
+def _unify_labels(labels: list[str | None]) -> dict[str, str]:
+    """0/1 beside true/false in one column are one pair of classes: the digits become the words."""
+    present = {label for label in labels if label is not None}
+    if present <= {"true", "false", "1", "0"} and present & {"true", "false"} and present & {"1", "0"}:
+        return {"1": "true", "0": "false"}
+    return {}
+
+
+def _id_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool | int | float):
+        return canonical_label(value)
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _derive(record: dict[str, Any], spec: DerivedField) -> str | None:
+    value = _resolve(record, spec.from_)
+    if value is None:
+        return None
+    match = re.search(spec.regex, value if isinstance(value, str) else str(value))
+    return None if match is None else match.group(1)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
+# ---------------------------------------------------------------- loading
 
 
 def load_dataset_records(cfg: DatasetConfig) -> LoadResult:
     """Read `cfg.path` into canonical columns for `cfg.kind`; malformed records go to the quarantine."""
     path = Path(cfg.path)
     kind = cfg.kind
-    fields = dict(cfg.fields)
-    mapped = dict(fields)  # every source column the user named, label included, must exist somewhere
-    label_source = fields.pop("label", "label")
+    plain = cfg.source_fields()
+    derived = {k: v for k, v in cfg.fields.items() if isinstance(v, DerivedField)}
+    label_source = plain.pop("label", "label")
     known = set(CANONICAL_FIELDS[kind]) | {"instruction", "input"}
-    unknown = sorted(set(fields) - known)
+    unknown = sorted((set(plain) | set(derived)) - known - {"label"})
     if unknown:
         raise UserError(
             f"{path}: dataset.fields: {unknown[0]!r} is not a canonical field of kind {kind} ({', '.join(CANONICAL_FIELDS[kind])})"
         )
+    # every source column the user named must exist somewhere (a typo would drop every row and exit 0)
+    mapped = {f"dataset.fields.{k}": v for k, v in cfg.source_fields().items()}
+    mapped |= {f"dataset.fields.{k}.from": v.from_ for k, v in derived.items()}
+    if cfg.id_field:
+        mapped["dataset.id_field"] = cfg.id_field
+    nested = {k: v for k, v in plain.items() if any(ch in v for ch in ".[")}
     columns: dict[str, list[Any]] = {name: [] for name in frame_schema(kind)}
+    columns["source_id"] = []
     quarantine: dict[str, list[Any]] = {name: [] for name in QUARANTINE_SCHEMA}
     read = 0
     seen_columns: set[str] = set()
-    for record in read_records(path, cfg.format):
-        read += 1
-        if record.error is not None:
-            quarantine["dataset"].append(cfg.name)
-            quarantine["source_file"].append(str(path))
-            quarantine["source_line"].append(record.line)
-            quarantine["source_row"].append(record.row)
-            quarantine["error"].append(record.error)
-            quarantine["raw"].append(record.raw[:RAW_LIMIT])
-            continue
-        if mapped:
-            seen_columns.update(record.value)
-        canonical = adapt(record.value, kind, fields)
-        types = {}
-        for field in CANONICAL_FIELDS[kind]:
-            if field not in canonical or canonical[field] is None:
-                columns[field].append(None)
+    infos: list[FileInfo] = []
+    raw_labels: list[Any] = []
+    no_match: Counter[str] = Counter()
+    id_columns: Counter[str] = Counter()
+    files = list(_file_records(path, cfg, set(mapped.values()), infos))
+    many = len(files) > 1
+    for file_index, (source_file, records) in enumerate(files):
+        for record in records:
+            read += 1
+            value = record.value
+            canonical: dict[str, Any] | None = None
+            error = record.error
+            if error is None:
+                try:
+                    if nested:
+                        value = {**value, **{src: _resolve(value, src) for src in nested.values()}}
+                    canonical = adapt(value, kind, plain)
+                except Exception as exc:  # a record no adapter can read is quarantined, never a crash
+                    error = f"record could not be read as {kind}: {type(exc).__name__}: {exc}"
+            if error is not None or canonical is None:
+                quarantine["dataset"].append(cfg.name)
+                quarantine["source_file"].append(source_file)
+                quarantine["source_line"].append(record.line)
+                quarantine["source_row"].append(record.row)
+                quarantine["error"].append(error)
+                quarantine["raw"].append(record.raw or _dump(value))
                 continue
-            value = canonical[field]
-            if field in LIST_FIELDS and isinstance(value, str):
-                value = [value]
-            types[field] = (
-                type_name(value) if not (field in LIST_FIELDS and fits(field, value)) else "list[str]"
-            )
-            columns[field].append(value if fits(field, value) else None)
-        label = record.value.get(label_source)
-        columns["label"].append(None if label is None else str(label))
-        columns["sample_id"].append(f"{cfg.name}:{record.row}")
-        columns["dataset"].append(cfg.name)
-        columns["source_row"].append(record.row)
-        columns["source_line"].append(record.line)
-        columns["field_types"].append(json.dumps(types, ensure_ascii=False))
-    # a misspelt column would otherwise drop every row as missing_field and exit 0
-    for canonical, source in mapped.items():
-        if read > len(quarantine["error"]) and source not in seen_columns:
+            if mapped:
+                seen_columns.update(value)
+            types = {}
+            for name, spec in derived.items():
+                if name != "label":
+                    canonical[name] = _derive(value, spec)
+            for name in CANONICAL_FIELDS[kind]:
+                if name not in canonical or canonical[name] is None:
+                    columns[name].append(None)
+                    continue
+                item = canonical[name]
+                if name in LIST_FIELDS and isinstance(item, str):
+                    item = [item]
+                types[name] = (
+                    type_name(item) if not (name in LIST_FIELDS and fits(name, item)) else "list[str]"
+                )
+                columns[name].append(item if fits(name, item) else None)
+            if "label" in derived:
+                label = _derive(value, derived["label"])
+                if label is None:
+                    no_match[derived["label"].from_] += 1
+            else:
+                label = _resolve(value, label_source)
+            raw_labels.append(label)
+            id_column = cfg.id_field or next((c for c in ID_COLUMNS if c in value), None)
+            if id_column is not None:
+                id_columns[id_column] += 1
+            columns["source_id"].append(_id_text(_resolve(value, id_column)) if id_column else None)
+            row = f"{file_index}-{record.row}" if many else str(record.row)
+            columns["sample_id"].append(f"{cfg.name}:{row}")
+            columns["dataset"].append(cfg.name)
+            columns["source_row"].append(record.row)
+            columns["source_line"].append(record.line)
+            columns["field_types"].append(json.dumps(types, ensure_ascii=False))
+    if read == 0:
+        what = f"{len(files)} files" if many else "the file"
+        raise UserError(f"{path}: no records: {what} is empty or holds only blank lines")
+    for where, source in mapped.items():
+        if read > len(quarantine["error"]) and source.split(".")[0].split("[")[0] not in seen_columns:
             have = ", ".join(sorted(seen_columns)[:12])
-            raise UserError(
-                f"{path}: dataset.fields.{canonical}: column {source!r} is in no record (columns: {have})"
-            )
-    frame = pl.DataFrame(columns, schema=frame_schema(kind))
-    return LoadResult(frame=frame, quarantine=pl.DataFrame(quarantine, schema=QUARANTINE_SCHEMA), read=read)
+            raise UserError(f"{path}: {where}: column {source!r} is in no record (columns: {have})")
+    notes = [note for info in infos for note in info.notes]
+    columns["label"], label_notes = _labels(raw_labels)
+    notes += label_notes
+    for source, count in no_match.items():
+        notes.append(
+            f"label: {_plural(count, 'record')} where {source!r} did not match the regex (label null)"
+        )
+    if id_columns:
+        names = ", ".join(repr(name) for name in id_columns)
+        notes.append(f"source ids from {names} ({_plural(sum(id_columns.values()), 'record')})")
+    schema = {**frame_schema(kind), "source_id": pl.String}
+    frame = pl.DataFrame(columns, schema=schema)
+    return LoadResult(
+        frame=frame,
+        quarantine=pl.DataFrame(quarantine, schema=QUARANTINE_SCHEMA),
+        read=read,
+        source=_source(infos, notes),
+    )
+
+
+def _labels(raw: list[Any]) -> tuple[list[str | None], list[str]]:
+    labels = [canonical_label(value) for value in raw]
+    pairs = _unify_labels(labels)
+    if pairs:
+        labels = [pairs.get(label, label) if label is not None else None for label in labels]
+    changed: Counter[tuple[str, str]] = Counter()
+    for value, label in zip(raw, labels, strict=True):
+        before = value if isinstance(value, str) else str(value)
+        if value is not None and label != before:
+            changed[(before, str(label))] += 1
+    if not changed:
+        return labels, []
+    examples = ", ".join(f"{a!r} -> {b!r}" for (a, b), _ in changed.most_common(3))
+    return labels, [f"labels normalised: {_plural(sum(changed.values()), 'value')} rewritten ({examples})"]
+
+
+def _source(infos: list[FileInfo], notes: list[str]) -> dict[str, Any]:
+    def joined(values: list[str | None]) -> str | None:
+        distinct = list(dict.fromkeys(v for v in values if v))
+        return ", ".join(distinct) if distinct else None
+
+    source: dict[str, Any] = {
+        "format": joined([i.format for i in infos]),
+        "encoding": joined([i.encoding for i in infos]),
+        "notes": notes,
+    }
+    if len(infos) > 1:
+        source["files"] = [str(i.path) for i in infos]
+    return source
