@@ -3,6 +3,11 @@
 Prompts go through the model's own chat template (add_generation_prompt=True) with the training
 system prompt (recipe.train.sft.system_prompt), via modeling.chat so evaluation and training agree.
 Left padding so every row's new tokens start at the same position; greedy unless the recipe samples.
+
+Multi-turn prompts (kind chat, dpo history) are answered turn by turn, as LogicKor's and MT-Bench's
+two-turn questions are: each earlier assistant turn of the prompt is replaced by the model's own answer to
+the user turns before it, then the final answer is generated and scored against the row's last assistant
+turn. The stored prompt is the conversation the model actually saw, as "role: content" lines.
 """
 
 from __future__ import annotations
@@ -15,7 +20,14 @@ import polars as pl
 
 from tunelab.errors import UserError
 from tunelab.evaluate.config import EvaluateConfig, GenerationSettings
-from tunelab.modeling.chat import generation_prompt, has_chat_template, target_text
+from tunelab.modeling.chat import (
+    conversation_text,
+    generation_prompt,
+    has_chat_template,
+    prompt_messages,
+    render_for_generation,
+    target_text,
+)
 from tunelab.modeling.resolve import load_for_generation
 from tunelab.workspace import Workspace
 
@@ -61,6 +73,37 @@ def render_prompts(
     rows: list[dict[str, Any]], kind: str, tokenizer: Any, system_prompt: str | None
 ) -> list[str]:
     return [generation_prompt(row, kind, tokenizer, system_prompt) for row in rows]
+
+
+def multi_turn(kind: str, turns: list[dict[str, str]]) -> bool:
+    """Whether a prompt is shown as a whole conversation (earlier answers are the model's own)."""
+    return kind == "chat" or any(t["role"] == "assistant" for t in turns)
+
+
+def generate_turn_by_turn(
+    model: Any,
+    tokenizer: Any,
+    prompts: list[list[dict[str, str]]],
+    settings: GenerationSettings,
+    on_batch: Any = None,
+) -> tuple[list[str], list[float], list[list[dict[str, str]]]]:
+    """(final answers, per-row latency summed over its turns, the conversations as the model saw them).
+
+    Round k answers the k-th earlier assistant turn of every row that has one (batched across rows), so a
+    follow-up question is always asked after the model's own previous answer."""
+    conversations = [[dict(t) for t in turns] for turns in prompts]
+    slots = [[i for i, t in enumerate(c) if t["role"] == "assistant"] for c in conversations]
+    latency = [0.0] * len(conversations)
+    for k in range(max((len(s) for s in slots), default=0)):
+        rows = [r for r, s in enumerate(slots) if len(s) > k]
+        texts = [render_for_generation(conversations[r][: slots[r][k]], tokenizer) for r in rows]
+        answers, seconds = generate_texts(model, tokenizer, texts, settings)
+        for r, answer, spent in zip(rows, answers, seconds, strict=True):
+            conversations[r][slots[r][k]] = {"role": "assistant", "content": answer}
+            latency[r] += spent
+    texts = [render_for_generation(c, tokenizer) for c in conversations]
+    finals, seconds = generate_texts(model, tokenizer, texts, settings, on_batch)
+    return finals, [a + b for a, b in zip(latency, seconds, strict=True)], conversations
 
 
 def generate_texts(
@@ -114,15 +157,20 @@ def generate_predictions(
         model_ref, recipe.train, workspace, trained_datasets(recipe)
     )
     rows = eval_rows.to_dicts()
-    prompts = render_prompts(rows, kind, tokenizer, system_prompt)
-    predictions, latencies = generate_texts(model, tokenizer, prompts, settings, on_batch)
+    prompts = [prompt_messages(row, kind, system_prompt) for row in rows]
+    predictions, latencies, seen = generate_turn_by_turn(model, tokenizer, prompts, settings, on_batch)
+    # multi-turn rows: the prompt as this model saw it (its own earlier answers); else the row's prompt
+    shown = [
+        conversation_text(turns) if multi_turn(kind, turns) else text
+        for turns, text in zip(seen, eval_rows["prompt_text"].to_list(), strict=True)
+    ]
     params = gen_params_json(settings)
     return pl.DataFrame(
         {
             "model": [model_ref] * len(rows),
             "run_id": [run_id] * len(rows),
             "sample_id": eval_rows["sample_id"].to_list(),
-            "prompt": eval_rows["prompt_text"].to_list(),
+            "prompt": shown,
             "reference": eval_rows["reference"].to_list(),
             "prediction": predictions,
             "label": eval_rows["label"].to_list(),
@@ -147,13 +195,22 @@ def eval_rows_from_frame(frame: pl.DataFrame, kind: str, source: str) -> pl.Data
         raise UserError(f"{source}: the eval set has no rows")
     if kind == "dpo":
         reference = frame["chosen"].fill_null("")
-    elif kind in ("sft", "raft"):
+    elif kind in ("sft", "raft", "chat"):
+        # chat: the last assistant turn (empty when the conversation ends with the user's question)
         reference = pl.Series([target_text(row, kind) for row in frame.to_dicts()], dtype=pl.Utf8)
     else:
         raise UserError(
-            f"{source}: kind: evaluation needs prompts and references (sft, raft or dpo), not {kind}"
+            f"{source}: kind: evaluation needs prompts and references (sft, chat, raft or dpo), not {kind}"
         )
-    prompt = frame["question" if kind == "raft" else "prompt"].fill_null("").alias("prompt_text")
+    if kind == "chat" or "history" in frame.columns:
+        texts = []
+        flats = frame["prompt"].to_list() if "prompt" in frame.columns else [None] * frame.height
+        for row, flat in zip(frame.to_dicts(), flats, strict=True):
+            turns = prompt_messages(row, kind)
+            texts.append(conversation_text(turns) if multi_turn(kind, turns) else flat or "")
+        prompt = pl.Series("prompt_text", texts, dtype=pl.Utf8)
+    else:
+        prompt = frame["question" if kind == "raft" else "prompt"].fill_null("").alias("prompt_text")
     label = (
         frame["label"].cast(pl.Utf8)
         if "label" in frame.columns

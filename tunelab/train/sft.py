@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from tunelab.errors import UserError
-from tunelab.modeling.chat import has_generation_markers, prompt_messages, sft_example, target_text
+from tunelab.modeling.chat import conversation, has_generation_markers, sft_examples
 from tunelab.modeling.loading import (
     checkpointing_alias_ignored,
     load_model_and_tokenizer,
@@ -25,18 +25,20 @@ if TYPE_CHECKING:
 def sft_dataset(frame: pl.DataFrame, kind: str, tokenizer: Any, system_prompt: str | None) -> Any:
     from datasets import Dataset
 
+    # a conversation is one example when the template marks assistant turns (each one learned), else
+    # one example per assistant turn (modeling.chat.sft_examples)
     return Dataset.from_list(
-        [sft_example(row, kind, tokenizer, system_prompt) for row in runs.to_rows(frame)]
+        [
+            example
+            for row in runs.to_rows(frame)
+            for example in sft_examples(row, kind, tokenizer, system_prompt)
+        ]
     )
 
 
 def training_texts(frame: pl.DataFrame, kind: str) -> list[str]:
-    """Texts for the tiny model's tokenizer: every field the chat template will show it."""
-    texts: list[str] = []
-    for row in runs.to_rows(frame):
-        texts.extend(m["content"] for m in prompt_messages(row, kind))
-        texts.append(target_text(row, kind))
-    return texts
+    """Texts for the tiny model's tokenizer: every turn the chat template will show it."""
+    return [turn["content"] for row in runs.to_rows(frame) for turn in conversation(row, kind)]
 
 
 def run_sft(
@@ -51,8 +53,8 @@ def run_sft(
     train_cfg = runs.require_train(recipe)
     workspace = as_workspace(workspace)
     kind = recipe.dataset.kind
-    if kind not in ("sft", "raft"):
-        raise UserError(f"{recipe.name}: dataset.kind: SFT trains on kind sft or raft, not {kind}")
+    if kind not in ("sft", "chat", "raft"):
+        raise UserError(f"{recipe.name}: dataset.kind: SFT trains on kind sft, chat or raft, not {kind}")
 
     def base_model(train_frame: pl.DataFrame, previous: dict[str, Any] | None) -> tuple[str, str | None]:
         if previous is not None:  # the checkpoint's adapter belongs to the base it was trained on
