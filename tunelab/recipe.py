@@ -7,7 +7,7 @@ CLI can print them on one line.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -45,13 +45,58 @@ class Recipe(BaseModel):
         """The workspace: --workspace when given, else the recipe's workspace.dir."""
         return workspace_for(self, override)
 
+    def curate_for(self, dataset: DatasetConfig) -> tuple[CurateConfig, str]:
+        """The curate settings of `dataset` and the recipe key they come from (for messages).
+
+        The DPO dataset has `train.dpo.curate` when given; `inherit` or nothing takes the top-level block
+        (nothing also prints a note, see `dpo_curate_note`)."""
+        dpo = self.train.dpo if self.train is not None else None
+        if dpo is not None and dataset is dpo.dataset and isinstance(dpo.curate, CurateConfig):
+            return dpo.curate, "train.dpo.curate"
+        return self.curate, "curate"
+
+    def dpo_curate_note(self) -> str | None:
+        """The note printed when the DPO dataset inherits the top-level curate block without being told to."""
+        dpo = self.train.dpo if self.train is not None else None
+        if dpo is None or dpo.curate is not None:
+            return None
+        return (
+            f"note: {self.name}: train.dpo.curate is not set, so {dpo.dataset.name} is curated with the "
+            "top-level curate: block; write `train.dpo.curate: inherit` to keep that, or give it its own block"
+        )
+
     def as_record(self) -> dict[str, Any]:
         """The checked recipe as plain data (run cards, the warehouse): paths resolved, defaults filled."""
         return self.model_dump(mode="json", by_alias=True)
 
 
+def _union_tag(part: Any) -> bool:
+    """A loc part pydantic adds for a member of a union (`CurateConfig`, `literal['inherit']`, `int`)."""
+    text = str(part)
+    return text.startswith(("function-after", "function-before", "literal[")) or text in UNION_MEMBERS
+
+
+# the types that appear as members of a union in the recipe models (their names show up in error locs)
+UNION_MEMBERS = {"CurateConfig", "int", "dict[str,int]", "str", "float", "list[str]"}
+
+
+def _first_error(errors: list[dict[str, Any]]) -> tuple[dict[str, Any], int]:
+    """The error to show, and how many distinct keys are wrong. A value failing a union fails each member:
+    a bad `train.dpo.curate` block is also "not 'inherit'"; that literal error is explained by the
+    block's own error at or below the same key, so it is neither shown nor counted."""
+    located = [(".".join(str(p) for p in error["loc"] if not _union_tag(p)), error) for error in errors]
+
+    def explained(where: str, error: dict[str, Any]) -> bool:
+        return error["type"] == "literal_error" and any(
+            other is not error and (key == where or key.startswith(where + ".")) for key, other in located
+        )
+
+    kept = [(where, error) for where, error in located if not explained(where, error)] or located
+    return kept[0][1], len(dict.fromkeys(where for where, _ in kept))
+
+
 def _describe(error: dict[str, Any]) -> str:
-    where = ".".join(str(part) for part in error["loc"] if not str(part).startswith("function-after"))
+    where = ".".join(str(part) for part in error["loc"] if not _union_tag(part))
     kind, ctx = error["type"], error.get("ctx") or {}
     if kind == "extra_forbidden":
         return f"{where}: unknown key"
@@ -76,8 +121,9 @@ def _bounds_for(where: str) -> tuple[Any, Any] | None:
         field = fields.get(part) or next((f for f in fields.values() if f.alias == part), None)
         if field is None:
             return None
-        annotation = field.annotation
-        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+        # a union (`CurateConfig | "inherit" | None`) leads into its model member
+        members = get_args(field.annotation) or (field.annotation,)
+        model = next((m for m in members if isinstance(m, type) and issubclass(m, BaseModel)), None)
     if field is None:
         return None
     low = high = None
@@ -112,10 +158,10 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
 
     fix(block(data, "dataset"), "path")
     fix(block(data, "workspace"), "dir")
-    curate = block(data, "curate")
-    fix(block(curate, "decontaminate"), "eval_path")
-    fix_model(block(curate, "length"), "tokenizer")
     train = block(data, "train")
+    for curate in (block(data, "curate"), block(block(train, "dpo"), "curate")):
+        fix(block(curate, "decontaminate"), "eval_path")
+        fix_model(block(curate, "length"), "tokenizer")
     fix_model(train, "base_model")
     fix(block(block(train, "dpo"), "dataset"), "path")
     fix(block(block(data, "evaluate"), "eval_set"), "path")
@@ -132,8 +178,8 @@ def parse_recipe(data: Any, source: str = "recipe.yaml", base_dir: Path | None =
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        first, count = _first_error(exc.errors())
+        more = f" (and {count - 1} more)" if count > 1 else ""
         raise UserError(f"{source}: {_describe(first)}{more}") from None
     return recipe
 

@@ -4,8 +4,11 @@
   with `oversample: true`, labels below N are topped up to N with duplicated rows.
 - `ratios: {a: 0.5, b: 0.5}`: the largest set whose label shares match the ratios is kept (undersampling),
   or with `oversample: true` the smaller labels are duplicated up to the largest label's share. Labels not
-  named in `ratios` are left as they are. Rows without a label are never touched; a frame with no label at
-all (a DPO set, unlabeled data) skips the stage ('skipped: no labels' in the report).
+  named in `ratios` are left as they are; a label at ratio 0 is dropped entirely. Rows without a label are
+  never touched; a frame with no label at all (a DPO set, unlabeled data) skips the stage ('skipped: no
+  labels' in the report).
+The settings are checked against the labels present (they need the data, so here and not in the recipe
+model): a `ratios` label that is not in the data is one line naming the labels found (`Egen` for `egen`).
 Duplicated rows get new ids '<sample_id>#dup<k>' and a kept=true decision (reason 'oversampled',
 ref_sample_id = the source row) and a row in the returned frame (a copy of its source row); they are not
 source rows, so the pipeline counts them apart.
@@ -23,18 +26,35 @@ from tunelab.errors import UserError
 DUP_MARK = "#dup"
 
 
+def found(counts: dict[str, int]) -> str:
+    """`egen (20), teto (10)`: the labels present, for messages."""
+    return ", ".join(f"{label} ({n})" for label, n in sorted(counts.items()))
+
+
+def check_labels(counts: dict[str, int], cfg: BalanceSettings) -> None:
+    """Settings that name labels must name labels of this data: a typo would silently drop a class."""
+    missing = [label for label in cfg.ratios or {} if label not in counts]
+    if missing:
+        lower = {label.lower(): label for label in counts}
+        hint = f" (did you mean {lower[missing[0].lower()]!r}?)" if missing[0].lower() in lower else ""
+        raise UserError(
+            f"curate.balance.ratios: label {missing[0]!r} is not in the data{hint}; labels found: {found(counts)}"
+        )
+
+
 def _targets(counts: dict[str, int], cfg: BalanceSettings) -> dict[str, int]:
     if cfg.ratios:
         named = {label: r for label, r in cfg.ratios.items() if r > 0}
         total_ratio = sum(named.values())
         shares = {label: r / total_ratio for label, r in named.items()}
-        present = {label: counts.get(label, 0) for label in shares}
+        present = {label: counts[label] for label in shares}
         if cfg.oversample:
             scale = max(present[label] / shares[label] for label in shares)
         else:
             scale = min(present[label] / shares[label] for label in shares)
         targets = dict(counts)
         targets.update({label: int(round(shares[label] * scale)) for label in shares})
+        targets.update({label: 0 for label, r in cfg.ratios.items() if r == 0})  # asked for none of it
         return targets
     cap = cfg.max_per_label
     if cap is None:
@@ -57,6 +77,7 @@ def run(frame: pl.DataFrame, cfg: BalanceSettings, ctx: StageContext) -> StageOu
     if not counts:
         ctx.stats["balance"] = {"before": {}, "after": {}, "note": "no labels: nothing to balance"}
         return StageOutput(frame, decisions([], "balance", True))
+    check_labels(counts, cfg)
     targets = _targets(counts, cfg)
     rng = np.random.default_rng(cfg.seed)
     ids = frame["sample_id"].to_numpy()
@@ -94,6 +115,13 @@ def run(frame: pl.DataFrame, cfg: BalanceSettings, ctx: StageContext) -> StageOu
         "dropped": len(drop_ids),
         "oversampled": len(dup_ids),
     }
+    if cfg.max_per_label is not None and not cfg.ratios and not cfg.oversample:
+        if cfg.max_per_label >= max(counts.values()):
+            # not an error (the data may simply be small), but the report says the cap did nothing
+            ctx.stats["balance"]["note"] = (
+                f"max_per_label {cfg.max_per_label} is at or above every label's count ({found(counts)}): "
+                "nothing capped"
+            )
     dropped = decisions(drop_ids, "balance", False, drop_reasons, evidence=drop_evidence)
     duplicated = decisions(
         dup_ids, "balance", True, "oversampled", ref_sample_id=dup_refs,

@@ -30,6 +30,7 @@ class StageContext:
     kind: str = "sft"
     dataset_name: str = "dataset"
     cache_dir: Path | None = None  # WORKSPACE/cache/embeddings
+    workspace: Any = None  # the Workspace: its models (curate.length.tokenizer: tunelab-tiny)
     eval_texts: list[str] | None = None  # normalised eval content for decontamination
     eval_prompts: list[str] | None = None  # the eval rows' prompt (question) field alone
     eval_ids: list[str] | None = None

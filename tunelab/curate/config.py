@@ -17,6 +17,8 @@ STAGE_NAMES = (
     "balance",
     "split",
 )
+# stages that drop rows by content (balance must come after them)
+DROPPING_STAGES = ("length", "exact", "minhash", "semantic", "decontaminate")
 StageName = Literal[
     "schema", "normalize", "length", "exact", "minhash", "semantic", "decontaminate", "balance", "split"
 ]
@@ -37,21 +39,38 @@ class NormalizeSettings(Strict):
     strip_control: bool = True
 
 
+# a limit for every text field of the kind (`max_chars: 2048`) or per canonical field (`{prompt: 2000}`)
+Limit = int | dict[str, int]
+
+
 class LengthSettings(Strict):
-    # Hugging Face tokenizer name or local path; None = character limits only
+    # Hugging Face tokenizer name or local path, or "tunelab-tiny" (the workspace's tiny model);
+    # None = character limits only
     tokenizer: str | None = None
-    min_chars: dict[str, int] = Field(default_factory=dict)
-    max_chars: dict[str, int] = Field(default_factory=dict)
-    min_tokens: dict[str, int] = Field(default_factory=dict)
-    max_tokens: dict[str, int] = Field(default_factory=dict)
+    min_chars: Limit = Field(default_factory=dict)
+    max_chars: Limit = Field(default_factory=dict)
+    min_tokens: Limit = Field(default_factory=dict)
+    max_tokens: Limit = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _non_negative(self) -> LengthSettings:
-        for block in ("min_chars", "max_chars", "min_tokens", "max_tokens"):
-            for field, value in getattr(self, block).items():
-                if value < 0:
-                    raise ValueError(f"{block}.{field} must be >= 0")
+        for block in LIMIT_KEYS:
+            value = getattr(self, block)
+            for field, limit in value.items() if isinstance(value, dict) else [("", value)]:
+                if limit < 0:
+                    raise ValueError(f"{block}{'.' + field if field else ''} must be >= 0")
         return self
+
+    def limits(self, block: str, fields: tuple[str, ...]) -> dict[str, int]:
+        """The per-field limits of `block` for a kind with `fields`: a scalar applies to each of them."""
+        value = getattr(self, block)
+        return dict(value) if isinstance(value, dict) else dict.fromkeys(fields, value)
+
+    def uses_tokens(self) -> bool:
+        return any(getattr(self, block) not in ({}, None) for block in ("min_tokens", "max_tokens"))
+
+
+LIMIT_KEYS = ("min_chars", "max_chars", "min_tokens", "max_tokens")
 
 
 class DedupKeySettings(Strict):
@@ -100,9 +119,39 @@ class DecontaminateSettings(Strict):
 class BalanceSettings(Strict):
     label: str = "label"
     max_per_label: int | None = Field(None, ge=1)
+    # label -> share; a label not named is left as it is, a label at 0 is dropped entirely
     ratios: dict[str, float] | None = None
     oversample: bool = False
     seed: int = 0
+
+    @field_validator("ratios", mode="before")
+    @classmethod
+    def _label_keys(cls, ratios: object) -> object:
+        # YAML reads `{1: 0.5, 0: 0.5}` or `{true: ...}` with int/bool keys; labels are text
+        if isinstance(ratios, dict):
+            return {label_text(key): value for key, value in ratios.items()}
+        return ratios
+
+    @field_validator("ratios")
+    @classmethod
+    def _some_share(cls, ratios: dict[str, float] | None) -> dict[str, float] | None:
+        if ratios is None:
+            return None
+        negative = [label for label, share in ratios.items() if share < 0]
+        if negative:
+            raise ValueError(f"{negative[0]}: a ratio must be >= 0")
+        if ratios and not any(share > 0 for share in ratios.values()):
+            raise ValueError("every ratio is 0; give at least one label a ratio above 0")
+        return ratios
+
+
+def label_text(value: object) -> str:
+    """A label key as the loader writes labels: `true`, `1`, `1.0` read from YAML become text."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 class SplitSettings(Strict):
@@ -132,8 +181,21 @@ class CurateConfig(Strict):
     def _schema_first_split_last(cls, stages: list[str]) -> list[str]:
         # nulls and wrongly typed fields must never reach the text stages: schema runs first, listed or not
         stages = ["schema", *(name for name in stages if name != "schema")]
+        twice = sorted({name for name in stages if stages.count(name) > 1})
+        if twice:
+            # the report counts rows per stage name: a stage listed twice would hide its first pass
+            raise ValueError(f"{', '.join(twice)} is listed more than once; list each stage once")
         if "split" in stages and stages[-1] != "split":
             raise ValueError("split must be the last stage (its decisions are the terminal ones)")
+        if "balance" in stages:
+            # balance sets per-label counts (and makes oversampled copies): a stage dropping rows after it
+            # would undo the ratios it was asked for, or drop its copies as duplicates
+            later = [name for name in stages[stages.index("balance") + 1 :] if name in DROPPING_STAGES]
+            if later:
+                raise ValueError(
+                    f"balance must come after {', '.join(later)} (stages that drop rows would undo its "
+                    "label counts); required order: schema, ..., balance, split"
+                )
         return stages
 
     def settings_for(self, name: str) -> BaseModel:

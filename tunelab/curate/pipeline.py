@@ -147,6 +147,8 @@ def curate_frame(
     ctx.kind, ctx.dataset_name, ctx.show_progress = dataset.kind, dataset.name, show_progress
     if workspace is not None and ctx.cache_dir is None:
         ctx.cache_dir = workspace.embedding_cache
+    if workspace is not None and ctx.workspace is None:
+        ctx.workspace = workspace  # curate.length.tokenizer: tunelab-tiny is the workspace's model
     if eval_rows is not None:
         ctx.eval_texts, ctx.eval_prompts, ctx.eval_ids = eval_rows
     started = time.perf_counter()
@@ -154,6 +156,9 @@ def curate_frame(
     kept, dropped, oversampled = _account(read, survivors, all_decisions, quarantine.height)
     if "content_hash" not in survivors.columns:
         survivors = with_content(survivors, dataset.kind)
+    ctx.stats["labels"] = label_counts(loaded_frame, survivors)
+    if curate.length.tokenizer and dataset.kind != "text":
+        ctx.stats["tokens_rendered"] = rendered_tokens(survivors, dataset.kind, curate.length.tokenizer, ctx)
     version = data_version(survivors, dataset, curate)
     curation_id = new_curation_id(dataset.name, version, workspace)
     columns = [c for c in (*OUTPUT_META, *CANONICAL_FIELDS[dataset.kind]) if c in survivors.columns]
@@ -180,6 +185,36 @@ def curate_frame(
         result, dataset, loaded_frame, per_stage, ctx.stats, time.perf_counter() - started
     )
     return result
+
+
+def label_counts(loaded: pl.DataFrame, kept: pl.DataFrame) -> dict[str, dict[str, int]]:
+    """Rows per label read and kept (oversampled copies included): which classes balance and split saw."""
+
+    def counts(frame: pl.DataFrame) -> dict[str, int]:
+        if "label" not in frame.columns:
+            return {}
+        return {
+            str(k): int(n) for k, n in frame["label"].drop_nulls().value_counts().sort("label").iter_rows()
+        }
+
+    return {"read": counts(loaded), "kept": counts(kept)}
+
+
+def rendered_tokens(frame: pl.DataFrame, kind: str, tokenizer_name: str, ctx: StageContext) -> dict[str, Any]:
+    """Token length of each kept row rendered as training renders it (chat template and all), with the
+    recipe's tokenizer: the number to set train.*.max_length from."""
+    from tunelab.curate.length import all_texts, load_tokenizer
+    from tunelab.modeling.chat import dpo_example, sft_example
+    from tunelab.train import lengths
+
+    tokenizer = load_tokenizer(tokenizer_name, ctx.workspace, lambda: all_texts(frame, kind))
+    rows = frame.to_dicts()
+    if kind == "dpo":
+        examples = [dpo_example(row, tokenizer) for row in rows]
+    else:
+        examples = [sft_example(row, kind, tokenizer) for row in rows]
+    measured = lengths.measure(examples, tokenizer)
+    return {"tokenizer": tokenizer_name, "rows": len(rows), **lengths.token_stats(measured.lengths)}
 
 
 def new_curation_id(name: str, version: str, workspace: Workspace | None) -> str:
@@ -242,16 +277,32 @@ def curate_recipe(
     """Curate recipe.dataset, and recipe.train.dpo.dataset when given (stages that need labels or
     prompts adapt to the kind: balance skips rows without labels)."""
     eval_set = recipe.evaluate.eval_set if recipe.evaluate is not None else None
-    results = [
-        curate_dataset(recipe.dataset, recipe.curate, workspace, eval_set, show_progress=show_progress)
-    ]
     dpo = recipe.train.dpo if recipe.train is not None else None
+    if dpo is not None and dpo.dataset.name == recipe.dataset.name:
+        raise UserError("train.dpo.dataset.name: must differ from dataset.name (sample ids would collide)")
+    results = [curate_for(recipe, recipe.dataset, workspace, eval_set, show_progress)]
     if dpo is not None:
-        if dpo.dataset.name == recipe.dataset.name:
-            raise UserError(
-                "train.dpo.dataset.name: must differ from dataset.name (sample ids would collide)"
-            )
-        results.append(
-            curate_dataset(dpo.dataset, recipe.curate, workspace, eval_set, show_progress=show_progress)
-        )
+        results.append(curate_for(recipe, dpo.dataset, workspace, eval_set, show_progress))
     return results
+
+
+def curate_for(
+    recipe: Recipe,
+    dataset: DatasetConfig,
+    workspace: Workspace | Path,
+    eval_set: DatasetConfig | None,
+    show_progress: bool,
+) -> CurationResult:
+    """Curate one dataset of `recipe` with its own curate settings (the DPO dataset may have its own
+    block); a mistake in those settings names its recipe key (`train.dpo.curate.balance.ratios: ...`)."""
+    curate, key = recipe.curate_for(dataset)
+    note = recipe.dpo_curate_note() if dataset is not recipe.dataset else None
+    if note:
+        print(note, file=sys.stderr)
+    try:
+        return curate_dataset(dataset, curate, workspace, eval_set, show_progress=show_progress)
+    except UserError as exc:
+        message = str(exc)
+        if message.startswith("curate."):  # a stage's own check, which cannot know where its block was
+            raise UserError(f"{recipe.name}: {key}{message.removeprefix('curate')}") from None
+        raise

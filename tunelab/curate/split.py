@@ -17,17 +17,40 @@ import polars as pl
 
 from tunelab.curate.common import StageContext, StageOutput, decisions
 from tunelab.curate.config import SplitSettings
+from tunelab.errors import UserError
+
+# bookkeeping columns of a curated frame: nothing a user would stratify by
+INTERNAL_COLUMNS = {
+    "sample_id",
+    "dataset",
+    "source_row",
+    "source_line",
+    "field_types",
+    "content",
+    "content_hash",
+}
+
+
+def check_stratify(frame: pl.DataFrame, cfg: SplitSettings) -> None:
+    """A `stratify` column that is not in the data is a typo: said at once, not split without strata."""
+    if cfg.stratify and cfg.stratify not in frame.columns:
+        columns = sorted(c for c in frame.columns if c not in INTERNAL_COLUMNS and not c.startswith("_"))
+        raise UserError(
+            f"curate.split.stratify: no column {cfg.stratify!r}; columns: {', '.join(columns)} "
+            "(or null for a split without strata)"
+        )
 
 
 def assign(frame: pl.DataFrame, cfg: SplitSettings, groups: dict[str, str] | None = None) -> pl.Series:
     """'train' or 'val' per row of `frame`."""
+    check_stratify(frame, cfg)
     n = frame.height
     if n == 0:
         return pl.Series("split", [], dtype=pl.String)
     groups = groups or {}
     base_ids = frame["sample_id"].str.replace(r"#dup\d+$", "")  # an oversampled copy follows its source
     group = pl.Series([groups.get(s, s) for s in base_ids.to_list()])
-    if cfg.stratify and cfg.stratify in frame.columns:
+    if cfg.stratify:
         strata = frame[cfg.stratify].cast(pl.String).fill_null("(none)")
     else:
         strata = pl.Series(["(all)"] * n)
@@ -62,6 +85,18 @@ def terminal(frame: pl.DataFrame, split: pl.Series) -> StageOutput:
 def run(frame: pl.DataFrame, cfg: SplitSettings, ctx: StageContext) -> StageOutput:
     split = assign(frame, cfg, ctx.clusters)
     ctx.stats["split"] = {"train": int((split == "train").sum()), "val": int((split == "val").sum())}
+    if cfg.stratify and frame.height:
+        # per stratum: what a stratified split is for, and where a label-normalisation problem shows
+        table = pl.DataFrame(
+            {"stratum": frame[cfg.stratify].cast(pl.String).fill_null("(none)"), "split": split}
+        )
+        ctx.stats["split"]["by_" + cfg.stratify] = {
+            str(stratum): {
+                "train": int((part["split"] == "train").sum()),
+                "val": int((part["split"] == "val").sum()),
+            }
+            for (stratum,), part in table.group_by("stratum", maintain_order=True)
+        }
     return terminal(frame, split)
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from tunelab.curate.config import CurateConfig
 from tunelab.modeling.config import LoraSettings, ModelSettings
 from tunelab.records.config import DatasetConfig
 
@@ -43,12 +44,23 @@ class SFTSettings(TrainerSettings):
 
 
 class DPOSettings(TrainerSettings):
-    # preference data, curated with the recipe's curate stages that apply to kind dpo
+    # preference data
     dataset: DatasetConfig
+    # how `dataset` is curated: its own curate block, or "inherit" (the recipe's top-level curate: block).
+    # Unset, it inherits with a note on stderr: the top-level block was written for the SFT data (its
+    # length limits, balance labels) and should not reach the preference data unnoticed.
+    curate: CurateConfig | Literal["inherit"] | None = None
     beta: float = Field(0.1, gt=0)
     loss_type: str = "sigmoid"
     learning_rate: float = Field(5e-6, gt=0)
     warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0)
+
+    @field_validator("curate", mode="before")
+    @classmethod
+    def _inherit_or_block(cls, value: object) -> object:
+        if isinstance(value, str) and value != "inherit":
+            raise ValueError("must be 'inherit' or a curate block (stages, length, balance, ...)")
+        return value
 
 
 class TrainConfig(ModelSettings):

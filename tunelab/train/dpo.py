@@ -97,6 +97,7 @@ def _train(
         model = PeftModel.from_pretrained(base, str(sft_adapter), is_trainable=True)
     system_prompt = train_cfg.sft.system_prompt
     train_data, eval_data = prepared.datasets(lambda frame: dpo_dataset(frame, tokenizer, system_prompt))
+    train_data, eval_data = runs.fit_lengths(prepared, train_data, eval_data, tokenizer, settings)
     config = DPOConfig(
         **runs.common_training_args(train_cfg, settings, prepared),
         beta=settings.beta,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from tunelab.curate.pipeline import curate_dataset
+from tunelab.curate.pipeline import curate_for
 from tunelab.errors import UserError
 from tunelab.modeling.loading import (
     checkpointing_alias_ignored,
@@ -24,6 +25,7 @@ from tunelab.modeling.loading import (
     torch_dtype,
 )
 from tunelab.records.config import DatasetConfig
+from tunelab.train import lengths
 from tunelab.train.callbacks import WarehouseLogCallback
 from tunelab.train.config import TrainConfig, TrainerSettings
 from tunelab.warehouse import store
@@ -87,8 +89,8 @@ def ensure_curation(
     if latest is not None and workspace.curation_split(latest, "train").is_file():
         return latest
     eval_set = recipe.evaluate.eval_set if recipe.evaluate is not None else None
-    result = curate_dataset(dataset, recipe.curate, workspace, eval_set, show_progress=show_progress)
-    return result.curation_id
+    # the dataset's own curate settings (train.dpo.curate for the DPO data), as `tunelab curate` uses
+    return curate_for(recipe, dataset, workspace, eval_set, show_progress).curation_id
 
 
 def read_split(workspace: Workspace, curation_id: str, split: str) -> pl.DataFrame:
@@ -112,6 +114,8 @@ class PreparedRun:
     train_frame: pl.DataFrame
     val_frame: pl.DataFrame
     previous: dict[str, Any] | None
+    # what measuring the rendered rows against max_length found, per split (fit_lengths)
+    length_checks: list[lengths.LengthCheck] = field(default_factory=list)
 
     @property
     def resuming(self) -> bool:
@@ -132,6 +136,72 @@ class PreparedRun:
     def datasets(self, build: Callable[[pl.DataFrame], Any]) -> tuple[Any, Any | None]:
         """The trainer's datasets: `build` over the train split, and over the val split when it has rows."""
         return build(self.train_frame), build(self.val_frame) if self.has_eval else None
+
+
+def fit_lengths(
+    prepared: PreparedRun, train_data: Any, eval_data: Any | None, tokenizer: Any, settings: TrainerSettings
+) -> tuple[Any, Any | None]:
+    """The trainer's datasets without the rows that would keep no response token within max_length.
+
+    trl would drop those rows silently (and with all of them gone fail with `num_samples=0`): here they are
+    measured on the very dataset rows the trainer gets, dropped with a reason, counted in the run card and
+    the run metrics, and said on stderr; truncated rows are counted too. No row left to train on is one
+    line naming the p95 rendered length and the setting to raise."""
+    kind = prepared.run["kind"]
+    key = f"train.{kind}.max_length"
+    max_length = settings.max_length
+    fitted: list[Any] = []
+    prepared.length_checks = []
+    for split, data, frame in (
+        ("train", train_data, prepared.train_frame),
+        ("val", eval_data, prepared.val_frame),
+    ):
+        if data is None:
+            fitted.append(None)
+            continue
+        measured = lengths.measure(data, tokenizer)
+        ids = frame["sample_id"].cast(pl.String).to_list() if "sample_id" in frame.columns else []
+        if len(ids) != len(data):  # the dataset is built row for row from the frame; say so if not
+            ids = [f"{split}-row-{i}" for i in range(len(data))]
+        found = lengths.check(split, measured, ids, max_length)
+        prepared.length_checks.append(found)
+        keep = (~measured.no_response(max_length)).nonzero()[0].tolist()
+        if split == "train" and not keep:
+            p95 = found.tokens["p95"]
+            raise UserError(
+                f"{key}: none of the {found.rows:,} training rows keeps a response token within "
+                f"max_length {max_length} (rendered length p95 {p95:,.0f} tokens, max {found.tokens['max']:,.0f}); "
+                f"raise {key} (e.g. to {int(p95) + 1}) or drop long rows with curate.length.max_tokens"
+            )
+        if len(keep) < len(data):
+            data = data.select(keep)
+            mask = pl.Series(measured.no_response(max_length)).not_()
+            frame = frame.filter(mask) if frame.height == mask.len() else frame
+            if split == "train":
+                prepared.train_frame = frame
+            else:
+                prepared.val_frame = frame
+        fitted.append(data if len(data) else None)
+        if found.truncated or found.dropped:
+            print(
+                f"note: {key} {max_length}: {found.truncated:,} of {found.rows:,} {split} rows are longer and "
+                f"get truncated; {found.dropped:,} keep no response token and are dropped, not trained on "
+                f"(rendered length p95 {found.tokens['p95']:,.0f} tokens)",
+                file=sys.stderr,
+            )
+    return fitted[0], fitted[1]
+
+
+def length_metrics(prepared: PreparedRun) -> dict[str, float]:
+    """The counts of fit_lengths as flat run metrics (the warehouse's runs.metrics)."""
+    metrics: dict[str, float] = {}
+    for found in prepared.length_checks:
+        metrics[f"{found.split}_rows_truncated"] = float(found.truncated)
+        metrics[f"{found.split}_rows_dropped_no_response"] = float(found.dropped)
+        metrics[f"{found.split}_tokens_p95"] = found.tokens["p95"]
+    if prepared.length_checks:
+        metrics["max_length"] = float(prepared.length_checks[0].max_length)
+    return metrics
 
 
 def prepare_run(
@@ -360,7 +430,7 @@ def train_and_save(
     **card_extra: Any,
 ) -> RunResult:
     """The end SFT and DPO share: train, save adapter (+ merged model) and run card, mark the run finished."""
-    metrics = train_from_checkpoint(trainer, callback, prepared)
+    metrics = {**train_from_checkpoint(trainer, callback, prepared), **length_metrics(prepared)}
     run, out_dir = prepared.run, prepared.output_dir
     card = {
         "run_id": run["run_id"],
@@ -371,6 +441,8 @@ def train_and_save(
         "base_model": run["base_model"],
         "train_rows": prepared.train_frame.height,
         "val_rows": prepared.val_frame.height,
+        # rows cut at max_length and rows dropped for keeping no response token (fit_lengths)
+        "lengths": [found.as_dict() for found in prepared.length_checks],
         "recipe": recipe.as_record(),
         "metrics": metrics,
         "linear4bit_modules": count_4bit_modules(trainer.model),

@@ -82,6 +82,7 @@ def _train(
     train_data, eval_data = prepared.datasets(
         lambda frame: sft_dataset(frame, kind, tokenizer, settings.system_prompt)
     )
+    train_data, eval_data = runs.fit_lengths(prepared, train_data, eval_data, tokenizer, settings)
     config = SFTConfig(
         **runs.common_training_args(train_cfg, settings, prepared),
         assistant_only_loss=settings.assistant_only_loss and has_generation_markers(tokenizer),
