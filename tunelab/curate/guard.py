@@ -30,7 +30,14 @@ def _quote(text: str | None, limit: int = 40) -> str:
     return repr(text if len(text) <= limit else text[: limit - 1] + "…")
 
 
-def _hint(error: str, first: dict[str, Any], dataset: DatasetConfig, source: dict[str, Any]) -> str:
+def _hint(
+    error: str,
+    first: dict[str, Any],
+    earliest: dict[str, Any],
+    dataset: DatasetConfig,
+    source: dict[str, Any],
+) -> str:
+    """What to change, from the commonest error (`first`: its first row) and the earliest quarantined row."""
     line, raw = first["source_line"], first["raw"] or ""
     encoding = source.get("encoding") or "utf-8"
     if error.startswith("invalid ") and " at byte " in error:
@@ -41,11 +48,11 @@ def _hint(error: str, first: dict[str, Any], dataset: DatasetConfig, source: dic
             )
         return f"the file is not {encoding} throughout: set dataset.encoding (e.g. cp949, euc-kr, utf-16)"
     if error.startswith("invalid JSON"):
-        head = raw.strip()[:1]
-        if head in ("[", "{") and dataset.format == "jsonl":
+        opening = (earliest["raw"] or "").strip()
+        if opening[:1] in ("[", "{") and len(opening) <= 2 and dataset.format == "jsonl":
             return (
-                f"line {line} is {_quote(raw, 20)}: the file is one JSON document: set dataset.format: json "
-                "(or auto)"
+                f"line {earliest['source_line']} is {_quote(opening)}: the file is one JSON document: set "
+                "dataset.format: json (or auto)"
             )
         return f"line {line} is {_quote(raw)}: not JSON lines; check dataset.format (auto tells the formats apart)"
     if error.startswith("not a JSON object") or error.startswith("record is not a JSON object"):
@@ -84,10 +91,11 @@ def guard_message(
         top = q.group_by("class", maintain_order=True).len().sort("len", descending=True, maintain_order=True)
         error_class, count = top.row(0)
         first = q.filter(pl.col("class") == error_class).sort("source_line").row(0, named=True)
+        earliest = q.sort("source_line").row(0, named=True)
         return (
             f"{name}: {quarantined:,} of {read:,} records quarantined (more than curate.max_quarantine_ratio "
             f"{max_ratio:g}); commonest: {first['error']} ({_records(count)}, first on line "
-            f"{first['source_line']}); {_hint(first['error'], first, dataset, source)}"
+            f"{first['source_line']}); {_hint(first['error'], first, earliest, dataset, source)}"
         )
     if read and result.kept == 0:
         reasons = [r for r in result.report.get("reasons", []) if not r["kept"]]

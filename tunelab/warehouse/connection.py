@@ -25,7 +25,7 @@ from tunelab.errors import UserError
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Steps that bring a file written by an older tunelab up to date, keyed by the version they produce.
 # Version 1 had no `reviews` table and no `runs.metrics` column.
@@ -38,6 +38,8 @@ MIGRATIONS: dict[int, list[str]] = {
     ],
     # version 2 did not record who reviewed
     3: ["ALTER TABLE reviews ADD COLUMN IF NOT EXISTS reviewer VARCHAR"],
+    # version 3 kept only the row index, not the record's own id
+    4: ["ALTER TABLE samples ADD COLUMN IF NOT EXISTS source_id VARCHAR"],
 }
 
 # Reads run user SQL (tunelab sql, the dashboard): no file system, and the setting cannot be undone.

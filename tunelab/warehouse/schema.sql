@@ -53,7 +53,8 @@ CREATE TABLE IF NOT EXISTS samples (
     answer        VARCHAR,
     cot           VARCHAR,
     text          VARCHAR,
-    field_types   VARCHAR    -- JSON text: canonical field -> source type name
+    field_types   VARCHAR,   -- JSON text: canonical field -> source type name
+    source_id     VARCHAR    -- the record's own id in the source (id, _id, uuid ... or dataset.id_field)
 );
 
 CREATE TABLE IF NOT EXISTS decisions (
