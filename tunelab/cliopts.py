@@ -39,6 +39,7 @@ class InputFormat(StrEnum):
 
 class DataKind(StrEnum):
     sft = "sft"
+    chat = "chat"
     dpo = "dpo"
     raft = "raft"
     text = "text"
