@@ -407,3 +407,57 @@ def test_the_documented_reference_recipe_curates_as_written(tmp_path: Path, page
     sft, dpo = curate_recipe(recipe, tmp_path / "ws", show_progress=False)
     assert sft.read == 32 and sft.kept + sft.dropped == 32 and sft.dropped >= 1  # at least the exact copy
     assert dpo.read == 6 and dpo.kept + dpo.dropped == 6
+
+
+def test_the_audit_reports_rendered_token_p95_for_the_recipe_tokenizer(tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from tunelab.modeling.tiny import build_tiny_model
+    from tunelab.workspace import Workspace
+
+    rows = persona_rows()
+    texts = [r[k] for r in rows for k in ("prompt", "response")]
+    tiny = build_tiny_model(Workspace(tmp_path / "ws").model_dir("tunelab-tiny"), texts, vocab_size=400,
+                            hidden_size=32, pretrain_steps=0)  # fmt: skip
+    write_jsonl(tmp_path / "data.jsonl", rows)
+    (tmp_path / "r.yaml").write_text(
+        "dataset: {path: data.jsonl, name: d}\n"
+        "curate: {stages: [schema, length], length: {tokenizer: tunelab-tiny, min_chars: {response: 12}}}\n"
+        f"workspace: {{dir: {tmp_path / 'ws'}}}\n",
+        encoding="utf-8",
+    )
+    args = [
+        sys.executable,
+        "-m",
+        "tunelab.cli",
+        "audit",
+        str(tmp_path / "data.jsonl"),
+        "--recipe",
+        str(tmp_path / "r.yaml"),
+    ]
+    proc = subprocess.run([*args, "--format", "json"], capture_output=True, text=True, timeout=300, env=ENV)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    tokenizer = AutoTokenizer.from_pretrained(tiny)
+    kept = rows[20:]  # the teto rows: egen answers are under 12 characters
+    lengths = sorted(
+        len(tokenizer.apply_chat_template(
+            [{"role": "user", "content": r["prompt"]}, {"role": "assistant", "content": r["response"]}],
+            return_dict=True,
+        )["input_ids"])
+        for r in kept
+    )  # fmt: skip
+    import numpy as np
+
+    assert data["tokens_rendered"] == {
+        "tokenizer": "tunelab-tiny",
+        "rows": 10,
+        "mean": round(float(np.mean(lengths)), 2),
+        "p50": float(np.percentile(lengths, 50)),
+        "p95": float(np.percentile(lengths, 95)),
+        "max": float(max(lengths)),
+    }
+    assert data["labels"] == {"read": {"egen": 20, "teto": 10}, "kept": {"teto": 10}}
+    table = subprocess.run(args, capture_output=True, text=True, timeout=300, env=ENV)
+    assert table.returncode == 0, table.stderr
+    assert "Tokens after curation (chat-templated, tunelab-tiny)" in table.stdout

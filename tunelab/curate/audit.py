@@ -48,10 +48,14 @@ class Audit:
     sweep: Sweep | None = None
 
     def as_dict(self, quarantined: int = 10) -> dict[str, Any]:
-        """The audit as plain data (`--format json`): counts, reasons, stages, the sweep and the first
-        `quarantined` malformed lines."""
+        """The audit as plain data (`--format json`): counts, reasons, stages, labels, the rendered token
+        lengths after curation (with a tokenizer), the sweep and the first `quarantined` malformed lines."""
         data = summary(self.result.report)
         data["quarantined_lines"] = quarantine_lines(self.result.quarantine, quarantined)
+        stats = self.result.report.get("stage_stats", {})
+        data["labels"] = stats.get("labels", {})  # rows per label read and kept
+        if "tokens_rendered" in stats:  # with curate.length.tokenizer: kept rows as training renders them
+            data["tokens_rendered"] = stats["tokens_rendered"]
         if self.sweep is not None:
             data["sweep"] = {
                 "after": self.sweep.after,

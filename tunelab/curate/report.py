@@ -232,6 +232,27 @@ def report_markdown(report: dict[str, Any]) -> str:
             "## Lengths in tokens (length stage input)",
             _md_table(["field", "mean", "p50", "p95", "max"], token_rows),
         ]
+    rendered = report["stage_stats"].get("tokens_rendered")
+    if rendered:  # what max_length must hold: the kept rows rendered with the chat template
+        parts += [
+            "",
+            f"## Tokens after curation (chat-templated, {rendered['tokenizer']})",
+            _md_table(
+                ["rows", "mean", "p50", "p95", "max"],
+                [[rendered["rows"], rendered["mean"], rendered["p50"], rendered["p95"], rendered["max"]]],
+            ),
+        ]
+    labels_seen = report["stage_stats"].get("labels") or {}
+    if labels_seen.get("read"):
+        kept_labels = labels_seen.get("kept", {})
+        parts += [
+            "",
+            "## Labels",
+            _md_table(
+                ["label", "read", "kept"],
+                [[k, n, kept_labels.get(k, 0)] for k, n in sorted(labels_seen["read"].items())],
+            ),
+        ]
     balance = report["stage_stats"].get("balance")
     if balance and balance.get("before"):
         labels = sorted(balance["before"])
