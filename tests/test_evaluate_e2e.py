@@ -146,12 +146,18 @@ def test_run_evaluate_base_vs_sft_stores_everything_and_rescoring_reproduces_it(
     )["v"][0]
     corpus = metrics.filter((pl.col("model") == "sft") & (pl.col("metric") == "rouge1"))["value"][0]
     assert corpus == pytest.approx(per_sample)
-    table = result.table
-    assert set(table["model"]) == {"base", "sft"}
-    assert (
-        table.filter(pl.col("model") == "base")["delta_abs"].drop_nulls().to_list()
-        == [0.0] * table.filter(pl.col("model") == "base")["delta_abs"].drop_nulls().len()
-    )
+    comparison = result.comparison
+    assert set(comparison.estimates["model"]) == {"base", "sft"}
+    assert set(zip(comparison.deltas["model"], comparison.deltas["baseline"], strict=True)) == {
+        ("sft", "base")
+    }
+    rouge1 = comparison.estimates.filter(pl.col("metric") == "rouge1").to_dicts()
+    assert all(r["ci_low"] <= r["value"] <= r["ci_high"] and r["n"] == result.predictions["sample_id"].n_unique()
+               for r in rouge1)  # fmt: skip
+    stored = query(db, "SELECT ci_low, ci_high, n FROM eval_metrics WHERE eval_id = ? AND metric = 'rouge1'",
+                   [result.eval_id])  # fmt: skip
+    assert stored["n"].to_list() == [r["n"] for r in rouge1]
+    assert query(db, "SELECT count(*) AS k FROM eval_deltas WHERE eval_id = ?", [result.eval_id])["k"][0] > 0
 
     again = score_file(result.predictions_path, workspace)
     for table_name in ("scores", "eval_metrics"):
@@ -191,8 +197,8 @@ def test_evaluate_cli_with_model_option(trained: tuple[Any, Path, str], tmp_path
     document = json.loads(as_json.stdout)  # one JSON document, nothing else on stdout
     assert document["models"] == ["sft"] and document["eval_set"] == "persona:val"
     assert document["curation_id"] == "cur-e2e" and Path(document["predictions_path"]).is_file()
-    assert {row["metric"] for row in document["table"]} >= {"rouge1", "chrf_corpus", "cosine"}
-    assert all(row["model"] == "sft" and row["delta_abs"] == 0.0 for row in document["table"])
+    assert {row["metric"] for row in document["metrics"]} >= {"rouge1", "chrf_corpus", "cosine"}
+    assert all(row["model"] == "sft" for row in document["metrics"]) and document["deltas"] == []
     missing = CliRunner().invoke(
         app, ["evaluate", str(path), "--workspace", str(workspace), "--model", "no-such-run"]
     )

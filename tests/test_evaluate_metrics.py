@@ -10,7 +10,7 @@ import pytest
 from rouge_score import rouge_scorer
 from sacrebleu.metrics import BLEU, CHRF
 
-from tunelab.evaluate.metrics import bleu_chrf_pairs, rouge_pairs, score_pairs
+from tunelab.evaluate.metrics import bleu_chrf_pairs, degenerate_reason, rouge_pairs, score_pairs
 from tunelab.evaluate.tokenizers import (
     CharTokenizer,
     KiwiTokenizer,
@@ -120,7 +120,8 @@ def test_score_pairs_long_frame_per_model_with_signatures() -> None:
         }
     )
     scores, metrics = score_pairs(pairs, metrics=("rouge", "bleu", "chrf"))
-    assert scores.height == 2 * 2 * (9 + 2)
+    # 9 ROUGE parts + sentence BLEU and chrF + the degenerate flag, per model and sample
+    assert scores.height == 2 * 2 * (9 + 2 + 1)
     r1 = metrics.filter(pl.col("metric") == "rouge1").sort("model")
     assert r1["value"].to_list()[1] == pytest.approx((8 / 9 + 1.0) / 2)
     assert r1["signature"][0] == "rouge-score 0.1.2|tok:kiwi-0.24.1-morph-lower|stem:no|rouge1|f1"
@@ -190,3 +191,41 @@ def test_one_tokenization_for_every_model_in_an_evaluation() -> None:
     assert "tok:kiwi" in scores.filter(pl.col("metric") == "rouge1")["signature"][0]
     base = scores.filter((pl.col("model") == "base") & (pl.col("metric") == "rouge1"))["value"][0]
     assert base == 1.0
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("", "empty"),
+        ("   \n ", "empty"),
+        ("<|endoftext|>", "special_tokens_only"),
+        ("<|im_end|> </s>", "special_tokens_only"),
+        ("수 수 수 수 수 수", "repeated_token"),
+        ("아아아아아아아아", "repeated_token"),
+        ("서울은 한국의 수도입니다.", None),
+        ("네 네", None),
+    ],
+)
+def test_degenerate_answers_are_named(text: str, reason: str | None) -> None:
+    assert degenerate_reason(text) == reason
+
+
+def test_empty_and_degenerate_answers_score_zero_on_every_metric() -> None:
+    pairs = pl.DataFrame(
+        {
+            "model": ["m"] * 4,
+            "sample_id": ["d:0", "d:1", "d:2", "d:3"],
+            "reference": [REF, REF, REF, "고양이가 잔다"],
+            "prediction": ["", "<|endoftext|>", "수 수 수 수", "고양이가 잔다"],
+        }
+    )
+    scores, metrics = score_pairs(
+        pairs, metrics=("rouge", "bleu", "chrf", "cosine"), embedding_model="use-v3"
+    )
+    degenerate = scores.filter(pl.col("sample_id") != "d:3")
+    assert degenerate.filter(pl.col("metric") == "degenerate")["value"].to_list() == [1.0, 1.0, 1.0]
+    others = degenerate.filter(pl.col("metric") != "degenerate")
+    assert others.height > 0 and (others["value"] == 0).all()  # cosine of "" would be ~0.8 otherwise
+    good = scores.filter((pl.col("sample_id") == "d:3") & (pl.col("metric") == "cosine"))["value"][0]
+    assert good == pytest.approx(1.0, abs=1e-4)
+    assert metrics.filter(pl.col("metric") == "degenerate")["value"][0] == pytest.approx(0.75)

@@ -131,9 +131,10 @@ def test_score_file_stores_korean_scores_and_rescoring_its_output_reproduces_the
     base_r1 = stored(workspace, "eval_metrics", first.eval_id).filter(
         (pl.col("model") == "base") & (pl.col("metric") == "rouge1")
     )["value"][0]
-    assert compare["delta_abs"][0] == pytest.approx(
-        first.table.filter((pl.col("model") == "sft") & (pl.col("metric") == "rouge1"))["value"][0] - base_r1
-    )
+    sft_r1 = first.comparison.estimates.filter((pl.col("model") == "sft") & (pl.col("metric") == "rouge1"))
+    assert compare["delta_abs"][0] == pytest.approx(sft_r1["value"][0] - base_r1)
+    delta = first.comparison.deltas.filter((pl.col("model") == "sft") & (pl.col("metric") == "rouge1"))
+    assert delta["delta"][0] == pytest.approx(sft_r1["value"][0] - base_r1)  # the table's delta is the view's
 
 
 @pytest.mark.parametrize(
@@ -219,12 +220,15 @@ def test_score_cli_prints_table_and_eval_id(workspace: Path, predictions_file: P
     )  # fmt: skip
     assert as_json.exit_code == 0, as_json.output
     document = json.loads(as_json.stdout)  # stdout is the one JSON document and nothing else
-    assert set(document) == {"eval_id", "eval_set", "curation_id", "models", "predictions_path", "table"}
+    assert set(document) == {
+        "eval_id", "eval_set", "curation_id", "models", "predictions_path", "metrics", "deltas", "degenerate"
+    }  # fmt: skip
     assert document["eval_id"] != eval_id and document["eval_set"] == predictions_file.stem
     assert Path(document["predictions_path"]).is_file()
-    rouge1 = [row for row in document["table"] if row["metric"] == "rouge1"]
+    rouge1 = [row for row in document["metrics"] if row["metric"] == "rouge1"]
     assert len(rouge1) == len(document["models"]) >= 1
-    assert set(rouge1[0]) == {"model", "metric", "value", "base_value", "delta_abs", "delta_pct"}
+    assert set(rouge1[0]) == {"model", "metric", "value", "ci_low", "ci_high", "n", "method", "seed"}
+    assert all(row["ci_low"] <= row["value"] <= row["ci_high"] for row in rouge1)
 
 
 def test_labels_without_a_curation_skip_label_acc_with_a_warning(tmp_path: Path) -> None:

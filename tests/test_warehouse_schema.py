@@ -13,7 +13,7 @@ from tunelab.warehouse.connection import SCHEMA_VERSION, write_connection
 
 TABLES = {
     "schema_version", "datasets", "curations", "samples", "decisions", "quarantine", "runs", "train_log",
-    "evals", "predictions", "scores", "eval_metrics", "reviews",
+    "evals", "predictions", "scores", "eval_metrics", "eval_deltas", "reviews",
 }  # fmt: skip
 VIEWS = {"v_drop_reasons", "v_run_compare", "v_lineage"}
 

@@ -12,6 +12,7 @@ Scales: ROUGE and cosine in [0, 1]; BLEU and chrF in [0, 100] as sacrebleu repor
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections import Counter
 from collections.abc import Sequence
@@ -191,6 +192,12 @@ def score_pairs(
     share one tokenization and the same file re-scored resolves the same way.
     """
     pairs = pairs.with_columns(pl.col("reference", "prediction").fill_null(""))
+    # an empty or degenerate answer scores 0 on every metric: it is scored as the empty answer it is
+    flags = [degenerate_reason(text) is not None for text in pairs["prediction"].to_list()]
+    pairs = pairs.with_columns(
+        pl.when(pl.Series(flags)).then(pl.lit("")).otherwise(pl.col("prediction")).alias("prediction"),
+        pl.Series(DEGENERATE_METRIC, flags, dtype=pl.Float64),
+    )
     all_texts = [*pairs["reference"].to_list(), *pairs["prediction"].to_list()]
     rouge_name = resolve_tokenizer_name(rouge_tokenizer_name, all_texts)
     shared = {
@@ -204,6 +211,13 @@ def score_pairs(
     score_rows: list[dict[str, Any]] = []
     metric_rows: list[dict[str, Any]] = []
     for (model,), group in pairs.group_by("model", maintain_order=True):
+        score_rows.extend(
+            {"model": model, "sample_id": sid, "metric": DEGENERATE_METRIC, "value": flag,
+             "signature": "empty|special_tokens_only|repeated_token"}
+            for sid, flag in zip(group["sample_id"], group[DEGENERATE_METRIC], strict=True)
+        )  # fmt: skip
+        metric_rows.append({"model": model, "metric": DEGENERATE_METRIC, "value": float(group[DEGENERATE_METRIC].mean()),
+                            "signature": "share of empty|special_tokens_only|repeated_token answers"})  # fmt: skip
         rows = _score_one_model(
             group["reference"].to_list(),
             group["prediction"].to_list(),
@@ -265,5 +279,28 @@ def _score_one_model(
             rows.append(("chrf_corpus", None, sb["chrf_signature"], sb["chrf_corpus"]))
     if "cosine" in metrics:
         values = cosine_pairs(refs, preds, embedding_model, cache_dir, show_progress)
+        # an empty answer embeds close to everything (0.82 against the demo references): it scores 0
+        values = [0.0 if not pred.strip() else value for pred, value in zip(preds, values, strict=True)]
         rows.append(("cosine", values, f"cosine|emb:{embedding_model}", _mean(values)))
     return rows
+
+
+DEGENERATE_METRIC = "degenerate"
+# special tokens a model emits when it says nothing: <|endoftext|>, <|im_end|>, </s>, <pad>, [PAD] ...
+_SPECIAL_TOKEN = re.compile(r"<\|[^|<>]{1,40}\|>|</?s>|<pad>|<unk>|<eos>|<bos>|\[(?:PAD|UNK|CLS|SEP|MASK)\]")
+
+
+def degenerate_reason(text: str | None) -> str | None:
+    """Why an answer says nothing: empty, special tokens only, or one token (or character) repeated."""
+    stripped = (text or "").strip()
+    if not stripped:
+        return "empty"
+    if not _SPECIAL_TOKEN.sub("", stripped).strip():
+        return "special_tokens_only"
+    words = stripped.split()
+    if len(words) >= 3 and len(set(words)) == 1:
+        return "repeated_token"
+    letters = stripped.replace(" ", "")
+    if len(letters) >= 5 and len(set(letters)) == 1:
+        return "repeated_token"
+    return None

@@ -23,7 +23,13 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from tunelab.errors import UserError
-from tunelab.evaluate.compare import comparison_table, print_comparison, print_samples
+from tunelab.evaluate.compare import (
+    TABLE_METRICS,
+    Comparison,
+    compare_models,
+    print_comparison,
+    print_samples,
+)
 from tunelab.evaluate.config import EvaluateConfig
 from tunelab.evaluate.generate import (
     PREDICTION_COLUMNS,
@@ -31,7 +37,13 @@ from tunelab.evaluate.generate import (
     generate_predictions,
     trained_datasets,
 )
-from tunelab.evaluate.metrics import METRIC_SCHEMA, SCORE_SCHEMA, score_pairs
+from tunelab.evaluate.metrics import (
+    DEGENERATE_METRIC,
+    METRIC_SCHEMA,
+    SCORE_SCHEMA,
+    bleu_tokenizer_for,
+    score_pairs,
+)
 from tunelab.evaluate.persona import label_hits
 from tunelab.evaluate.predictions_file import SCORING_COLUMNS, read_predictions_file
 from tunelab.evaluate.tokenizers import resolve_tokenizer_name
@@ -50,7 +62,7 @@ DEFAULT_METRICS = ("rouge", "bleu", "chrf", "cosine", "label_acc")
 @dataclass
 class EvalResult:
     eval_id: str
-    table: pl.DataFrame  # model, metric, value, base_value, delta_abs, delta_pct (compare.comparison_table)
+    comparison: Comparison  # every model's value with its interval; every delta with interval and p-value
     predictions_path: Path
     predictions: pl.DataFrame
     scores: pl.DataFrame
@@ -59,25 +71,39 @@ class EvalResult:
     curation_id: str | None = None
 
     def as_record(self) -> dict[str, Any]:
-        """What `--format json` prints: ids, the predictions file and the comparison table's rows (a value
-        that is not a finite number, e.g. a change against a base of 0, is null)."""
-        rows = [
-            {key: _json_number(value) for key, value in row.items()}
-            for row in self.table.iter_rows(named=True)
-        ]
+        """What `--format json` prints: ids, the predictions file, every model's value with its interval and
+        every delta with its interval and p-value (a value that is not a finite number is null)."""
+
+        def rows(frame: pl.DataFrame) -> list[dict[str, Any]]:
+            return [
+                {key: _json_number(value) for key, value in row.items()}
+                for row in frame.iter_rows(named=True)
+            ]
+
         return {
             "eval_id": self.eval_id,
             "eval_set": self.eval_set,
             "curation_id": self.curation_id,
             "models": list(dict.fromkeys(self.predictions["model"].to_list())),
             "predictions_path": str(self.predictions_path),
-            "table": rows,
+            "metrics": rows(self.comparison.estimates),
+            "deltas": rows(self.comparison.deltas),
+            "degenerate": self.degenerate_counts(),
+        }
+
+    def degenerate_counts(self) -> dict[str, dict[str, int]]:
+        """Per model: how many answers were empty or degenerate (scored 0 on every metric), of how many."""
+        flags = self.scores.filter(pl.col("metric") == DEGENERATE_METRIC)
+        return {
+            model: {"degenerate": int(group["value"].sum()), "n": group.height}
+            for (model,), group in flags.group_by("model", maintain_order=True)
         }
 
     def print_tables(self) -> None:
         """The comparison table and a few side-by-side samples, on stdout."""
         title = f"evaluation {self.eval_id}" + (f" on {self.eval_set}" if self.eval_set else "")
-        print_comparison(self.table, title=title)
+        counts = {m: f"{c['degenerate']}/{c['n']}" for m, c in self.degenerate_counts().items()}
+        print_comparison(self.comparison, title=title, degenerate=counts)
         print_samples(self.predictions)
 
 
@@ -186,6 +212,7 @@ def store_eval(
     scores: pl.DataFrame,
     metrics: pl.DataFrame,
     scoring: dict[str, Any],
+    deltas: pl.DataFrame | None = None,
 ) -> Path:
     """Warehouse rows in one transaction, then the re-scorable predictions file."""
     eval_id = eval_row["eval_id"]
@@ -196,6 +223,7 @@ def store_eval(
         predictions.select(PREDICTION_COLUMNS.keys()).with_columns(with_id),
         scores.with_columns(with_id),
         metrics.with_columns(with_id),
+        deltas=None if deltas is None else deltas.with_columns(with_id),
     )
     path = workspace.predictions_file(eval_id)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -232,9 +260,12 @@ def _finish(
         "created_at": datetime.now(UTC).isoformat(),
         "params": json.dumps({**scoring, "metrics": list(metrics_wanted), **extra_params}, sort_keys=True),
     }
-    path = store_eval(workspace, eval_row, predictions, scores, metrics, scoring)
-    table = comparison_table(metrics)
-    return EvalResult(eval_id, table, path, predictions, scores, metrics, eval_set, curation_id)
+    texts = [*predictions["reference"].fill_null(""), *predictions["prediction"].fill_null("")]
+    comparison = compare_models(predictions, scores, TABLE_METRICS, bleu_tokenize=bleu_tokenizer_for(texts))
+    intervals = comparison.estimates.select("model", "metric", "ci_low", "ci_high", "n", "method", "seed")
+    metrics = metrics.join(intervals, on=["model", "metric"], how="left")
+    path = store_eval(workspace, eval_row, predictions, scores, metrics, scoring, comparison.deltas)
+    return EvalResult(eval_id, comparison, path, predictions, scores, metrics, eval_set, curation_id)
 
 
 def load_eval_rows(recipe: Recipe, workspace: Workspace) -> tuple[pl.DataFrame, str, str, str | None]:

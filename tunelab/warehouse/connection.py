@@ -25,7 +25,7 @@ from tunelab.errors import UserError
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # Steps that bring a file written by an older tunelab up to date, keyed by the version they produce.
 # Version 1 had no `reviews` table and no `runs.metrics` column.
@@ -40,6 +40,17 @@ MIGRATIONS: dict[int, list[str]] = {
     3: ["ALTER TABLE reviews ADD COLUMN IF NOT EXISTS reviewer VARCHAR"],
     # version 3 kept only the row index, not the record's own id
     4: ["ALTER TABLE samples ADD COLUMN IF NOT EXISTS source_id VARCHAR"],
+    # version 4 stored corpus metrics without their uncertainty, and no deltas
+    5: [
+        *(
+            f"ALTER TABLE eval_metrics ADD COLUMN IF NOT EXISTS {column}"
+            for column in ("ci_low DOUBLE", "ci_high DOUBLE", "n INTEGER", "method VARCHAR", "seed INTEGER")
+        ),
+        """CREATE TABLE IF NOT EXISTS eval_deltas (
+               eval_id VARCHAR NOT NULL, model VARCHAR NOT NULL, baseline VARCHAR NOT NULL,
+               metric VARCHAR NOT NULL, delta DOUBLE, ci_low DOUBLE, ci_high DOUBLE, p_value DOUBLE,
+               n INTEGER, delta_pct DOUBLE, significant BOOLEAN, method VARCHAR, seed INTEGER)""",
+    ],
 }
 
 # Reads run user SQL (tunelab sql, the dashboard): no file system, and the setting cannot be undone.

@@ -149,7 +149,29 @@ CREATE TABLE IF NOT EXISTS eval_metrics (
     model      VARCHAR NOT NULL,
     metric     VARCHAR NOT NULL,
     value      DOUBLE,
-    signature  VARCHAR
+    signature  VARCHAR,
+    ci_low     DOUBLE,                 -- 95 % interval of value (bootstrap; see method, seed)
+    ci_high    DOUBLE,
+    n          INTEGER,                -- prompts the value is over
+    method     VARCHAR,
+    seed       INTEGER
+);
+
+-- every compared number: a model against the base, and each stage against its parent (dpo vs sft)
+CREATE TABLE IF NOT EXISTS eval_deltas (
+    eval_id     VARCHAR NOT NULL,
+    model       VARCHAR NOT NULL,
+    baseline    VARCHAR NOT NULL,
+    metric      VARCHAR NOT NULL,
+    delta       DOUBLE,                -- model minus baseline, on the prompts both answered
+    ci_low      DOUBLE,                -- 95 % paired-bootstrap interval of the delta
+    ci_high     DOUBLE,
+    p_value     DOUBLE,                -- paired approximate randomization
+    n           INTEGER,
+    delta_pct   DOUBLE,                -- only when the baseline is at least 10 % of the metric's range
+    significant BOOLEAN,               -- p < 0.05
+    method      VARCHAR,
+    seed        INTEGER
 );
 
 -- added in schema version 2

@@ -56,6 +56,7 @@ REQUIRED = {
     "predictions": ("model", "sample_id"),
     "scores": ("model", "sample_id", "metric", "value"),
     "eval_metrics": ("model", "metric", "value"),
+    "eval_deltas": ("model", "baseline", "metric", "delta"),
 }
 
 
@@ -302,8 +303,10 @@ def ingest_eval(
     scores: pl.DataFrame,
     metrics: pl.DataFrame,
     replace: bool = False,
+    deltas: pl.DataFrame | None = None,
 ) -> None:
-    """Write one evaluation (its row, every prediction, per-sample scores, corpus metrics) in one transaction."""
+    """Write one evaluation (its row, every prediction, per-sample scores, corpus metrics with their
+    intervals, the deltas between models) in one transaction."""
     eval_id = eval.get("eval_id")
     if not eval_id:
         raise ValueError("eval: eval_id is required")
@@ -316,13 +319,15 @@ def ingest_eval(
             "eval",
             "eval_id",
             eval_id,
-            ("evals", "predictions", "scores", "eval_metrics"),
+            ("evals", "predictions", "scores", "eval_metrics", "eval_deltas"),
             replace,
         )
         con.execute(f"INSERT INTO evals ({', '.join(EVAL_KEYS)}) VALUES (?, ?, ?, ?, ?)", values)
         _insert_frame(con, "predictions", predictions, {"eval_id": eval_id})
         _insert_frame(con, "scores", scores, {"eval_id": eval_id})
         _insert_frame(con, "eval_metrics", metrics, {"eval_id": eval_id})
+        if deltas is not None:
+            _insert_frame(con, "eval_deltas", deltas, {"eval_id": eval_id})
 
 
 # a review comment is a sentence or two; a cap keeps a pasted document (or a hostile client) out of the file

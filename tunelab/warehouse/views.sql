@@ -22,13 +22,25 @@ SELECT
     m.metric,
     m.model,
     m.value,
+    m.ci_low,
+    m.ci_high,
+    m.n,
+    d.baseline,
     b.value AS base_value,
-    m.value - b.value AS delta_abs,
-    CASE WHEN b.value <> 0 THEN 100.0 * (m.value - b.value) / abs(b.value) END AS delta_pct
+    coalesce(d.delta, m.value - b.value) AS delta_abs,
+    d.ci_low AS delta_ci_low,
+    d.ci_high AS delta_ci_high,
+    d.p_value,
+    d.significant,
+    -- a % change only against a baseline of at least 10 % of the metric's range (BLEU/chrF: 0-100)
+    CASE WHEN abs(b.value) >= 0.1 * (CASE WHEN m.metric LIKE 'bleu%' OR m.metric LIKE 'chrf%' THEN 100 ELSE 1 END)
+         THEN 100.0 * (m.value - b.value) / abs(b.value) END AS delta_pct
 FROM eval_metrics m
 JOIN evals e USING (eval_id)
 LEFT JOIN eval_metrics b
-    ON b.eval_id = m.eval_id AND b.metric = m.metric AND b.model = 'base';
+    ON b.eval_id = m.eval_id AND b.metric = m.metric AND b.model = 'base'
+LEFT JOIN eval_deltas d
+    ON d.eval_id = m.eval_id AND d.metric = m.metric AND d.model = m.model AND d.baseline = 'base';
 
 -- One sample's path: the decision that settled it in each curation -> that curation's data_version ->
 -- the runs it fed when it was kept (directly, or through a parent run: DPO on top of the SFT run) ->
