@@ -161,8 +161,9 @@ def fit_lengths(
             continue
         measured = lengths.measure(data, tokenizer)
         ids = frame["sample_id"].cast(pl.String).to_list() if "sample_id" in frame.columns else []
-        if len(ids) != len(data):  # the dataset is built row for row from the frame; say so if not
-            ids = [f"{split}-row-{i}" for i in range(len(data))]
+        if len(ids) != len(data):
+            # one example per assistant turn (a template without generation markers): examples, not rows
+            ids = [f"{split}-example-{i}" for i in range(len(data))]
         found = lengths.check(split, measured, ids, max_length)
         prepared.length_checks.append(found)
         keep = (~measured.no_response(max_length)).nonzero()[0].tolist()
