@@ -114,10 +114,17 @@ def test_runs_page_lineage_and_comparison(db: Path) -> None:
     assert set(runs["data_version"]) == {"dv-1a2b3c"}
     assert at.multiselect(key="curve_runs").value == ["dpo-0001", "sft-0001"]
     compare = frame_with(at, "metric", "base").set_index("metric")
-    assert list(compare.columns) == ["base", "sft", "dpo", "sft Δ%", "dpo Δ%"]
+    assert list(compare.columns) == ["base", "sft", "dpo"]
     assert compare.loc["rougeL", "dpo"] == pytest.approx(3.5 / 6)
-    assert compare.loc["rougeL", "dpo Δ%"] == pytest.approx(100 * (3.5 - 1.8) / 1.8)
-    assert "rougeL** · dpo: 0.5833 (+94.4% vs base)" in markdown_text(at)
+    pairs = frame_with(at, "comparison", "p_value")
+    assert list(pairs["comparison"]) == ["dpo − base", "dpo − sft", "sft − base"]
+    assert list(pairs["p < 0.05"]) == ["yes", "no", "yes"]
+    text = markdown_text(at)
+    assert (
+        "rougeL** · dpo − base: +0.2833 [+0.1000, +0.4500], p = 0.0040 · distinguishable from noise" in text
+    )
+    assert "dpo − sft: +0.0833 [-0.0500, +0.2000], p = 0.3100 · not distinguishable from noise" in text
+    assert "n = 6 prompts" in html.unescape(" ".join(c.value for c in at.caption))
 
 
 def test_predictions_page_side_by_side_and_regressions(db: Path) -> None:

@@ -67,6 +67,17 @@ def _decisions() -> pl.DataFrame:
     return pl.DataFrame(rows)
 
 
+# the comparison as `tunelab evaluate` stores it: each model vs base, and DPO vs its parent SFT
+DELTAS = [
+    {"model": "sft", "baseline": "base", "metric": "rougeL", "delta": 1.2 / 6, "ci_low": 0.05, "ci_high": 0.35,
+     "p_value": 0.012, "n": 6, "delta_pct": 100 * 1.2 / 1.8, "significant": True, "method": "test", "seed": 1},
+    {"model": "dpo", "baseline": "base", "metric": "rougeL", "delta": 1.7 / 6, "ci_low": 0.1, "ci_high": 0.45,
+     "p_value": 0.004, "n": 6, "delta_pct": 100 * 1.7 / 1.8, "significant": True, "method": "test", "seed": 1},
+    {"model": "dpo", "baseline": "sft", "metric": "rougeL", "delta": 0.5 / 6, "ci_low": -0.05, "ci_high": 0.2,
+     "p_value": 0.31, "n": 6, "delta_pct": None, "significant": False, "method": "test", "seed": 1},
+]  # fmt: skip
+
+
 def _train_rows(kind: str) -> list[dict]:
     rows = []
     for step in range(1, 21):
@@ -130,7 +141,8 @@ def build_warehouse(db: Path) -> Path:
                            "signature": "rougeL|tok:kiwi"})  # fmt: skip
             scores.append({"model": model, "sample_id": sid, "metric": "chrf", "value": 100 * ROUGE[model][i] + 5,
                            "signature": "chrF2"})  # fmt: skip
-    metrics = [{"model": m, "metric": "rougeL", "value": sum(v) / len(v), "signature": "rougeL|tok:kiwi"}
+    metrics = [{"model": m, "metric": "rougeL", "value": sum(v) / len(v), "signature": "rougeL|tok:kiwi",
+                "ci_low": min(v), "ci_high": max(v), "n": len(v), "method": "bootstrap", "seed": 1}
                for m, v in ROUGE.items()]  # fmt: skip
     metrics += [{"model": m, "metric": "chrf", "value": 100 * sum(v) / len(v) + 5, "signature": "chrF2"}
                 for m, v in ROUGE.items()]  # fmt: skip
@@ -139,6 +151,7 @@ def build_warehouse(db: Path) -> Path:
         {"eval_id": EVAL, "eval_set": "demo-persona-eval", "curation_id": CURATION,
          "created_at": "2026-11-22T04:20:00", "params": json.dumps({"max_new_tokens": 64})},
         pl.DataFrame(preds), pl.DataFrame(scores), pl.DataFrame(metrics),
+        deltas=pl.DataFrame(DELTAS),
     )  # fmt: skip
     return db
 

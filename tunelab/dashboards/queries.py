@@ -288,13 +288,26 @@ def evals(db: Path, limit: int = 200) -> pl.DataFrame:
 
 
 def comparison(db: Path, eval_id: str) -> pl.DataFrame:
-    """Metric by model with absolute and % delta against the model named 'base'."""
+    """Metric by model with its 95 % interval (null for evaluations stored before intervals existed)."""
     return run(
         db,
-        """SELECT metric, model, CAST(value AS DOUBLE) AS value, CAST(base_value AS DOUBLE) AS base_value,
+        """SELECT metric, model, CAST(value AS DOUBLE) AS value, CAST(ci_low AS DOUBLE) AS ci_low,
+                  CAST(ci_high AS DOUBLE) AS ci_high, n, CAST(base_value AS DOUBLE) AS base_value,
                   CAST(delta_abs AS DOUBLE) AS delta_abs, CAST(delta_pct AS DOUBLE) AS delta_pct
            FROM v_run_compare WHERE eval_id = $eid
            ORDER BY metric, model <> 'base', model""",
+        {"eid": eval_id},
+    )
+
+
+def deltas(db: Path, eval_id: str) -> pl.DataFrame:
+    """Every compared pair (model vs its baseline) per metric: the delta, its interval and p-value."""
+    return run(
+        db,
+        """SELECT metric, model, baseline, CAST(delta AS DOUBLE) AS delta, CAST(ci_low AS DOUBLE) AS ci_low,
+                  CAST(ci_high AS DOUBLE) AS ci_high, CAST(p_value AS DOUBLE) AS p_value, n, significant,
+                  CAST(delta_pct AS DOUBLE) AS delta_pct
+           FROM eval_deltas WHERE eval_id = $eid ORDER BY metric, model, baseline""",
         {"eid": eval_id},
     )
 

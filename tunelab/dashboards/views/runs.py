@@ -88,45 +88,56 @@ if compare.height == 0:
     st.info("This evaluation has no corpus metrics.")
     st.stop()
 models = queries.order_models(compare["model"].unique().to_list())
+n_prompts = compare["n"].drop_nulls().max()
+st.caption(
+    f"n = {n_prompts} prompts · 95 % intervals · deltas with a paired test (* p < 0.05); a % change is shown "
+    "only against a baseline of at least 10 % of the metric's range"
+    if n_prompts
+    else "this evaluation was stored without intervals (re-score it with `tunelab score` to get them)"
+)
 values = compare.pivot(on="model", index="metric", values="value").select("metric", *models)
-deltas = (
-    compare.filter(pl.col("model") != queries.BASE_MODEL)
-    .with_columns(pl.col("model") + " Δ%")
-    .pivot(on="model", index="metric", values="delta_pct")
-)
-delta_order = [f"{m} Δ%" for m in models if f"{m} Δ%" in deltas.columns]
-table = (
-    values.join(deltas.select("metric", *delta_order), on="metric", how="left") if deltas.height else values
-)
 number_columns = {m: st.column_config.NumberColumn(m, format="%.4f") for m in models}
-delta_columns = {
-    c: st.column_config.NumberColumn(c, format="%+.1f%%") for c in table.columns if c.endswith(" Δ%")
-}
-st.dataframe(table, hide_index=True, key="compare_table", column_config={**number_columns, **delta_columns})
-st.markdown(
-    "  \n".join(
-        f"**{safetext.text(r['metric'])}** · {safetext.text(r['model'])}: {r['value']:.4f} "
-        + ("" if r["delta_pct"] is None else f"({r['delta_pct']:+.1f}% vs base)")
-        for r in compare.filter(pl.col("model") != queries.BASE_MODEL).to_dicts()
+st.dataframe(values, hide_index=True, key="compare_table", column_config=number_columns)
+pairs = q(queries.deltas, db, eval_id)
+if pairs.height:
+    shown = pairs.with_columns(
+        (pl.col("model") + " − " + pl.col("baseline")).alias("comparison"),
+        pl.when(pl.col("significant")).then(pl.lit("yes")).otherwise(pl.lit("no")).alias("p < 0.05"),
+    ).select("metric", "comparison", "delta", "ci_low", "ci_high", "p_value", "p < 0.05", "delta_pct", "n")
+    st.dataframe(
+        shown,
+        hide_index=True,
+        key="delta_table",
+        column_config={
+            "delta": st.column_config.NumberColumn("delta", format="%+.4f"),
+            "ci_low": st.column_config.NumberColumn("95 % low", format="%+.4f"),
+            "ci_high": st.column_config.NumberColumn("95 % high", format="%+.4f"),
+            "p_value": st.column_config.NumberColumn("p", format="%.4f"),
+            "delta_pct": st.column_config.NumberColumn("% (meaningful base only)", format="%+.1f%%"),
+        },
     )
-)
-# metrics live on different scales (BLEU 0-100, ROUGE 0-1): one panel per metric, own y axis
+    st.markdown(
+        "  \n".join(
+            f"**{safetext.text(r['metric'])}** · {safetext.text(r['model'])} − {safetext.text(r['baseline'])}: "
+            f"{r['delta']:+.4f} [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}], p = {r['p_value']:.4f} · "
+            + ("distinguishable from noise" if r["significant"] else "not distinguishable from noise")
+            for r in pairs.to_dicts()
+        )
+    )
+# metrics live on different scales (BLEU 0-100, ROUGE 0-1): one panel per metric, own y axis; the rule
+# is the 95 % interval
+base = alt.Chart(compare.to_pandas()).encode(x=alt.X("model:N", sort=models, title=None))
+bars = base.mark_bar().encode(
+    y=alt.Y("value:Q", title=None),
+    color=alt.Color("model:N", sort=models),
+    tooltip=["metric", "model", alt.Tooltip("value:Q", format=".4f"), alt.Tooltip("ci_low:Q", format=".4f"),
+             alt.Tooltip("ci_high:Q", format=".4f"), "n"],
+)  # fmt: skip
+errors = base.mark_rule(color="black").encode(y="ci_low:Q", y2="ci_high:Q")
 chart = (
-    alt.Chart(compare.to_pandas())
-    .mark_bar()
-    .encode(
-        x=alt.X("model:N", sort=models, title=None),
-        y=alt.Y("value:Q", title=None),
-        color=alt.Color("model:N", sort=models),
-        column=alt.Column("metric:N", title=None),
-        tooltip=[
-            "metric",
-            "model",
-            alt.Tooltip("value:Q", format=".4f"),
-            alt.Tooltip("delta_pct:Q", format="+.1f"),
-        ],
-    )
+    alt.layer(bars, errors, data=compare.to_pandas())
     .properties(width=140, height=220)
+    .facet(column=alt.Column("metric:N", title=None))
     .resolve_scale(y="independent")
 )
 st.altair_chart(chart)
