@@ -332,8 +332,9 @@ def test_cli_audit_threshold_sweep_counts(tmp_path: Path) -> None:
     )
     assert out.exit_code == 0, out.output
     rows = dict(re.findall(r"minhash\s*│\s*([\d.]+)\s*│\s*(\d+)", out.output))
-    # the 10 planted near-duplicates score 0.80-0.87 against their originals
-    assert rows == {"0.7": "10", "0.9": "0"}
+    # the 10 planted near-duplicates score 0.80-0.87 against their originals on the raw text, 0.81-0.96 on
+    # the dedup key (curate/dedup_key.py) the sweep compares: 5 of them reach 0.9
+    assert rows == {"0.7": "10", "0.9": "5"}
 
 
 def test_stage_list_is_checked_once_schema_first_split_last() -> None:

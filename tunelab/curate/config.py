@@ -94,18 +94,41 @@ class ExactSettings(Strict):
 class MinhashSettings(Strict):
     ngram: int = Field(5, ge=1, le=64)
     num_perm: int = Field(128, ge=16, le=1024)
-    threshold: float = Field(0.7, ge=0.0, le=1.0)
+    # calibrated: precision >= 0.9 on KorSTS train + Question_pair train (benchmarks/calibrate_defaults.py)
+    threshold: float = Field(0.46, ge=0.0, le=1.0)
     keep: Literal["first", "longest"] = "first"
     seed: int = 1
     key: DedupKeySettings = Field(default_factory=DedupKeySettings)
 
 
+# >>> dedup defaults
+# Default cosine threshold per built-in embedding model: the lowest with precision >= 0.9 on KorSTS train +
+# Question_pair train (benchmarks/calibrate_defaults.py; held-out figures in docs/curate.md). Any other model
+# falls back to UNCALIBRATED_SEMANTIC_THRESHOLD: run `tunelab calibrate` for it.
+SEMANTIC_THRESHOLDS = {"use-v3": 0.85, "e5-small": 0.97}
+UNCALIBRATED_SEMANTIC_THRESHOLD = 0.9
+# <<< dedup defaults
+
+
 class SemanticSettings(Strict):
     model: str = "use-v3"
-    threshold: float = Field(0.9, ge=-1.0, le=1.0)
+    # None: the model's calibrated default (SEMANTIC_THRESHOLDS), filled in when the settings are read
+    threshold: float | None = Field(None, ge=-1.0, le=1.0)
     keep: Literal["first", "longest"] = "first"
     block_size: int = Field(4096, ge=64)
     batch_size: int = Field(64, ge=1)
+    # embedding budget per row, in tokens (~2.7 characters each, curate/semantic.py); None = whole rows.
+    # Chosen by its measured recall cost (docs/curate.md, benchmarks/semantic_throughput_bench.py)
+    max_tokens: int | None = Field(48, ge=8)
+    # neighbour search: exact (brute force), ann (HNSW candidates + exact cosine), auto = exact below exact_below rows
+    search: Literal["auto", "exact", "ann"] = "auto"
+    exact_below: int = Field(20_000, ge=0)
+
+    @model_validator(mode="after")
+    def _model_threshold(self) -> SemanticSettings:
+        if self.threshold is None:
+            self.threshold = SEMANTIC_THRESHOLDS.get(self.model, UNCALIBRATED_SEMANTIC_THRESHOLD)
+        return self
 
 
 class DecontaminateSettings(Strict):

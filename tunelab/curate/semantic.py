@@ -8,6 +8,7 @@ a row is dropped when its cosine with some kept row is >= threshold, and `ref_sa
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
@@ -18,16 +19,67 @@ from tunelab.curate.common import StageContext, StageOutput, decisions, keep_ord
 from tunelab.curate.config import SemanticSettings
 from tunelab.embeddings.loader import embed_cached, load_embedder
 
+# characters per token of the budget: e5-small's (XLM-R) SentencePiece on the Korean KULLM instruction rows
+# gives 147.5 tokens for 419.7 characters. Counting real tokens costs as much as embedding (1,900 rows/s
+# with offsets, one core) and use-v3 tokenises inside its ONNX graph, so the budget is applied as characters.
+CHARS_PER_TOKEN = 2.7
+# share of the budget kept from the row's start, the rest from its end: 0.5 measured best of 0.33/0.5/0.75
+# (recall of planted copies vs same-prompt rows merged, docs/curate.md)
+HEAD_SHARE = 0.5
+# neighbour search (benchmarks/semantic_search_bench.py): brute force below EXACT_BELOW rows, HNSW above
+EXACT_BELOW = 20_000
+ANN_K = 16
+ANN_MAX_K = 256
+ANN_MARGIN = 0.02  # approximate cosines (f32; f16 in usearch) are within ~1e-3 of the exact ones
+ANN_CONNECTIVITY = 16
+ANN_EXPANSION_ADD = 64
+ANN_EXPANSION_SEARCH = 64
+ANN_LIBRARY = "hnswlib"
+ANN_THREADS = 1  # the shared 2-vCPU machine: see DEFAULT_THREADS in embeddings/loader.py
+
 
 @lru_cache(maxsize=2)
 def embedder_for(name: str) -> Any:
     return load_embedder(name)
 
 
+def budget_texts(texts: list[str], max_tokens: int | None) -> list[str]:
+    """Rows longer than the budget keep their head (HEAD_SHARE of it) and their tail, joined by a space.
+
+    The embedder's cost grows faster than the row's length (benchmarks/semantic_throughput_bench.py);
+    near-duplicates share their start and end as much as their middle, and keeping the tail means two rows
+    with one prompt and different responses still embed differently.
+    """
+    if max_tokens is None:
+        return texts
+    limit = int(max_tokens * CHARS_PER_TOKEN)
+    head = int(limit * HEAD_SHARE)
+    tail = limit - head
+    return [t if len(t) <= limit else t[:head] + " " + t[len(t) - tail :] for t in texts]
+
+
+class LengthBucketed:
+    """An embedder whose batches hold rows of similar length (less padding), results in the caller's order."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.name, self.dim = inner, inner.name, inner.dim
+
+    def encode(self, texts: list[str], batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
+        order = np.argsort(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)), kind="stable")
+        vectors = self.inner.encode(
+            [texts[i] for i in order], batch_size=batch_size, show_progress=show_progress
+        )
+        out = np.empty_like(vectors)
+        out[order] = vectors
+        return out
+
+
 def embed(texts: list[str], cfg: SemanticSettings, ctx: StageContext) -> np.ndarray:
+    """Vectors of `texts` within the row budget, cached by (model, budgeted text) under ctx.cache_dir: audit,
+    curate and evaluate runs over the same rows with the same model reuse them."""
     return embed_cached(
-        embedder_for(cfg.model),
-        texts,
+        LengthBucketed(embedder_for(cfg.model)),
+        budget_texts(texts, cfg.max_tokens),
         ctx.cache_dir,
         batch_size=cfg.batch_size,
         show_progress=ctx.show_progress,
@@ -35,12 +87,29 @@ def embed(texts: list[str], cfg: SemanticSettings, ctx: StageContext) -> np.ndar
 
 
 def greedy_near_dups(
-    vectors: np.ndarray, order: np.ndarray, threshold: float, block_size: int = 4096
+    vectors: np.ndarray,
+    order: np.ndarray,
+    threshold: float,
+    block_size: int = 4096,
+    search: str = "auto",
+    exact_below: int = EXACT_BELOW,
 ) -> tuple[np.ndarray, np.ndarray]:
     """ref[i] = index of the kept row row i duplicates (or -1), and its cosine, visiting rows in `order`.
 
-    Memory is O(block_size x kept) per product; kept vectors live in one growing float32 matrix.
+    search="exact" (or "auto" under `exact_below` rows): every row against every kept row, blockwise.
+    search="ann" (or "auto" from `exact_below` rows): candidate neighbours from an HNSW index, each checked
+    with the exact cosine, then the same greedy rule (ann_near_dups).
     """
+    if search == "ann" or (search == "auto" and vectors.shape[0] >= exact_below):
+        return ann_near_dups(vectors, order, threshold)
+    return exact_near_dups(vectors, order, threshold, block_size)
+
+
+def exact_near_dups(
+    vectors: np.ndarray, order: np.ndarray, threshold: float, block_size: int = 4096
+) -> tuple[np.ndarray, np.ndarray]:
+    """The brute-force greedy: O(n x kept) dot products, O(block_size x kept) memory per product; kept
+    vectors live in one growing float32 matrix."""
     n = vectors.shape[0]
     ref = np.full(n, -1, dtype=np.int64)
     score = np.full(n, np.nan)
@@ -81,12 +150,130 @@ def greedy_near_dups(
     return ref, score
 
 
+def hnsw_search(vectors: np.ndarray, library: str = ANN_LIBRARY) -> Callable[[np.ndarray, int], tuple]:
+    """An HNSW index (inner product) over `vectors` and its k-nearest search: (keys, approximate cosines)."""
+    n, dim = vectors.shape
+    m, ef_add, ef = ANN_CONNECTIVITY, ANN_EXPANSION_ADD, ANN_EXPANSION_SEARCH
+    if library == "hnswlib":
+        import hnswlib
+
+        index = hnswlib.Index(space="ip", dim=dim)
+        index.init_index(max_elements=max(n, 1), ef_construction=ef_add, M=m)
+        index.set_num_threads(ANN_THREADS)
+        index.add_items(vectors, np.arange(n))
+
+        def search(queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+            index.set_ef(max(ef, k))
+            keys, distances = index.knn_query(queries, k)
+            return keys.astype(np.int64), 1.0 - distances
+
+        return search
+    if library == "faiss":
+        import faiss
+
+        faiss.omp_set_num_threads(ANN_THREADS)
+        flat = faiss.IndexHNSWFlat(dim, m, faiss.METRIC_INNER_PRODUCT)
+        flat.hnsw.efConstruction = ef_add
+        flat.add(np.ascontiguousarray(vectors, dtype=np.float32))
+
+        def search_faiss(queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+            flat.hnsw.efSearch = max(ef, k)
+            sims, keys = flat.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+            return keys.astype(np.int64), sims
+
+        return search_faiss
+    if library == "usearch":
+        # usearch imported before onnxruntime segfaults the process (usearch 2.26, onnxruntime 1.32): load
+        # onnxruntime first when it is installed
+        try:
+            import onnxruntime  # noqa: F401
+        except ModuleNotFoundError:
+            pass
+        from usearch.index import Index
+
+        usearch_index = Index(ndim=dim, metric="ip", dtype="f16", connectivity=m, expansion_add=ef_add,
+                              expansion_search=ef)  # fmt: skip
+        usearch_index.add(np.arange(n, dtype=np.uint64), vectors, threads=ANN_THREADS)
+
+        def search_usearch(queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+            found = usearch_index.search(queries, k, threads=ANN_THREADS)
+            keys = found.keys.astype(np.int64)
+            return np.where(keys < n, keys, -1), 1.0 - found.distances
+
+        return search_usearch
+    raise ValueError(f"unknown ANN library {library!r}")
+
+
+def knn_candidates(
+    vectors: np.ndarray, threshold: float, library: str = ANN_LIBRARY
+) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, neighbours) of every pair the HNSW index proposes with approximate cosine >= threshold - margin.
+
+    k = ANN_K first; rows whose k-th neighbour still clears the bar are asked again with 4x k (up to
+    ANN_MAX_K): a cluster of many copies must not hide its representative.
+    """
+    n = vectors.shape[0]
+    search = hnsw_search(vectors, library)
+    bar = threshold - ANN_MARGIN
+    rows_out, cols_out = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    pending, k = np.arange(n), ANN_K
+    while pending.size:
+        keys, sims = search(vectors[pending], min(k, n))
+        ok = (sims >= bar) & (keys != pending[:, None]) & (keys >= 0)
+        r, c = np.nonzero(ok)
+        rows_out.append(pending[r])
+        cols_out.append(keys[r, c])
+        if k >= min(ANN_MAX_K, n):
+            break
+        pending, k = pending[sims[:, -1] >= bar], k * 4  # the list may have been cut short: ask again
+    return np.concatenate(rows_out), np.concatenate(cols_out)
+
+
+def ann_near_dups(
+    vectors: np.ndarray, order: np.ndarray, threshold: float, library: str = ANN_LIBRARY
+) -> tuple[np.ndarray, np.ndarray]:
+    """The greedy rule of exact_near_dups over the index's candidate pairs: a row is dropped when an *earlier
+    kept* row has exact cosine >= threshold with it (ref = the most similar such row); kept rows never drop."""
+    n = vectors.shape[0]
+    ref = np.full(n, -1, dtype=np.int64)
+    score = np.full(n, np.nan)
+    rows, cols = knn_candidates(vectors, threshold, library)
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n)
+    # both directions (i found j, or j found i), the later row first: (later, earlier) pairs, unique
+    later = np.where(rank[rows] > rank[cols], rows, cols)
+    earlier = np.where(rank[rows] > rank[cols], cols, rows)
+    packed = np.unique(later * n + earlier)
+    later, earlier = packed // n, packed % n
+    sims = np.empty(later.size, dtype=np.float32)
+    for lo in range(0, later.size, 1 << 18):  # the exact cosine, in chunks
+        sims[lo : lo + (1 << 18)] = np.einsum(
+            "ij,ij->i", vectors[later[lo : lo + (1 << 18)]], vectors[earlier[lo : lo + (1 << 18)]]
+        )
+    keep = sims >= threshold
+    later, earlier, sims = later[keep], earlier[keep], sims[keep]
+    by_row = np.lexsort((-sims, rank[later]))  # rows in keep order, their candidates most similar first
+    later, earlier, sims = later[by_row], earlier[by_row], sims[by_row]
+    starts = np.flatnonzero(np.r_[True, later[1:] != later[:-1]]) if later.size else np.zeros(0, np.int64)
+    ends = np.r_[starts[1:], later.size].astype(np.int64)
+    kept = np.ones(n, dtype=bool)
+    # sequential: whether an earlier row is kept depends on the rows before it. Only rows with a candidate
+    # above the threshold are visited (a few % of a corpus); the inner loop usually stops at its first pair.
+    for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+        for m in range(a, b):
+            if kept[earlier[m]]:
+                row = later[m]
+                kept[row], ref[row], score[row] = False, earlier[m], float(sims[m])
+                break
+    return ref, score
+
+
 def run(frame: pl.DataFrame, cfg: SemanticSettings, ctx: StageContext) -> StageOutput:
     """near_dup_semantic drops with ref_sample_id = the kept row and score = cosine."""
     texts = frame["content"].fill_null("").to_list()
     vectors = embed(texts, cfg, ctx)
     order = np.argsort(keep_order(frame, cfg.keep, frame["content"]).to_numpy(), kind="stable")
-    ref, score = greedy_near_dups(vectors, order, cfg.threshold, cfg.block_size)
+    ref, score = greedy_near_dups(vectors, order, cfg.threshold, cfg.block_size, cfg.search, cfg.exact_below)
     dropped = np.flatnonzero(ref >= 0)
     ctx.stats["semantic"] = {"model": cfg.model, "threshold": cfg.threshold, "dropped": int(dropped.size)}
     ids = frame["sample_id"]
