@@ -83,7 +83,12 @@ def test_score_file_stores_korean_scores_and_rescoring_its_output_reproduces_the
     workspace: Path, predictions_file: Path
 ) -> None:
     with pytest.warns(UserWarning, match="outputs:3"):  # "?!" has no tokens: named, not silent
-        first = score_file(predictions_file, workspace, embedding_model="use-v3")
+        first = score_file(
+            predictions_file,
+            workspace,
+            embedding_model="use-v3",
+            metrics=["rouge", "bleu", "chrf", "cosine", "label_acc"],
+        )
     scores = stored(workspace, "scores", first.eval_id)
     # sample ids default to <file stem>:<n-th row of that model>, so models pair up
     assert sorted(set(scores["sample_id"])) == ["outputs:0", "outputs:1", "outputs:2", "outputs:3"]
@@ -198,6 +203,10 @@ def test_score_cli_prints_table_and_eval_id(workspace: Path, predictions_file: P
             "char",
             "--embedding-model",
             "use-v3",
+            "--metric",
+            "rouge",
+            "--metric",
+            "label_acc",
         ],
     )
     assert result.exit_code == 0, result.output
@@ -208,7 +217,7 @@ def test_score_cli_prints_table_and_eval_id(workspace: Path, predictions_file: P
         [eval_id],
     )
     assert sig["signature"].to_list() == ["rouge-score 0.1.2|tok:char-lower|stem:no|rouge1|f1"]
-    assert "persona acc" in result.stdout
+    assert "persona acc" in result.stdout and "BLEU" not in result.stdout  # only what was asked for
     # a typed choice: click refuses what is not one, naming the option and the choices (exit 2)
     bad = CliRunner().invoke(app, ["score", str(predictions_file), "--tokenizer", "rouge-default"])
     assert bad.exit_code == 2 and "--tokenizer" in bad.output and "whitespace" in bad.output
@@ -244,8 +253,14 @@ def test_labels_without_a_curation_skip_label_acc_with_a_warning(tmp_path: Path)
     ]
     path = write_jsonl(tmp_path / "ext.jsonl", rows)
     with pytest.warns(UserWarning, match="label_acc skipped"):
-        result = score_file(path, tmp_path / "ws", embedding_model="use-v3")
+        result = score_file(path, tmp_path / "ws", embedding_model="use-v3", metrics=["rouge", "label_acc"])
     assert "label_acc" not in set(result.metrics["metric"])
+    # not asked for: no persona accuracy, and no warning about it
+    plain = score_file(path, tmp_path / "ws", embedding_model="use-v3")
+    assert "label_acc" not in set(plain.metrics["metric"]) and "cosine" in set(plain.metrics["metric"])
+    assert plain.eval_set == "ext"
+    again = score_file(plain.predictions_path, tmp_path / "ws")  # keeps the name and the metrics asked for
+    assert again.eval_set == "ext" and set(again.metrics["metric"]) == set(plain.metrics["metric"])
     # kiwi: 개/가/짖/는다 vs 개/가/자/ᆫ다 -> 2 of 4 morphemes shared -> 0.5; the first pair is identical -> 1.0
     rouge1 = result.metrics.filter(pl.col("metric") == "rouge1")["value"][0]
     assert rouge1 == pytest.approx((1.0 + 0.5) / 2)
@@ -265,3 +280,14 @@ def test_integer_labels_and_ids_and_object_gen_params_are_accepted(tmp_path: Pat
     frame = read_predictions_file(write_jsonl(tmp_path / "ints.jsonl", [row]))
     assert frame.row(0, named=True)["sample_id"] == "7" and frame.row(0, named=True)["label"] == "1"
     assert frame["latency_s"][0] == 2.0 and frame["gen_params"][0] == '{"max_new_tokens": 8}'
+
+
+def test_label_acc_with_labels_unknown_to_the_training_data_is_one_line(
+    workspace: Path, predictions_file: Path, tmp_path: Path
+) -> None:
+    rows = [json.loads(line) for line in predictions_file.read_text(encoding="utf-8").splitlines()]
+    for row in rows:
+        row["label"] = "persona-x" if row.get("label") else None
+    path = write_jsonl(tmp_path / "other-labels.jsonl", rows)
+    with pytest.raises(UserError, match=r"label_acc: the predictions' labels \(persona-x\) occur nowhere"):
+        score_file(path, workspace, embedding_model="use-v3", metrics=["rouge", "label_acc"])

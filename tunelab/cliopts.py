@@ -52,6 +52,14 @@ class RougeTokenizer(StrEnum):
     char = "char"
 
 
+class MetricName(StrEnum):
+    rouge = "rouge"
+    bleu = "bleu"
+    chrf = "chrf"
+    cosine = "cosine"
+    label_acc = "label_acc"
+
+
 WorkspaceOption = Annotated[
     Path | None,
     typer.Option(

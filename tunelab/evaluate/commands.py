@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from tunelab.cliopts import FormatOption, OutputFormat, RougeTokenizer, WorkspaceOption, print_json
+from tunelab.cliopts import (
+    FormatOption,
+    MetricName,
+    OutputFormat,
+    RougeTokenizer,
+    WorkspaceOption,
+    print_json,
+)
 from tunelab.recipe import load_recipe
 from tunelab.workspace import as_workspace
 
@@ -68,6 +75,13 @@ def score_command(
     embedding_model: Annotated[
         str | None, typer.Option("--embedding-model", help="default: the file's, else e5-small")
     ] = None,
+    metrics: Annotated[
+        list[MetricName] | None,
+        typer.Option(
+            "--metric",
+            help="a metric to compute (repeatable; default: the file's, else rouge, bleu, chrf, cosine)",
+        ),
+    ] = None,
     output_format: FormatOption = OutputFormat.table,
 ) -> None:
     """Re-score an existing predictions JSONL without generating (any model's outputs) and store it."""
@@ -81,6 +95,7 @@ def score_command(
             tokenizer.value if tokenizer is not None else None,
             embedding_model,
             show_progress=True,
+            metrics=[m.value for m in metrics] if metrics else None,
         )
     _report(result, output_format)
 

@@ -12,7 +12,13 @@ from tunelab.errors import UserError
 from tunelab.evaluate.generate import PREDICTION_COLUMNS
 
 # written next to PREDICTION_COLUMNS by `tunelab evaluate`, so a re-score uses the same scoring inputs
-SCORING_COLUMNS = {"curation_id": pl.Utf8, "embedding_model": pl.Utf8, "rouge_tokenizer": pl.Utf8}
+SCORING_COLUMNS = {
+    "curation_id": pl.Utf8,
+    "embedding_model": pl.Utf8,
+    "rouge_tokenizer": pl.Utf8,
+    "metrics": pl.Utf8,  # the metrics that were asked for, comma-separated
+    "eval_set": pl.Utf8,  # the eval set's own name, kept by a re-score
+}
 
 
 REQUIRED_FILE_COLUMNS = ("prompt", "reference", "prediction", "model")

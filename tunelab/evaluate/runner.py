@@ -57,6 +57,8 @@ if TYPE_CHECKING:
 
 DEFAULT_EMBEDDING_MODEL = "e5-small"
 DEFAULT_METRICS = ("rouge", "bleu", "chrf", "cosine", "label_acc")
+# a file of someone's predictions: persona accuracy needs training labels, so only when asked for
+SCORE_DEFAULT_METRICS = ("rouge", "bleu", "chrf", "cosine")
 
 
 @dataclass
@@ -191,6 +193,15 @@ def score_predictions(
         predictions, metrics, rouge_tokenizer_name, embedding_model, cache_dir, show_progress
     )
     source = persona_source(workspace, curation_id) if "label_acc" in metrics else None
+    if source is not None:
+        asked = set(predictions["label"].drop_nulls().unique().to_list())
+        known = set(source[1])
+        if asked and not asked & known:
+            raise UserError(
+                f"label_acc: the predictions' labels ({', '.join(sorted(asked)[:5])}) occur nowhere among the "
+                f"training labels of curation {curation_id} ({', '.join(sorted(known)[:5])}); persona accuracy "
+                "would be 0 for every model — leave label_acc out of the metrics"
+            )
     if source is None and "label_acc" in metrics and predictions["label"].drop_nulls().len() > 0:
         warnings.warn(
             f"label_acc skipped: rows carry labels but curation {curation_id or '(none found)'} has no train "
@@ -252,7 +263,13 @@ def _finish(
         predictions, workspace, metrics_wanted, resolved, embedding_model, curation_id, show_progress
     )
     eval_id = new_eval_id()
-    scoring = {"curation_id": curation_id, "embedding_model": embedding_model, "rouge_tokenizer": resolved}
+    scoring = {
+        "curation_id": curation_id,
+        "embedding_model": embedding_model,
+        "rouge_tokenizer": resolved,
+        "metrics": ",".join(metrics_wanted),
+        "eval_set": eval_set,
+    }
     eval_row = {
         "eval_id": eval_id,
         "eval_set": eval_set,
@@ -382,11 +399,13 @@ def score_file(
     rouge_tokenizer: str | None = None,
     embedding_model: str | None = None,
     show_progress: bool = False,
+    metrics: list[str] | None = None,
 ) -> EvalResult:
     """Re-score an existing predictions JSONL (no generation) and store it as a new evaluation.
 
-    Tokenizer and embedding model default to the ones recorded in the file by `tunelab evaluate`
-    (so its scores are reproduced exactly), else `auto` and e5-small. Persona centroids come from the
+    Tokenizer, embedding model, metrics and eval set name default to the ones recorded in the file by
+    `tunelab evaluate` (so its scores are reproduced exactly), else `auto`, e5-small, the lexical and cosine
+    metrics (persona accuracy only when asked for) and the file's stem. Persona centroids come from the
     file's curation_id, else the newest curation of the dataset named by the sample ids' prefix.
     """
     path, workspace = Path(path), as_workspace(workspace)
@@ -400,12 +419,14 @@ def score_file(
         prefixes = {sid.split(":", 1)[0] for sid in frame["sample_id"]}
         if len(prefixes) == 1:
             curation_id = store.latest_curation(db, prefixes.pop())
+    recorded = _one_value(frame, "metrics")
+    wanted = metrics or (recorded.split(",") if recorded else list(SCORE_DEFAULT_METRICS))
     return _finish(
         workspace,
-        eval_set or path.stem,
+        eval_set or _one_value(frame, "eval_set") or path.stem,
         curation_id,
         frame.select(PREDICTION_COLUMNS.keys()),
-        list(DEFAULT_METRICS),
+        wanted,
         rouge_name,
         embedder,
         {"source_file": str(path.resolve())},
