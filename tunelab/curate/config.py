@@ -120,9 +120,9 @@ class SemanticSettings(Strict):
     # embedding budget per row, in tokens (~2.7 characters each, curate/semantic.py); None = whole rows.
     # Chosen by its measured recall cost (docs/curate.md, benchmarks/semantic_throughput_bench.py)
     max_tokens: int | None = Field(48, ge=8)
-    # neighbour search: exact (brute force), ann (HNSW candidates + exact cosine), auto = exact below exact_below rows
+    # neighbour search: exact (brute force), ann (IVF candidates + exact cosine), auto = exact below exact_below rows
     search: Literal["auto", "exact", "ann"] = "auto"
-    exact_below: int = Field(20_000, ge=0)
+    exact_below: int = Field(5_000, ge=0)
 
     @model_validator(mode="after")
     def _model_threshold(self) -> SemanticSettings:

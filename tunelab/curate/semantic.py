@@ -1,9 +1,12 @@
-"""Semantic near-dup stage: cosine of sentence embeddings against rows already kept, searched blockwise.
+"""Semantic near-dup stage: cosine of sentence embeddings against rows already kept.
 
 Embeddings come from `tunelab.embeddings` (default: multilingual USE v3 int8 ONNX, offline) and are
 cached by content hash under WORKSPACE/cache/embeddings. Rows are visited in keep order (first|longest);
 a row is dropped when its cosine with some kept row is >= threshold, and `ref_sample_id` is that kept row
--- kept rows are never dropped later, so there are no chains.
+-- kept rows are never dropped later, so there are no chains. Rows are embedded within a token budget
+(`max_tokens`, head + tail), in batches of similar length. Below `exact_below` rows every row is compared
+with every kept row (blockwise brute force); above, an IVF index (faiss) proposes candidate neighbours,
+each is checked with the exact cosine, and the same greedy rule runs over them.
 """
 
 from __future__ import annotations
@@ -26,15 +29,24 @@ CHARS_PER_TOKEN = 2.7
 # share of the budget kept from the row's start, the rest from its end: 0.5 measured best of 0.33/0.5/0.75
 # (recall of planted copies vs same-prompt rows merged, docs/curate.md)
 HEAD_SHARE = 0.5
-# neighbour search (benchmarks/semantic_search_bench.py): brute force below EXACT_BELOW rows, HNSW above
-EXACT_BELOW = 20_000
+# neighbour search (benchmarks/semantic_search_bench.py): brute force below EXACT_BELOW rows (faster there),
+# an approximate index above
+EXACT_BELOW = 5_000
 ANN_K = 16
 ANN_MAX_K = 256
 ANN_MARGIN = 0.02  # approximate cosines (f32; f16 in usearch) are within ~1e-3 of the exact ones
 ANN_CONNECTIVITY = 16
 ANN_EXPANSION_ADD = 64
 ANN_EXPANSION_SEARCH = 64
-ANN_LIBRARY = "hnswlib"
+# IVF (faiss-ivf): ~4 sqrt(n) lists, k-means of 5 iterations on <= 64 rows per list, 8 lists probed per row
+IVF_LISTS_PER_SQRT = 4
+IVF_TRAIN_ITERATIONS = 5
+IVF_TRAIN_POINTS_PER_LIST = 64
+IVF_PROBES = 8
+# faiss-cpu's IVF, picked by benchmarks/semantic_search_bench.py: at 50k rows it beat brute force 2.4x while
+# the HNSW libraries (usearch, faiss HNSW, hnswlib) were 2-3x *slower* than brute force; usearch also crashes
+# the process when imported before onnxruntime
+ANN_LIBRARY = "faiss-ivf"
 ANN_THREADS = 1  # the shared 2-vCPU machine: see DEFAULT_THREADS in embeddings/loader.py
 
 
@@ -97,7 +109,8 @@ def greedy_near_dups(
     """ref[i] = index of the kept row row i duplicates (or -1), and its cosine, visiting rows in `order`.
 
     search="exact" (or "auto" under `exact_below` rows): every row against every kept row, blockwise.
-    search="ann" (or "auto" from `exact_below` rows): candidate neighbours from an HNSW index, each checked
+    search="ann" (or "auto" from `exact_below` rows): candidate neighbours from an approximate index (faiss
+    IVF by default), each checked
     with the exact cosine, then the same greedy rule (ann_near_dups).
     """
     if search == "ann" or (search == "auto" and vectors.shape[0] >= exact_below):
@@ -150,8 +163,9 @@ def exact_near_dups(
     return ref, score
 
 
-def hnsw_search(vectors: np.ndarray, library: str = ANN_LIBRARY) -> Callable[[np.ndarray, int], tuple]:
-    """An HNSW index (inner product) over `vectors` and its k-nearest search: (keys, approximate cosines)."""
+def index_search(vectors: np.ndarray, library: str = ANN_LIBRARY) -> Callable[[np.ndarray, int], tuple]:
+    """An approximate index (inner product) over `vectors` and its k-nearest search: (keys, approximate
+    cosines). faiss-ivf is the stage's; the HNSW ones (hnswlib, faiss, usearch) stay for the benchmark."""
     n, dim = vectors.shape
     m, ef_add, ef = ANN_CONNECTIVITY, ANN_EXPANSION_ADD, ANN_EXPANSION_SEARCH
     if library == "hnswlib":
@@ -182,6 +196,25 @@ def hnsw_search(vectors: np.ndarray, library: str = ANN_LIBRARY) -> Callable[[np
             return keys.astype(np.int64), sims
 
         return search_faiss
+    if library == "faiss-ivf":
+        import faiss
+
+        faiss.omp_set_num_threads(ANN_THREADS)
+        data = np.ascontiguousarray(vectors, dtype=np.float32)
+        nlist = max(1, min(int(IVF_LISTS_PER_SQRT * np.sqrt(n)), n // 39 or 1))
+        quantizer = faiss.IndexFlatIP(dim)
+        ivf = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        ivf.cp.niter = IVF_TRAIN_ITERATIONS
+        ivf.cp.max_points_per_centroid = IVF_TRAIN_POINTS_PER_LIST
+        ivf.train(data)  # k-means on a sample of IVF_TRAIN_POINTS_PER_LIST x nlist rows
+        ivf.add(data)
+        ivf.nprobe = min(IVF_PROBES, nlist)
+
+        def search_ivf(queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+            sims, keys = ivf.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+            return keys.astype(np.int64), np.where(keys >= 0, sims, -np.inf)
+
+        return search_ivf
     if library == "usearch":
         # usearch imported before onnxruntime segfaults the process (usearch 2.26, onnxruntime 1.32): load
         # onnxruntime first when it is installed
@@ -207,13 +240,13 @@ def hnsw_search(vectors: np.ndarray, library: str = ANN_LIBRARY) -> Callable[[np
 def knn_candidates(
     vectors: np.ndarray, threshold: float, library: str = ANN_LIBRARY
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, neighbours) of every pair the HNSW index proposes with approximate cosine >= threshold - margin.
+    """(rows, neighbours) of every pair the index proposes with approximate cosine >= threshold - margin.
 
     k = ANN_K first; rows whose k-th neighbour still clears the bar are asked again with 4x k (up to
     ANN_MAX_K): a cluster of many copies must not hide its representative.
     """
     n = vectors.shape[0]
-    search = hnsw_search(vectors, library)
+    search = index_search(vectors, library)
     bar = threshold - ANN_MARGIN
     rows_out, cols_out = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
     pending, k = np.arange(n), ANN_K
