@@ -168,3 +168,30 @@ def test_examples_above_threshold() -> None:
         {"score": 0.88, "kept": "d", "dropped": "e"},
     ]
     assert cal.examples_above(texts, ref, score, 0.99) == []
+
+
+def test_audit_sweep_shows_pairs_just_above_each_threshold(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    demo = Path(__file__).resolve().parents[1] / "tunelab" / "demo" / "sft.jsonl"
+    args = [
+        "audit",
+        str(demo),
+        "--minhash-thresholds",
+        "0.7,0.9",
+        "--workspace",
+        str(tmp_path),
+        "--format",
+        "json",
+    ]
+    code, out, _ = run(capsys, *args)
+    sweep = {r["threshold"]: r for r in json.loads(out)["sweep"]["results"]}
+    assert code == 0 and sweep[0.7]["would_drop"] == 10 and sweep[0.9]["would_drop"] == 5
+    for threshold, row in sweep.items():
+        scores = [e["score"] for e in row["examples"]]
+        assert len(scores) == 3 and scores == sorted(scores) and min(scores) >= threshold
+        assert all(e["kept"] != e["dropped"] for e in row["examples"])
+    # the three lowest-scoring of the 10 planted near-duplicates on the dedup key: 0.814, 0.843, 0.849
+    assert [round(e["score"], 3) for e in sweep[0.7]["examples"]] == [0.814, 0.843, 0.849]
+    code, out, _ = run(capsys, *args[:-2])
+    assert code == 0 and "pairs just above" in out and "⇄" in out

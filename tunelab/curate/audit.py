@@ -14,6 +14,7 @@ from typing import Any
 import polars as pl
 
 from tunelab.curate import minhash, semantic
+from tunelab.curate.calibrate import examples_above
 from tunelab.curate.common import StageContext, keep_order, with_content
 from tunelab.curate.config import CurateConfig
 from tunelab.curate.dedup_key import dedup_keys
@@ -33,6 +34,8 @@ class SweepRow:
     method: str  # minhash | semantic
     threshold: float
     would_drop: int
+    # the drops scoring closest above the threshold: {score, kept, dropped} (calibrate.examples_above)
+    examples: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -97,15 +100,17 @@ def threshold_sweep(
         sig = minhash.signatures(keys, cfg.ngram, cfg.num_perm, cfg.seed)
         rank = keep_order(survivors, cfg.keep, survivors["content"]).to_numpy()
         for threshold in minhash_thresholds:
-            ref, *_ = minhash.cluster(keys, sig, cfg.model_copy(update={"threshold": threshold}), rank)
-            sweep.results.append(SweepRow("minhash", threshold, int((ref >= 0).sum())))
+            ref, score, *_ = minhash.cluster(keys, sig, cfg.model_copy(update={"threshold": threshold}), rank)
+            examples = examples_above(texts, ref, score, threshold)
+            sweep.results.append(SweepRow("minhash", threshold, int((ref >= 0).sum()), examples))
     if semantic_thresholds:
         cfg_sem = curate.semantic
         vectors = semantic.embed(texts, cfg_sem, ctx)
         order = keep_order(survivors, cfg_sem.keep, survivors["content"]).to_numpy().argsort(kind="stable")
         for threshold in semantic_thresholds:
-            ref, _ = semantic.greedy_near_dups(vectors, order, threshold, cfg_sem.block_size)
-            sweep.results.append(SweepRow("semantic", threshold, int((ref >= 0).sum())))
+            ref, score = semantic.greedy_near_dups(vectors, order, threshold, cfg_sem.block_size)
+            examples = examples_above(texts, ref, score, threshold)
+            sweep.results.append(SweepRow("semantic", threshold, int((ref >= 0).sum()), examples))
     return sweep
 
 

@@ -115,6 +115,11 @@ def _guard(results: list[CurationResult], datasets: list[DatasetConfig], max_rat
         raise typer.Exit(EXIT_CODE)
 
 
+def _clip(text: str, width: int = 40) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def _print_audit(found: Audit, file: Path) -> None:
     from tunelab.curate.report import quarantine_lines, report_markdown
 
@@ -136,8 +141,13 @@ def _print_audit(found: Audit, file: Path) -> None:
         sweep.add_column("method")
         sweep.add_column("threshold", justify="right")
         sweep.add_column("would drop", justify="right")
+        sweep.add_column("pairs just above (score: kept ⇄ dropped)")
         for row in found.sweep.results:
-            sweep.add_row(row.method, f"{row.threshold:g}", f"{row.would_drop:,}")
+            pairs = "\n".join(
+                f"{e['score']:.2f}: {escape(_clip(e['kept']))} ⇄ {escape(_clip(e['dropped']))}"
+                for e in row.examples
+            )
+            sweep.add_row(row.method, f"{row.threshold:g}", f"{row.would_drop:,}", pairs)
         console.print(sweep)
     console.print(_summary_table(result, f"audit of {escape(str(file))}"))
 
