@@ -117,7 +117,8 @@ def sniff(text: str, named: str | None, path: Path) -> tuple[str, Any, list[str]
         first = _LINE_END.split(body, maxsplit=1)
         rest = first[1].strip() if len(first) > 1 else ""
         head_value, head_error = _loads(first[0])
-        if head_error is None and rest and isinstance(head_value, dict):
+        # a complete object on line 1 and more after it (or alone in a file not named .json): JSON lines
+        if head_error is None and isinstance(head_value, dict) and (rest or named != "json"):
             fmt = "jsonl"  # a complete object on line 1 and more after it: JSON lines
             notes = [] if named in ("jsonl", None) else [f"{path.name}: holds JSON lines: read as jsonl"]
             return fmt, None, notes

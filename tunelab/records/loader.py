@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import glob
 import json
+import mmap
 import re
 from collections import Counter
 from collections.abc import Iterator
@@ -26,6 +27,7 @@ import polars as pl
 from tunelab.errors import UserError
 from tunelab.records.adapters import adapt
 from tunelab.records.config import DatasetConfig, DerivedField
+from tunelab.records.fastpath import coerced, fast_canonical, read_clean_jsonl
 from tunelab.records.fields import (
     CANONICAL_FIELDS,
     LIST_FIELDS,
@@ -41,6 +43,7 @@ from tunelab.records.formats import (
     frame_records,
     hf_splits,
     is_hf_dataset,
+    open_bytes,
     read_file,
 )
 
@@ -182,8 +185,10 @@ def _plural(n: int, word: str) -> str:
 # ---------------------------------------------------------------- loading
 
 
-def load_dataset_records(cfg: DatasetConfig) -> LoadResult:
-    """Read `cfg.path` into canonical columns for `cfg.kind`; malformed records go to the quarantine."""
+def load_dataset_records(cfg: DatasetConfig, *, fast: bool = True) -> LoadResult:
+    """Read `cfg.path` into canonical columns for `cfg.kind`; malformed records go to the quarantine.
+
+    `fast=False` skips the polars fast path (fastpath.py); the result is the same either way."""
     path = Path(cfg.path)
     kind = cfg.kind
     plain = cfg.source_fields()
@@ -201,6 +206,10 @@ def load_dataset_records(cfg: DatasetConfig) -> LoadResult:
     if cfg.id_field:
         mapped["dataset.id_field"] = cfg.id_field
     nested = {k: v for k, v in plain.items() if any(ch in v for ch in ".[")}
+    if fast and not (derived or nested or cfg.records) and cfg.format in ("auto", "jsonl"):
+        fast = _load_fast(path, cfg, plain, label_source, mapped)
+        if fast is not None:
+            return fast
     columns: dict[str, list[Any]] = {name: [] for name in frame_schema(kind)}
     columns["source_id"] = []
     quarantine: dict[str, list[Any]] = {name: [] for name in QUARANTINE_SCHEMA}
@@ -294,6 +303,98 @@ def load_dataset_records(cfg: DatasetConfig) -> LoadResult:
     )
 
 
+def _load_fast(
+    path: Path, cfg: DatasetConfig, plain: dict[str, str], label_source: str, mapped: dict[str, str]
+) -> LoadResult | None:
+    """One clean JSON-lines file through polars (fastpath.py), or None for the per-record path."""
+    if cfg.encoding is not None and cfg.encoding.lower().replace("_", "-") not in ("utf-8", "utf8"):
+        return None
+    files = source_files(path)
+    if len(files) != 1 or is_hf_dataset(files[0]) or format_by_name(files[0]) in ("parquet", "csv", "tsv"):
+        return None
+    file = files[0]
+    if file.suffix.lower() in (".gz", ".zst") or not file.is_file() or file.stat().st_size == 0:
+        data: Any = open_bytes(file)
+        frame = read_clean_jsonl(data)
+    else:  # mapped, not copied: polars reads the file itself and numpy scans the same pages
+        with file.open("rb") as handle:
+            data = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        frame = read_clean_jsonl(data, file)
+    if frame is None:
+        return None
+    id_column = cfg.id_field or next((c for c in ID_COLUMNS if c in frame.columns), None)
+    for column in (label_source, id_column):  # their text must be the source's, not polars' coercion
+        if column in frame.columns and frame[column].dtype == pl.String and coerced(frame, data, column):
+            return None
+    canonical = fast_canonical(frame, data, cfg, plain)
+    if canonical is None:
+        return None
+    for where, source in mapped.items():
+        if source not in frame.columns:
+            have = ", ".join(sorted(frame.columns)[:12])
+            raise UserError(f"{path}: {where}: column {source!r} is in no record (columns: {have})")
+    notes = (
+        [f"{files[0].name}: holds JSON lines: read as jsonl"] if format_by_name(files[0]) == "json" else []
+    )
+    labels, label_notes = _label_series(frame, label_source)
+    notes += label_notes
+    if id_column is not None:
+        ids = frame[id_column]
+        if ids.dtype != pl.String:
+            ids = ids.cast(pl.String) if ids.dtype.is_integer() else _mapped(ids, _id_text)
+        notes.append(f"source ids from {id_column!r} ({_plural(frame.height, 'record')})")
+    else:
+        ids = pl.Series("source_id", [None] * frame.height, dtype=pl.String)
+    rows = pl.int_range(pl.len(), dtype=pl.Int64)
+    meta = pl.DataFrame({"label": labels.alias("label"), "source_id": ids.alias("source_id")})
+    out = pl.concat([canonical, meta], how="horizontal").with_columns(
+        pl.format("{}:{}", pl.lit(cfg.name), rows).alias("sample_id"),
+        pl.lit(cfg.name).alias("dataset"),
+        rows.alias("source_row"),
+        (rows + 1).alias("source_line"),
+    )
+    schema = {**frame_schema(cfg.kind), "source_id": pl.String}
+    out = out.select([pl.col(name).cast(dtype) for name, dtype in schema.items()])
+    return LoadResult(
+        frame=out,
+        quarantine=pl.DataFrame(schema=QUARANTINE_SCHEMA),
+        read=frame.height,
+        source={"format": "jsonl", "encoding": "utf-8", "notes": notes},
+    )
+
+
+def _mapped(series: pl.Series, fn: Any) -> pl.Series:
+    """`fn` on each distinct value of `series` (labels and ids repeat, or are few): one Python call each."""
+    mapping = {value: fn(value) for value in series.unique().to_list()}
+    return series.replace_strict(mapping, return_dtype=pl.String)
+
+
+def _label_series(frame: pl.DataFrame, label_source: str) -> tuple[pl.Series, list[str]]:
+    """The fast path's labels: canonical_label and the 0/1 - true/false pairing, on distinct values."""
+    if label_source not in frame.columns:
+        return pl.Series("label", [None] * frame.height, dtype=pl.String), []
+    column = frame[label_source]
+    counts = dict(column.value_counts().iter_rows())
+    mapping = {value: canonical_label(value) for value in counts}
+    pairs = _unify_labels(list(mapping.values()))
+    mapping = {
+        value: pairs.get(label, label) if label is not None else None for value, label in mapping.items()
+    }
+    changed: Counter[tuple[str, str]] = Counter()
+    for value, label in mapping.items():
+        before = value if isinstance(value, str) else str(value)
+        if label != before:
+            changed[(before, str(label))] += counts[value]
+    return column.replace_strict(mapping, return_dtype=pl.String), _label_notes(changed)
+
+
+def _label_notes(changed: Counter[tuple[str, str]]) -> list[str]:
+    if not changed:
+        return []
+    examples = ", ".join(f"{a!r} -> {b!r}" for (a, b), _ in changed.most_common(3))
+    return [f"labels normalised: {_plural(sum(changed.values()), 'value')} rewritten ({examples})"]
+
+
 def _labels(raw: list[Any]) -> tuple[list[str | None], list[str]]:
     labels = [canonical_label(value) for value in raw]
     pairs = _unify_labels(labels)
@@ -304,10 +405,7 @@ def _labels(raw: list[Any]) -> tuple[list[str | None], list[str]]:
         before = value if isinstance(value, str) else str(value)
         if value is not None and label != before:
             changed[(before, str(label))] += 1
-    if not changed:
-        return labels, []
-    examples = ", ".join(f"{a!r} -> {b!r}" for (a, b), _ in changed.most_common(3))
-    return labels, [f"labels normalised: {_plural(sum(changed.values()), 'value')} rewritten ({examples})"]
+    return labels, _label_notes(changed)
 
 
 def _source(infos: list[FileInfo], notes: list[str]) -> dict[str, Any]:
