@@ -80,7 +80,9 @@ def main() -> None:
         "QP test": question_pairs(args.data / QP_TEST),
     }
     both = concat(*train.values())
-    print(f"calibration: {len(both):,} train pairs ({both.positive.sum():,} duplicates), target precision {args.target}")
+    print(
+        f"calibration: {len(both):,} train pairs ({both.positive.sum():,} duplicates), target precision {args.target}"
+    )
     for method in ("minhash", "use-v3", "e5-small"):
         sims = similarity(method, both, args.cache)
         chosen = cal.choose(sims, both.positive, args.target)
@@ -90,7 +92,10 @@ def main() -> None:
         print(f"\n{method}: threshold {chosen.threshold:g} (train {fmt(chosen)}, F1 {chosen.f1:.3f})")
         for name, pairs in held.items():
             s = similarity(method, pairs, args.cache)
-            new, old = cal.row_at(s, pairs.positive, chosen.threshold), cal.row_at(s, pairs.positive, OLD[method])
+            new, old = (
+                cal.row_at(s, pairs.positive, chosen.threshold),
+                cal.row_at(s, pairs.positive, OLD[method]),
+            )
             print(
                 f"  {name:<12} {len(pairs):>5,} pairs ({pairs.positive.sum():>4,} dup): at {chosen.threshold:g} "
                 f"{fmt(new)} | old default {OLD[method]:g} {fmt(old)}"

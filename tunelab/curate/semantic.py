@@ -110,10 +110,10 @@ def greedy_near_dups(
 
     search="exact" (or "auto" under `exact_below` rows): every row against every kept row, blockwise.
     search="ann" (or "auto" from `exact_below` rows): candidate neighbours from an approximate index (faiss
-    IVF by default), each checked
-    with the exact cosine, then the same greedy rule (ann_near_dups).
+    IVF by default), each checked with the exact cosine, then the same greedy rule (ann_near_dups).
     """
-    if search == "ann" or (search == "auto" and vectors.shape[0] >= exact_below):
+    n = vectors.shape[0]
+    if n >= 2 and (search == "ann" or (search == "auto" and n >= exact_below)):
         return ann_near_dups(vectors, order, threshold)
     return exact_near_dups(vectors, order, threshold, block_size)
 
