@@ -104,3 +104,71 @@ def test_fast_and_per_record_paths_agree_on_uniform_files(tmp_path: Path, n, bla
     fast, slow = both(path)
     same(fast, slow)
     assert pl.Series(fast.frame["label"]).n_unique() == 1
+
+
+def _lines_file(path: Path, lines: list[str], end: str = "\n") -> Path:
+    path.write_bytes(end.join(lines).encode("utf-8") + end.encode())
+    return path
+
+
+def test_a_few_bad_lines_take_the_hybrid_and_give_exactly_the_per_record_result(tmp_path: Path):
+    rows = [json.dumps(alpaca(i, "" if i % 3 else f"추가 {i}"), ensure_ascii=False) for i in range(400)]
+    rows[7] = '{"instruction": "잘린 줄", "output": '  # truncated
+    rows[50] = ""  # blank: not a record, but its line still counts
+    rows[120] = "[1, 2]"  # JSON, not an object
+    rows[200] = '{"instruction": "a" "output": "b"}'  # looks like an object: polars refuses it
+    rows[300] = '{"prompt": "\\ud800", "response": "x"}'  # lone surrogate: orjson refuses, polars would not
+    rows[333] = "   "
+    path = _lines_file(tmp_path / "few_bad.jsonl", rows)
+    cfg = DatasetConfig(path=path, name="t")
+    fast = _load_fast(path, cfg, {}, "label", {})
+    assert fast is not None  # the hybrid is taken: polars parses the good lines
+    assert fast.quarantine["source_line"].to_list() == [8, 121, 201, 301]
+    slow = load_dataset_records(cfg, fast=False)
+    same(fast, slow)
+    assert fast.frame["source_row"][7] == 8 and fast.frame["sample_id"][7] == "t:8"
+    same(*both(_lines_file(tmp_path / "crlf.jsonl", rows, "\r\n")))
+
+
+def test_what_polars_types_or_keeps_differently_falls_back_or_matches(tmp_path: Path):
+    head = [json.dumps(alpaca(i, ""), ensure_ascii=False) for i in range(150)]
+    cases = {
+        "int_label_then_float": [*head, json.dumps({**alpaca(150, ""), "label": 1.5})],
+        "int_label_then_bool": [*head, json.dumps({**alpaca(150, ""), "label": True})],
+        "key_after_inference": [*head, json.dumps({**alpaca(150, ""), "system": "s"})],
+        "duplicate_key": [
+            *head,
+            '{"id": "x", "instruction": "a", "input": "", "output": "b", "output": "c"}',
+        ],
+        "surrogate_pair": [*head, json.dumps({**alpaca(150, ""), "output": "😀"})],
+        "ascii_escapes": [json.dumps(alpaca(i, "추가")) for i in range(20)],
+        "bad_first_line": ["{oops", *head],
+        "bad_utf8_line": [*head[:5], '{"instruction": "\udcff"}', *head[5:]],
+    }
+    for name, lines in cases.items():
+        path = tmp_path / f"{name}.jsonl"
+        if name == "bad_utf8_line":
+            path.write_bytes(b"\n".join(line.encode("utf-8", "surrogateescape") for line in lines) + b"\n")
+        else:
+            _lines_file(path, lines)
+        same(*both(path))
+
+
+bad_line = st.sampled_from(
+    ["", "  ", "{", '{"a": 1', "[1]", "5", '"x"', '{"a": "x" "b": 1}', '{"a": "\\ud800"}', "\u3000", "{}"]
+)
+
+
+@SETTINGS
+@given(
+    rows=st.lists(st.dictionaries(keys, value, min_size=1, max_size=5), min_size=1, max_size=8),
+    bad=st.lists(st.tuples(st.integers(0, 9), bad_line), max_size=3),
+    kind=st.sampled_from(["sft", "text"]),
+)
+def test_fast_and_per_record_paths_agree_with_bad_lines_among_random_records(tmp_path: Path, rows, bad, kind):
+    lines = [json.dumps(r, ensure_ascii=False) for r in rows]
+    for at, line in bad:
+        lines.insert(min(at, len(lines)), line)
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    same(*both(path, kind=kind))

@@ -1,15 +1,24 @@
-"""The fast path for clean JSON lines: polars parses the whole file, the adapter runs once per record shape.
+"""The fast path for JSON lines: polars parses the records, the adapter runs once per record shape, and only
+lines polars cannot take go through the per-record reader (a hybrid: a few bad lines no longer send the whole
+file to the slow path).
 
 Taken only when it gives exactly what the per-record path would (loader.py falls back to that path when any
 check fails, so the result never depends on which path ran):
 
-- polars read the file (so: valid UTF-8, every line one JSON object) into as many rows as the file has lines
-  (no blank line, no CR-only line end), with no null anywhere (a missing key and an explicit null look the
-  same in a frame: only the per-record path tells them apart), and with every key of the file among its
-  columns (polars infers the schema from the first rows and drops keys it did not see there);
-- no `\\ud800`-style escape (polars turns a lone surrogate into text where the per-record path quarantines it);
-- every column the adapter reads is text in every record: polars would turn a number among strings into its
-  digits, so a column holding a value that looks like a number, a boolean or JSON is checked in the bytes;
+- the file is split into lines by polars (read as a one-column CSV with no quotes: the same line ends as the
+  per-record reader when there is no CR-only end; invalid UTF-8 or a NUL byte fails that read and falls back);
+- a line that does not start with `{` and end with `}` (a truncated line, a blank line, a list, padding ...)
+  or holds a surrogate escape (polars turns a lone `\\ud800` into text, orjson refuses it) is read by the
+  per-record reader's own code: blank lines are skipped, bad ones become quarantine rows with its error, a
+  good object joins the lines polars parses; an invalid line that does look like an object makes polars fail,
+  and is then found chunk by chunk;
+- polars parsed every kept line into one row with no null anywhere (a missing key and an explicit null look
+  the same in a frame), and the kept lines hold exactly rows x columns keys (`":` counted per line: polars
+  infers the schema from the first rows and drops keys it did not see there, and keeps the first of two
+  duplicate keys where orjson keeps the last);
+- a column polars typed as a number or a boolean holds that JSON type on every line (polars casts 1.5 to 1 in
+  a column it inferred as integers), and a text column the adapter, the label or the id reads holds JSON
+  strings on every line when any value looks like a number (polars writes a number among strings as text);
 - the adapter's output for each shape (which text columns are blank: alpaca's `input` changes the prompt) is
   a concatenation of source columns and fixed text, found by calling the real adapter with marker values,
   then checked against the real adapter on a sample of each shape's rows (hh-rlhf's split on
@@ -18,11 +27,15 @@ check fails, so the result never depends on which path ran):
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import mmap
 import re
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import Any
 
@@ -31,16 +44,268 @@ import polars as pl
 
 from tunelab.records.adapters import adapt
 from tunelab.records.config import DatasetConfig
+from tunelab.records.encoding import Decoded
 from tunelab.records.fields import CANONICAL_FIELDS, LIST_FIELDS, fits, frame_schema, type_name
+from tunelab.records.formats import _Record, jsonl_records
 
 _MARK = re.compile("\ue000(\\d+)\ue001")
 _LOOKS_TYPED = r"^\s*(-?\d+(\.\d+)?([eE][+-]?\d+)?|true|false|null|[\[{].*)\s*$"
-_LONE_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_SURROGATE_ESCAPE = r"\\u[dD][89a-fA-F]"
 SAMPLE_PER_SHAPE = 256
 _PY_WHITESPACE = "".join(chr(c) for c in range(0x3001) if chr(c).isspace())  # none above U+3000
-Buffer = bytes | mmap.mmap
+# blank as Python's str.strip sees it; a regex test, not strip_chars, which copies every value
+# (measured: the shape bits went from ~0.05 s to ~0.01 s per 200k rows)
+_BLANK = "^[" + "".join(f"\\x{{{ord(c):x}}}" for c in _PY_WHITESPACE) + "]*$"
 _SHAPE, _ROW, _ROWS = "\ue000shape", "\ue000row", "\ue000rows"  # names no source column has
-_CHUNK = 1 << 24  # bytes per vectorised scan step: bounded temporary arrays
+_CHUNK_LINES = 8192  # when polars refuses the kept lines: read in chunks, a failing chunk line by line
+_CHUNK = 1 << 20  # bytes per vectorised step: four tests while it is in cache
+_JSON_TYPES = {
+    "int": r"-?\d+",
+    "float": r"-?\d+(\.\d+([eE][+-]?\d+)?|[eE][+-]?\d+)",
+    "bool": r"(true|false)",
+    "str": r'"',
+}
+
+
+@dataclass
+class FastRead:
+    """A JSON-lines file as polars read it: the records it parsed, and what the per-record reader made of the
+    lines polars was not given."""
+
+    frame: pl.DataFrame  # one row per record parsed by polars, in line order
+    keep: np.ndarray  # per line: parsed by polars
+    data: Path | bytes | bytearray  # what polars read (the bad lines blanked out)
+    quarantine: list[_Record] = dataclass_field(default_factory=list)  # bad lines, in line order
+
+    @property
+    def read(self) -> int:
+        return self.frame.height + len(self.quarantine)
+
+    @property
+    def rows(self) -> pl.Series | None:
+        """Each row's 0-based line index; None when row i is line i."""
+        if bool(self.keep.all()):
+            return None
+        return pl.Series(np.flatnonzero(self.keep), dtype=pl.Int64)
+
+    @functools.cached_property
+    def lines(self) -> pl.Series | None:
+        """The JSON text of each row (read on demand: only the typed-value checks need it)."""
+        try:
+            frame = pl.read_csv(
+                bytes(self.data) if isinstance(self.data, bytearray) else self.data,
+                has_header=False,
+                separator="\x00",  # JSON text never holds a raw NUL
+                quote_char=None,
+                new_columns=["line"],
+                schema={"line": pl.String},
+            )
+        except Exception:
+            return None
+        lines = frame.to_series()
+        if lines.len() != len(self.keep):
+            return None
+        return lines if bool(self.keep.all()) else lines.filter(pl.Series(self.keep))
+
+
+def _line_record(text: str, index: int) -> _Record | None:
+    """The per-record reader's view of one line (formats.jsonl_records itself): None for a blank line."""
+    records = list(jsonl_records(Decoded(text, "utf-8")))
+    if not records:
+        return None
+    record = records[0]
+    record.row, record.line = index, index + 1
+    return record
+
+
+def _positions(a: np.ndarray, *targets: int) -> list[np.ndarray]:
+    """Offsets of each target byte in `a`, in cache-sized steps: every test reads a step while it is still
+    in cache, and no temporary is as large as the file."""
+    found: list[list[np.ndarray]] = [[] for _ in targets]
+    for start in range(0, len(a), _CHUNK):
+        chunk = a[start : start + _CHUNK]
+        for out, byte in zip(found, targets, strict=True):
+            hits = np.flatnonzero(chunk == byte)
+            if len(hits):
+                out.append(hits + start)
+    return [np.concatenate(f) if f else np.zeros(0, dtype=np.int64) for f in found]
+
+
+def _scan(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """(start, end without the line end, doubt) per line and the offsets of key ends, from the positions of
+    four bytes (LF, CR, backslash, colon): the positions, not a mask per byte, are what the vectorised tests
+    work on (the previous whole-mask scan took ~0.36 s per 200k rows, this ~0.06 s). None for a CR-only
+    line end (the per-record reader splits there, polars does not)."""
+    n = len(a)
+    newlines, crs, backslashes, colons = _positions(a, 10, 13, 92, 58)
+    starts = np.concatenate(([0], newlines + 1))
+    ends = np.concatenate((newlines, [n]))
+    if starts[-1] == n:  # the file ends with a line end: no empty last line
+        starts, ends = starts[:-1], ends[:-1]
+    if len(crs):
+        if crs[-1] == n - 1 or not bool((a[crs + 1] == 10).all()):
+            return None
+        ends = ends - ((ends > starts) & (a[np.maximum(ends - 1, 0)] == 13))
+    filled = ends > starts
+    doubt = ~(filled & (a[np.minimum(starts, n - 1)] == 123) & (a[np.maximum(ends - 1, 0)] == 125))
+    if len(backslashes):
+        # a surrogate escape (\uD800-\uDFFF): polars turns a lone one into text where orjson refuses it,
+        # so its line goes to the per-record reader (a pair passes there and comes back)
+        b = backslashes[backslashes + 3 < n]
+        high = np.frombuffer(b"89abcdefABCDEF", np.uint8)
+        hit = (a[b + 1] == 117) & ((a[b + 2] | 32) == 100) & np.isin(a[b + 3], high)
+        doubt[np.searchsorted(starts, b[hit], side="right") - 1] = True
+    colons = colons[colons >= 2]
+    # a key ends with an unescaped `":` (a quote inside a string is escaped; a key ending in an escaped
+    # backslash counts short and falls back)
+    key_ends = colons[(a[colons - 1] == 34) & (a[colons - 2] != 92)]
+    return starts, ends, doubt, key_ends
+
+
+def read_jsonl(source: Path | bytes, data: bytes | mmap.mmap) -> FastRead | None:
+    """The records of a JSON-lines file (`source`: its path, or its bytes when it was compressed; `data`: its
+    bytes or a map of them) when polars reads them exactly as the per-record reader would, the lines it is
+    not given read by that reader; None to send the whole file to the per-record path."""
+    # a BOM, a blank first line, a JSON array, a NUL (the encoding detector's cue): the per-record path
+    if data[:1] != b"{" or b"\x00" in data[:4096]:
+        return None
+    # polars parses the whole file in its threads while numpy scans the bytes (both without the GIL); on a
+    # file with a bad line polars fails within a few ms (measured 0.02-0.03 s per 200k rows) and the lines
+    # it can read are parsed again with the bad ones blanked out
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        parsing = pool.submit(_parse, source)
+        scanned = _scan(np.frombuffer(data, dtype=np.uint8))
+        whole = parsing.result()
+    if scanned is None:
+        return None
+    starts, ends, doubt, key_ends = scanned
+    keep = ~doubt
+    quarantine: list[_Record] = []
+    for index in np.flatnonzero(doubt).tolist():
+        try:
+            text = bytes(data[starts[index] : ends[index]]).decode("utf-8")
+        except UnicodeDecodeError:  # the per-record path decides the encoding of the whole file
+            return None
+        record = _line_record(text, index)
+        if record is None:
+            continue  # blank: not a record (the per-record reader skips it too)
+        if record.error is not None:
+            quarantine.append(record)
+        else:
+            keep[index] = True  # a good object after all (padding, a surrogate pair): polars reads it
+    if not keep[0]:  # line 1 is what sniffing the format reads: the per-record path decides
+        return None
+    read: Path | bytes | bytearray = source
+    frame = whole  # the lines left out are all blank (polars skips them too) when none is quarantined
+    if quarantine:
+        read = _blanked(data, starts, ends, keep)
+        frame = _parse(read)
+    if frame is None:
+        found = _locate(read, starts, ends, keep, quarantine)
+        if found is None:
+            return None
+        read, frame = found
+    if frame.height != int(keep.sum()) or frame.width == 0:
+        return None
+    if sum(frame.null_count().row(0)) != 0:
+        return None
+    left_out = ~keep
+    keys = len(key_ends) - int(
+        (np.searchsorted(key_ends, ends[left_out]) - np.searchsorted(key_ends, starts[left_out])).sum()
+    )
+    if keys != frame.height * frame.width:
+        return None
+    quarantine.sort(key=lambda r: r.row)
+    fast = FastRead(frame, keep, read, quarantine)
+    for column, dtype in frame.schema.items():
+        kind = (
+            "int"
+            if dtype.is_integer()
+            else "float"
+            if dtype.is_float()
+            else "bool"
+            if dtype == pl.Boolean
+            else None
+        )
+        if kind is not None and not holds(fast.lines, column, kind):
+            return None
+    return fast
+
+
+def _blanked(data: bytes | mmap.mmap, starts: np.ndarray, ends: np.ndarray, keep: np.ndarray) -> bytearray:
+    """A copy of the bytes with every line polars is not to read overwritten by spaces (polars skips blank
+    lines, so its rows stay the kept lines in order)."""
+    out = bytearray(data)
+    for index in np.flatnonzero(~keep).tolist():
+        start, end = int(starts[index]), int(ends[index])
+        out[start:end] = b" " * (end - start)
+    return out
+
+
+def _parse(read: Path | bytes | bytearray) -> pl.DataFrame | None:
+    try:
+        return pl.read_ndjson(io.BytesIO(read) if isinstance(read, bytearray) else read)
+    except Exception:  # a bad line that looks like an object, or a type polars cannot unify
+        return None
+
+
+def _locate(
+    data: bytes | mmap.mmap | Path | bytearray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    keep: np.ndarray,
+    quarantine: list[_Record],
+) -> tuple[bytearray, pl.DataFrame] | None:
+    """Polars refused the kept lines: chunks of lines find the ones it refuses, the per-record reader
+    quarantines those that are bad; a good record polars cannot read sends the file to the per-record path."""
+    buffer = bytearray(data.read_bytes() if isinstance(data, Path) else data)
+    kept = np.flatnonzero(keep)
+    dropped = False
+    for first in range(0, len(kept), _CHUNK_LINES):
+        chunk = kept[first : first + _CHUNK_LINES]
+        if _parse(bytes(buffer[starts[chunk[0]] : ends[chunk[-1]]])) is not None:
+            continue
+        for index in chunk.tolist():
+            line = bytes(buffer[starts[index] : ends[index]])
+            if _parse(line) is not None:
+                continue
+            try:
+                record = _line_record(line.decode("utf-8"), index)
+            except UnicodeDecodeError:  # the per-record path decides the encoding of the whole file
+                return None
+            if record is None or record.error is None:
+                return None
+            quarantine.append(record)
+            keep[index] = False
+            buffer[starts[index] : ends[index]] = b" " * (ends[index] - starts[index])
+            dropped = True
+    if not dropped or not keep[0]:
+        return None
+    frame = _parse(buffer)
+    return None if frame is None else (buffer, frame)
+
+
+def _key_pattern(column: str) -> str:
+    forms = {json.dumps(column, ensure_ascii=False), json.dumps(column)}
+    return "(" + "|".join(re.escape(form) for form in sorted(forms)) + ")"
+
+
+def holds(lines: pl.Series | None, column: str, kind: str) -> bool:
+    """Every line gives `column` a JSON value of `kind` (int, float, bool, str): polars' types and text can
+    hide the source's (1.5 read as 1 in an integer column, 5 as "5" among strings)."""
+    if lines is None:
+        return False
+    pattern = _key_pattern(column) + r"\s*:\s*" + _JSON_TYPES[kind]
+    if kind in ("int", "float"):
+        pattern += r"\s*[,}]"
+    return lines.str.contains(pattern).sum() == lines.len()
+
+
+def coerced(frame: pl.DataFrame, lines: Callable[[], pl.Series | None], column: str) -> bool:
+    """True when polars may have turned non-text JSON values of `column` into text."""
+    if not frame.select(pl.col(column).str.contains(_LOOKS_TYPED).any()).item():
+        return False
+    return not holds(lines(), column, "str")
 
 
 def _marker(index: int) -> str:
@@ -78,71 +343,11 @@ def _expr(parts: list[str | int], columns: list[str]) -> pl.Expr:
     return pieces[0] if len(pieces) == 1 else pl.concat_str(pieces)
 
 
-def coerced(frame: pl.DataFrame, data: Buffer, column: str) -> bool:
-    """True when polars may have turned non-text JSON values of `column` into text."""
-    if not frame.select(pl.col(column).str.contains(_LOOKS_TYPED).any()).item():
-        return False
-    key = json.dumps(column, ensure_ascii=False).encode("utf-8")
-    data = data if isinstance(data, bytes) else bytes(data)
-    # every value a JSON string: the key followed by a quote, as json.dumps / orjson / JS write it
-    return data.count(key + b': "') + data.count(key + b':"') != frame.height
-
-
-def _scan(data: Buffer) -> tuple[int, int] | None:
-    """(lines, keys) in one vectorised pass over the bytes, or None for CR-only line ends (polars would read
-    the lines as one) or a lone-surrogate escape. Every key ends with an unescaped `":` (a quote inside a
-    string is escaped, and these records hold no nested object): counting them tells a key polars missed."""
-    a = np.frombuffer(data, dtype=np.uint8)
-    if data.find(b"\r") >= 0:  # CRLF is fine (polars reads it), a CR alone is not: count only then
-        crs = int(np.count_nonzero(a == 13))
-        if crs != int(np.count_nonzero((a[:-1] == 13) & (a[1:] == 10))):
-            return None
-    lines = keys = backslash_u = 0
-    for start in range(0, len(a), _CHUNK):
-        end = min(start + _CHUNK, len(a))
-        c = a[start : end + 1]  # one byte past the chunk: two-byte patterns starting at its last byte
-        m, k = end - start, len(c) - 1
-        lines += int(np.count_nonzero(c[:m] == 10))
-        quote_colon = (c[:k] == 34) & (c[1 : k + 1] == 58)
-        backslash = c[:k] == 92
-        keys += int(np.count_nonzero(quote_colon)) - int(np.count_nonzero(quote_colon[1:] & backslash[:-1]))
-        if start and quote_colon[:1].any() and a[start - 1] == 92:
-            keys -= 1
-        backslash_u += int(np.count_nonzero(backslash & (c[1 : k + 1] == 117)))
-    if backslash_u and _LONE_SURROGATE_ESCAPE.search(data):
-        return None
-    if len(data) and data[-1:] != b"\n":
-        lines += 1
-    return lines, keys
-
-
-def read_clean_jsonl(data: Buffer, source: Path | None = None) -> pl.DataFrame | None:
-    """The records of `data` (the file's bytes, or a map of them) as a frame when polars reads it exactly as
-    the per-record path would; polars reads `source` when given (the same bytes, without a copy)."""
-    if not data[:4096].lstrip()[:1] == b"{":  # a BOM too sends the file to the per-record path
-        return None
-    # polars parses in its own threads without the GIL, numpy scans without it too: both at once
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        parsing = pool.submit(pl.read_ndjson, source or io.BytesIO(data))  # schema from the first rows
-        scanned = _scan(data)
-        try:
-            frame = parsing.result()
-        except Exception:  # any parse problem: the per-record path quarantines line by line
-            return None
-    if scanned is None:
-        return None
-    lines, keys = scanned
-    if frame.height != lines or frame.height == 0 or frame.width == 0:
-        return None
-    if sum(frame.null_count().row(0)) != 0 or keys != frame.height * frame.width:
-        return None
-    return frame
-
-
 def fast_canonical(
-    frame: pl.DataFrame, data: Buffer, cfg: DatasetConfig, fields: dict[str, str]
+    frame: pl.DataFrame, lines: Callable[[], pl.Series | None], cfg: DatasetConfig, fields: dict[str, str]
 ) -> pl.DataFrame | None:
-    """Canonical columns (the per-record path's, less label and ids) for `frame`, or None to fall back."""
+    """Canonical columns (the per-record path's, less label and ids) for `frame`, or None to fall back;
+    `lines()` gives the rows' JSON text (read only when a value looks typed)."""
     kind = cfg.kind
     columns = frame.columns
     text_columns = [c for c, dtype in frame.schema.items() if dtype == pl.String]
@@ -154,10 +359,7 @@ def fast_canonical(
         return None
     # which text columns are blank decides some adapters (alpaca's input): blank as Python's str.strip sees
     # it, one bit per text column; rows with the same bits are one shape
-    bits = [
-        pl.col(c).str.strip_chars(_PY_WHITESPACE).eq("").cast(pl.Int64) * (1 << i)
-        for i, c in enumerate(text_columns)
-    ]
+    bits = [pl.col(c).str.contains(_BLANK).cast(pl.Int64) * (1 << i) for i, c in enumerate(text_columns)]
     shape = pl.sum_horizontal(bits) if bits else pl.lit(0, dtype=pl.Int64)
     keyed = frame.with_columns(shape.alias(_SHAPE))
     groups = (
@@ -168,6 +370,7 @@ def fast_canonical(
     )
     used: set[str] = set()
     field_exprs: dict[str, list[tuple[pl.Expr, pl.Expr]]] = {f: [] for f in CANONICAL_FIELDS[kind]}
+    field_parts: dict[str, set[tuple[str | int, ...]]] = {f: set() for f in CANONICAL_FIELDS[kind]}
     type_exprs: list[tuple[pl.Expr, str]] = []
     samples: list[list[int]] = []
     for group in groups.iter_rows(named=True):
@@ -204,21 +407,32 @@ def fast_canonical(
             else:
                 types[field] = "str"
             field_exprs[field].append((condition, expr))
+            field_parts[field].add(tuple(parts))
         type_exprs.append((condition, json.dumps(types, ensure_ascii=False)))
         step = max(1, len(rows) // SAMPLE_PER_SHAPE)
         samples.append(sorted({*rows[::step], rows[-1]}))
     schema = frame_schema(kind)
     selected = []
+    shapes = len(type_exprs)
+    # a field every shape builds the same way is one expression, not a when/then chain that evaluates each
+    # branch on every row (measured: ~0.1 s less per 1M alpaca rows, whose response is the same everywhere)
     for field, branches in field_exprs.items():
-        selected.append(_when(branches, pl.lit(None, dtype=schema[field])).cast(schema[field]).alias(field))
-    selected.append(
-        _when([(c, pl.lit(t)) for c, t in type_exprs], pl.lit(None, dtype=pl.String)).alias("field_types")
-    )
+        if len(branches) == shapes and len(field_parts[field]) == 1:
+            value = branches[0][1]
+        else:
+            value = _when(branches, pl.lit(None, dtype=schema[field]))
+        selected.append(value.cast(schema[field]).alias(field))
+    if len({t for _, t in type_exprs}) == 1:
+        selected.append(pl.lit(type_exprs[0][1], dtype=pl.String).alias("field_types"))
+    else:
+        selected.append(
+            _when([(c, pl.lit(t)) for c, t in type_exprs], pl.lit(None, dtype=pl.String)).alias("field_types")
+        )
     # with_columns, not select: fixed text alone must still give one value per row
     canonical = keyed.with_columns(selected).select([*CANONICAL_FIELDS[kind], "field_types"])
     if not all(_agrees(frame, canonical, rows, kind, fields) for rows in samples):
         return None
-    if any(coerced(frame, data, column) for column in used):
+    if any(coerced(frame, lines, column) for column in used):
         return None
     return canonical
 

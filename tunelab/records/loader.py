@@ -27,7 +27,7 @@ import polars as pl
 from tunelab.errors import UserError
 from tunelab.records.adapters import adapt
 from tunelab.records.config import DatasetConfig, DerivedField
-from tunelab.records.fastpath import coerced, fast_canonical, read_clean_jsonl
+from tunelab.records.fastpath import coerced, fast_canonical, read_jsonl
 from tunelab.records.fields import (
     CANONICAL_FIELDS,
     LIST_FIELDS,
@@ -314,19 +314,32 @@ def _load_fast(
         return None
     file = files[0]
     if file.suffix.lower() in (".gz", ".zst") or not file.is_file() or file.stat().st_size == 0:
-        data: Any = open_bytes(file)
-        frame = read_clean_jsonl(data)
+        data = open_bytes(file)
+        fast = read_jsonl(data, data)
     else:  # mapped, not copied: polars reads the file itself and numpy scans the same pages
         with file.open("rb") as handle:
-            data = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
-        frame = read_clean_jsonl(data, file)
-    if frame is None:
+            view = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        try:
+            fast = read_jsonl(file, view)
+        finally:
+            try:
+                view.close()
+            except BufferError:  # an array still views it: the map closes when that is collected
+                pass
+    if fast is None:
+        return None
+    frame = fast.frame
+    if format_by_name(file) == "json" and fast.read == 1:  # one object in a .json file is a JSON document
         return None
     id_column = cfg.id_field or next((c for c in ID_COLUMNS if c in frame.columns), None)
     for column in (label_source, id_column):  # their text must be the source's, not polars' coercion
-        if column in frame.columns and frame[column].dtype == pl.String and coerced(frame, data, column):
+        if (
+            column in frame.columns
+            and frame[column].dtype == pl.String
+            and coerced(frame, lambda: fast.lines, column)
+        ):
             return None
-    canonical = fast_canonical(frame, data, cfg, plain)
+    canonical = fast_canonical(frame, lambda: fast.lines, cfg, plain)
     if canonical is None:
         return None
     for where, source in mapped.items():
@@ -345,7 +358,8 @@ def _load_fast(
         notes.append(f"source ids from {id_column!r} ({_plural(frame.height, 'record')})")
     else:
         ids = pl.Series("source_id", [None] * frame.height, dtype=pl.String)
-    rows = pl.int_range(pl.len(), dtype=pl.Int64)
+    # each row's line index: every line, or (the hybrid) the lines polars parsed
+    rows = pl.int_range(pl.len(), dtype=pl.Int64) if fast.rows is None else pl.lit(fast.rows)
     meta = pl.DataFrame({"label": labels.alias("label"), "source_id": ids.alias("source_id")})
     out = pl.concat([canonical, meta], how="horizontal").with_columns(
         pl.format("{}:{}", pl.lit(cfg.name), rows).alias("sample_id"),
@@ -355,10 +369,21 @@ def _load_fast(
     )
     schema = {**frame_schema(cfg.kind), "source_id": pl.String}
     out = out.select([pl.col(name).cast(dtype) for name, dtype in schema.items()])
+    quarantine = pl.DataFrame(
+        {
+            "dataset": [cfg.name] * len(fast.quarantine),
+            "source_file": [str(file)] * len(fast.quarantine),
+            "source_line": [r.line for r in fast.quarantine],
+            "source_row": [r.row for r in fast.quarantine],
+            "error": [r.error for r in fast.quarantine],
+            "raw": [r.raw for r in fast.quarantine],
+        },
+        schema=QUARANTINE_SCHEMA,
+    )
     return LoadResult(
         frame=out,
-        quarantine=pl.DataFrame(schema=QUARANTINE_SCHEMA),
-        read=frame.height,
+        quarantine=quarantine,
+        read=fast.read,
         source={"format": "jsonl", "encoding": "utf-8", "notes": notes},
     )
 
