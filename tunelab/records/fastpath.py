@@ -28,6 +28,7 @@ check fails, so the result never depends on which path ran):
 from __future__ import annotations
 
 import functools
+import io
 import json
 import mmap
 import re
@@ -204,10 +205,9 @@ def read_jsonl(source: Path | bytes, data: bytes | mmap.mmap) -> FastRead | None
     read: Path | bytes | bytearray = source
     frame = whole  # the lines left out are all blank (polars skips them too) when none is quarantined
     if quarantine:
-        read = _blanked(data, starts, ends, keep)
-        frame = _parse(read)
+        frame = _parse(_segments(data, starts, ends, keep))
     if frame is None:
-        found = _locate(read, starts, ends, keep, quarantine)
+        found = _locate(data, starts, ends, keep, quarantine)
         if found is None:
             return None
         read, frame = found
@@ -239,17 +239,25 @@ def read_jsonl(source: Path | bytes, data: bytes | mmap.mmap) -> FastRead | None
     return fast
 
 
-def _blanked(data: bytes | mmap.mmap, starts: np.ndarray, ends: np.ndarray, keep: np.ndarray) -> bytes:
-    """A copy of the bytes with every line polars is not to read overwritten by spaces (polars skips blank
-    lines, so its rows stay the kept lines in order)."""
-    out = bytearray(data)
+def _segments(
+    data: bytes | mmap.mmap, starts: np.ndarray, ends: np.ndarray, keep: np.ndarray
+) -> list[io.BytesIO]:
+    """The runs of lines between those polars is not to read, as sources for one read_ndjson call: rows stay
+    the kept lines in order, and the bytes are copied once (measured at 1M rows: 0.84-1.18 s against
+    1.57-1.91 s for one copy with the bad lines blanked out, which polars needs as bytes: a second copy)."""
+    pieces = []
+    start = 0
     for index in np.flatnonzero(~keep).tolist():
-        start, end = int(starts[index]), int(ends[index])
-        out[start:end] = b" " * (end - start)
-    return bytes(out)  # one copy more; polars would copy a bytearray through BytesIO twice
+        if starts[index] > start:
+            pieces.append(data[start : int(starts[index])])
+        start = int(ends[index])
+    if start < len(data):
+        pieces.append(data[start:])
+    # a run of line ends alone would be an empty source, which polars refuses
+    return [io.BytesIO(piece) for piece in pieces if len(piece) > 4096 or piece.strip()]
 
 
-def _parse(read: Path | bytes | bytearray) -> pl.DataFrame | None:
+def _parse(read: Path | bytes | bytearray | list[io.BytesIO]) -> pl.DataFrame | None:
     try:
         return pl.read_ndjson(bytes(read) if isinstance(read, bytearray) else read)
     except Exception:  # a bad line that looks like an object, or a type polars cannot unify
@@ -257,7 +265,7 @@ def _parse(read: Path | bytes | bytearray) -> pl.DataFrame | None:
 
 
 def _locate(
-    data: bytes | mmap.mmap | Path | bytearray,
+    data: bytes | mmap.mmap,
     starts: np.ndarray,
     ends: np.ndarray,
     keep: np.ndarray,
@@ -265,7 +273,9 @@ def _locate(
 ) -> tuple[bytearray, pl.DataFrame] | None:
     """Polars refused the kept lines: chunks of lines find the ones it refuses, the per-record reader
     quarantines those that are bad; a good record polars cannot read sends the file to the per-record path."""
-    buffer = bytearray(data.read_bytes() if isinstance(data, Path) else data)
+    buffer = bytearray(data)
+    for index in np.flatnonzero(~keep).tolist():  # polars skips blank lines: rows stay the kept lines
+        buffer[starts[index] : ends[index]] = b" " * int(ends[index] - starts[index])
     kept = np.flatnonzero(keep)
     dropped = False
     for first in range(0, len(kept), _CHUNK_LINES):
