@@ -5,17 +5,18 @@ file to the slow path).
 Taken only when it gives exactly what the per-record path would (loader.py falls back to that path when any
 check fails, so the result never depends on which path ran):
 
-- the file is split into lines by polars (read as a one-column CSV with no quotes: the same line ends as the
-  per-record reader when there is no CR-only end; invalid UTF-8 or a NUL byte fails that read and falls back);
-- a line that does not start with `{` and end with `}` (a truncated line, a blank line, a list, padding ...)
-  or holds a surrogate escape (polars turns a lone `\\ud800` into text, orjson refuses it) is read by the
-  per-record reader's own code: blank lines are skipped, bad ones become quarantine rows with its error, a
-  good object joins the lines polars parses; an invalid line that does look like an object makes polars fail,
-  and is then found chunk by chunk;
+- numpy finds the line ends in the bytes (LF or CRLF; a CR-only end falls back) while polars parses the
+  whole file; a line that does not start with `{` and end with `}` (a truncated line, a blank line, a list,
+  padding ...) or holds a surrogate escape (polars turns a lone `\\ud800` into text, orjson refuses it) is
+  read by the per-record reader's own code: blank lines are skipped, bad ones become quarantine rows with
+  their error, a good object joins the lines polars parses (a line that is not UTF-8 falls back: the
+  per-record path decides the whole file's encoding); when any line was quarantined, polars parses the runs
+  of lines between them; an invalid line that does look like an object makes polars fail, and is then found
+  chunk by chunk;
 - polars parsed every kept line into one row with no null anywhere (a missing key and an explicit null look
-  the same in a frame), and the kept lines hold exactly rows x columns keys (`":` counted per line: polars
-  infers the schema from the first rows and drops keys it did not see there, and keeps the first of two
-  duplicate keys where orjson keeps the last);
+  the same in a frame), and the kept lines hold exactly rows x columns keys (`":` counted in the bytes,
+  less the lines left out: polars infers the schema from the first rows and drops keys it did not see
+  there, and keeps the first of two duplicate keys where orjson keeps the last);
 - a column polars typed as a number or a boolean holds that JSON type on every line (polars casts 1.5 to 1 in
   a column it inferred as integers), and a text column the adapter, the label or the id reads holds JSON
   strings on every line when any value looks like a number (polars writes a number among strings as text);
