@@ -296,3 +296,39 @@ def test_data_version_changes_when_kept_content_changes_under_the_same_ids(tmp_p
         0
     ]
     assert again.data_version == second.data_version
+
+
+def test_conversations_reach_the_warehouse_turn_by_turn(tmp_path) -> None:
+    import json
+
+    import polars as pl
+
+    from tunelab.curate.pipeline import curate_recipe
+    from tunelab.recipe import load_recipe
+    from tunelab.warehouse import store
+
+    conversations = [
+        {"messages": [{"role": "user", "content": f"서울은 어디야? {i}"}, {"role": "assistant", "content": "한국의 수도입니다."},
+                      {"role": "user", "content": "그럼 부산은?"}, {"role": "assistant", "content": f"제2의 도시입니다. {i}"}]}
+        for i in range(6)
+    ]  # fmt: skip
+    (tmp_path / "chat.jsonl").write_text(
+        "".join(json.dumps(c, ensure_ascii=False) + "\n" for c in conversations), encoding="utf-8"
+    )
+    (tmp_path / "recipe.yaml").write_text(
+        "dataset: {path: chat.jsonl, name: chat, kind: chat}\ncurate: {stages: [schema, normalize, exact, split]}\n"
+        "workspace: {dir: ws}\n",
+        encoding="utf-8",
+    )
+    recipe = load_recipe(tmp_path / "recipe.yaml")
+    result = curate_recipe(recipe, recipe.workspace_at(), show_progress=False)[0]
+    written = pl.read_parquet(result.out_dir / "train.parquet").select("sample_id", "messages")
+    stored = store.query(
+        recipe.workspace_at().warehouse,
+        "SELECT sample_id, messages FROM samples WHERE curation_id = ?",
+        [result.curation_id],
+    )
+    joined = written.join(stored, on="sample_id", suffix="_wh")
+    assert joined.height == written.height > 0
+    assert joined["messages"].to_list() == joined["messages_wh"].to_list()
+    assert len(joined["messages_wh"][0]) == 4  # every turn, not the last exchange

@@ -25,7 +25,7 @@ from tunelab.errors import UserError
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # Steps that bring a file written by an older tunelab up to date, keyed by the version they produce.
 # Version 1 had no `reviews` table and no `runs.metrics` column.
@@ -50,6 +50,11 @@ MIGRATIONS: dict[int, list[str]] = {
                eval_id VARCHAR NOT NULL, model VARCHAR NOT NULL, baseline VARCHAR NOT NULL,
                metric VARCHAR NOT NULL, delta DOUBLE, ci_low DOUBLE, ci_high DOUBLE, p_value DOUBLE,
                n INTEGER, delta_pct DOUBLE, significant BOOLEAN, method VARCHAR, seed INTEGER)""",
+    ],
+    # version 5 had no columns for conversations: their turns never reached the warehouse
+    6: [
+        "ALTER TABLE samples ADD COLUMN IF NOT EXISTS messages STRUCT(role VARCHAR, content VARCHAR)[]",
+        "ALTER TABLE samples ADD COLUMN IF NOT EXISTS history STRUCT(role VARCHAR, content VARCHAR)[]",
     ],
 }
 

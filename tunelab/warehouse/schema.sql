@@ -54,7 +54,9 @@ CREATE TABLE IF NOT EXISTS samples (
     cot           VARCHAR,
     text          VARCHAR,
     field_types   VARCHAR,   -- JSON text: canonical field -> source type name
-    source_id     VARCHAR    -- the record's own id in the source (id, _id, uuid ... or dataset.id_field)
+    source_id     VARCHAR,   -- the record's own id in the source (id, _id, uuid ... or dataset.id_field)
+    messages      STRUCT(role VARCHAR, content VARCHAR)[],  -- kind chat: every turn, in order
+    history       STRUCT(role VARCHAR, content VARCHAR)[]   -- kind dpo: the turns before the prompt
 );
 
 CREATE TABLE IF NOT EXISTS decisions (
