@@ -203,6 +203,24 @@ def test_evaluate_does_not_import_train() -> None:
     assert offenders == [], "evaluate imports train: " + "; ".join(offenders)
 
 
+# the layers below train and evaluate: they are used by those, and never use them
+LOWER_LAYERS = ("records", "embeddings", "modeling", "warehouse", "curate")
+
+
+def test_lower_layers_never_import_train_or_evaluate() -> None:
+    graph = import_graph()
+    offenders = sorted(
+        f"{source} -> {target}"
+        for source, targets in graph.items()
+        if any(
+            source == f"tunelab.{layer}" or source.startswith(f"tunelab.{layer}.") for layer in LOWER_LAYERS
+        )
+        for target in targets
+        if target.startswith(("tunelab.train", "tunelab.evaluate"))
+    )
+    assert offenders == [], "a lower layer imports train/evaluate: " + "; ".join(offenders)
+
+
 # A statement that reads or writes a table: SELECT ... FROM, INSERT ... INTO, UPDATE ... SET, DELETE FROM.
 SQL = re.compile(r"\b(select|insert|update|delete)\b.+\b(from|into|set)\b", re.IGNORECASE | re.DOTALL)
 # The warehouse package owns its SQL; the dashboard's queries module is its read-only query layer.

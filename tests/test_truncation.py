@@ -83,8 +83,8 @@ def test_measurement_agrees_with_what_trl_keeps_and_cuts(tiny: Path, tmp_path: P
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
+    from tunelab.modeling import lengths
     from tunelab.modeling.chat import dpo_example, sft_example
-    from tunelab.train import lengths
 
     tokenizer = AutoTokenizer.from_pretrained(tiny)
     model = AutoModelForCausalLM.from_pretrained(tiny)

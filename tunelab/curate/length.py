@@ -17,6 +17,7 @@ import polars as pl
 from tunelab.curate.common import StageContext, StageOutput, decisions, survivors
 from tunelab.curate.config import LIMIT_KEYS, LengthSettings
 from tunelab.errors import UserError
+from tunelab.modeling.lengths import token_stats
 from tunelab.records.fields import CANONICAL_FIELDS, LIST_FIELDS
 
 HUB_CHECK_SECONDS = 3.0
@@ -118,17 +119,6 @@ def token_counts(tokenizer: Any, texts: list[str], batch: int = 1024) -> np.ndar
     return counts
 
 
-def _stats(values: np.ndarray) -> dict[str, float]:
-    if values.size == 0:
-        return {"mean": 0.0, "p50": 0.0, "p95": 0.0, "max": 0.0}
-    return {
-        "mean": round(float(values.mean()), 2),
-        "p50": float(np.percentile(values, 50)),
-        "p95": float(np.percentile(values, 95)),
-        "max": float(values.max()),
-    }
-
-
 def text_fields(frame: pl.DataFrame, kind: str) -> list[str]:
     """The canonical text fields of `kind` that `frame` holds as text (or a list of texts)."""
     fields = []
@@ -201,11 +191,11 @@ def run(frame: pl.DataFrame, cfg: LengthSettings, ctx: StageContext) -> StageOut
         texts = _text(frame, field)
         present = frame[field].is_not_null().to_numpy()
         chars = texts.str.len_chars().to_numpy().astype(np.int64)
-        stats[field] = {"chars": _stats(chars[present])}
+        stats[field] = {"chars": token_stats(chars[present])}
         apply(field, chars, present, "chars", limits["min_chars"], limits["max_chars"])
         if tokenizer is not None:
             tokens = token_counts(tokenizer, texts.to_list())
-            stats[field]["tokens"] = _stats(tokens[present])
+            stats[field]["tokens"] = token_stats(tokens[present])
             apply(field, tokens, present, "tokens", limits["min_tokens"], limits["max_tokens"])
     ctx.stats["length"] = {"tokenizer": cfg.tokenizer, "fields": stats}
     dropped = np.flatnonzero(reason != None)  # noqa: E711

@@ -204,8 +204,8 @@ def rendered_tokens(frame: pl.DataFrame, kind: str, tokenizer_name: str, ctx: St
     """Token length of each kept row rendered as training renders it (chat template and all), with the
     recipe's tokenizer: the number to set train.*.max_length from."""
     from tunelab.curate.length import all_texts, load_tokenizer
+    from tunelab.modeling import lengths
     from tunelab.modeling.chat import dpo_example, sft_example
-    from tunelab.train import lengths
 
     tokenizer = load_tokenizer(tokenizer_name, ctx.workspace, lambda: all_texts(frame, kind))
     rows = frame.to_dicts()

@@ -17,6 +17,7 @@ import polars as pl
 
 from tunelab.curate.pipeline import curate_for
 from tunelab.errors import UserError
+from tunelab.modeling import lengths
 from tunelab.modeling.loading import (
     checkpointing_alias_ignored,
     device_training_args,
@@ -25,7 +26,6 @@ from tunelab.modeling.loading import (
     torch_dtype,
 )
 from tunelab.records.config import DatasetConfig
-from tunelab.train import lengths
 from tunelab.train.callbacks import WarehouseLogCallback
 from tunelab.train.config import TrainConfig, TrainerSettings
 from tunelab.warehouse import store

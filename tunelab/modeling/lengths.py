@@ -40,6 +40,7 @@ class Measured:
 
 
 def token_stats(lengths: np.ndarray) -> dict[str, float]:
+    """mean / p50 / p95 / max of a length array (characters or tokens); zeros when empty."""
     if lengths.size == 0:
         return {"mean": 0.0, "p50": 0.0, "p95": 0.0, "max": 0.0}
     return {
