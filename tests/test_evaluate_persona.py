@@ -57,3 +57,28 @@ def test_accuracy_on_hand_labelled_korean_predictions() -> None:
     assert hits[:6] == [1.0, 1.0, 1.0, 1.0, 0.0, 0.0] and hits[6] is None
     counted = [h for h in hits if h is not None]
     assert sum(counted) / len(counted) == pytest.approx(4 / 6)
+
+
+def test_persona_centroids_come_from_a_chat_curations_assistant_turns(tmp_path) -> None:
+    import polars as pl
+
+    from tunelab.evaluate.runner import persona_source
+    from tunelab.workspace import Workspace
+
+    ws = Workspace(tmp_path / "ws")
+    split = ws.curation_split("chat-cur", "train")
+    split.parent.mkdir(parents=True)
+    turn = pl.Struct({"role": pl.String, "content": pl.String})
+    pl.DataFrame(
+        {
+            "sample_id": ["c:0", "c:1"],
+            "label": ["egen", "teto"],
+            "messages": [
+                [{"role": "user", "content": "안녕"}, {"role": "assistant", "content": "첫 답"},
+                 {"role": "user", "content": "또"}, {"role": "assistant", "content": "다정한 마지막 답이에요"}],
+                [{"role": "user", "content": "뭐해"}, {"role": "assistant", "content": "할 일 해."}],
+            ],
+        },
+        schema={"sample_id": pl.String, "label": pl.String, "messages": pl.List(turn)},
+    ).write_parquet(split)  # fmt: skip
+    assert persona_source(ws, "chat-cur") == (["다정한 마지막 답이에요", "할 일 해."], ["egen", "teto"])

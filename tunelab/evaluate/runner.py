@@ -137,6 +137,12 @@ def persona_source(workspace: Workspace, curation_id: str | None) -> tuple[list[
     if not path.is_file():
         return None
     frame = pl.read_parquet(path)
+    if "messages" in frame.columns and "response" not in frame.columns:
+        # a conversation's voice is its assistant turns: the last one stands for the row
+        assistant = (
+            pl.element().filter(pl.element().struct.field("role") == "assistant").struct.field("content")
+        )
+        frame = frame.with_columns(pl.col("messages").list.eval(assistant).list.last().alias("response"))
     if "label" not in frame.columns or "response" not in frame.columns:
         return None
     frame = frame.filter(pl.col("label").is_not_null() & pl.col("response").is_not_null())
