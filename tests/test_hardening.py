@@ -332,3 +332,26 @@ def test_conversations_reach_the_warehouse_turn_by_turn(tmp_path) -> None:
     assert joined.height == written.height > 0
     assert joined["messages"].to_list() == joined["messages_wh"].to_list()
     assert len(joined["messages_wh"][0]) == 4  # every turn, not the last exchange
+
+
+@pytest.mark.parametrize(("dpo_curate", "exit_code"), [("{max_quarantine_ratio: 0.5}", 0), ("inherit", 3)])
+def test_the_dpo_dataset_is_guarded_by_its_own_curate_block(
+    tmp_path, dpo_curate: str, exit_code: int
+) -> None:
+    import json
+
+    sft = [{"instruction": f"질문 {i}", "output": f"충분히 긴 답변입니다 {i}"} for i in range(10)]
+    (tmp_path / "sft.jsonl").write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in sft), "utf-8"
+    )
+    pairs = [json.dumps({"prompt": f"질문 {i}", "chosen": f"좋은 답 {i}", "rejected": f"나쁜 답 {i}"},
+                        ensure_ascii=False) for i in range(8)]  # fmt: skip
+    (tmp_path / "dpo.jsonl").write_text("\n".join(pairs + ["{not json", "{nor this"]) + "\n", "utf-8")
+    (tmp_path / "r.yaml").write_text(
+        "dataset: {path: sft.jsonl, name: s}\ncurate: {stages: [schema, exact, split]}\n"
+        "train: {base_model: tunelab-tiny, dpo: {dataset: {path: dpo.jsonl, name: d, kind: dpo}, "
+        f"curate: {dpo_curate}}}}}\nworkspace: {{dir: ws}}\n",
+        encoding="utf-8",
+    )
+    result = _cli("curate", str(tmp_path / "r.yaml"))
+    assert result.exit_code == exit_code, result.output

@@ -100,15 +100,19 @@ def curate_command(
             console.print(_summary_table(result, f"curation {result.curation_id}"))
             console.print(f"curation id: [bold]{result.curation_id}[/bold]  →  {escape(str(result.out_dir))}")
             typer.echo(result.curation_id)
-    _guard(results, datasets, loaded.curate.max_quarantine_ratio)
+    # each dataset is held to its own curate block's ratio (the DPO data may have its own block)
+    _guard(results, datasets, [loaded.curate_for(d)[0].max_quarantine_ratio for d in datasets])
 
 
-def _guard(results: list[CurationResult], datasets: list[DatasetConfig], max_ratio: float) -> None:
+def _guard(
+    results: list[CurationResult], datasets: list[DatasetConfig], max_ratios: float | list[float]
+) -> None:
     """Exit 3 with one line on stderr when a curation quarantined too much or kept nothing (its outputs
     are written already: they are what the user inspects)."""
     from tunelab.curate.guard import EXIT_CODE, guard_message
 
-    messages = [guard_message(r, d, max_ratio) for r, d in zip(results, datasets, strict=False)]
+    ratios = max_ratios if isinstance(max_ratios, list) else [max_ratios] * len(results)
+    messages = [guard_message(r, d, ratio) for r, d, ratio in zip(results, datasets, ratios, strict=False)]
     found = [m for m in messages if m]
     if found:
         typer.echo(f"error: {found[0]}", err=True)
