@@ -40,6 +40,8 @@ class _Task:
     completed: float = 0.0
     status: str = ""
     started: float = field(default_factory=time.monotonic)
+    # what was already done when the task began (a resumed run): not part of this session's rate
+    done_before: float = 0.0
     last_line: float = 0.0
     done_said: bool = False
 
@@ -55,6 +57,7 @@ class LineProgress:
         task = _Task(
             description, total, float(fields.get("completed", 0) or 0), str(fields.get("status", ""))
         )
+        task.done_before = task.completed
         task.last_line = task.started  # the first line comes after `every_s`, not at once
         self.tasks.append(task)
         return len(self.tasks) - 1
@@ -94,7 +97,8 @@ def line_for(task: _Task, now: float) -> str:
     if task.total:
         share = task.completed / task.total
         parts.append(f"{task.completed:,.0f}/{task.total:,.0f} ({share:.0%})")
-        eta = elapsed * (1 - share) / share if 0 < share < 1 else None
+        done_here = task.completed - task.done_before
+        eta = elapsed * (task.total - task.completed) / done_here if done_here > 0 and share < 1 else None
         parts.append(f"{elapsed:,.0f} s" + (f", ETA {eta:,.0f} s" if eta is not None else ""))
     else:
         parts.append(f"{task.completed:,.0f}, {elapsed:,.0f} s")
