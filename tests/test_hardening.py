@@ -355,3 +355,41 @@ def test_the_dpo_dataset_is_guarded_by_its_own_curate_block(
     )
     result = _cli("curate", str(tmp_path / "r.yaml"))
     assert result.exit_code == exit_code, result.output
+
+
+# ---------------------------------------------------------------- dataset text outside the dashboard
+
+HOSTILE = "![x](http://127.0.0.1:9/leak.png) <img src=http://127.0.0.1:9/i.png> [bold]굵게[/bold] [link=http://127.0.0.1:9]l[/link]"
+
+
+def test_report_md_shows_dataset_text_as_text(tmp_path) -> None:
+    import html
+
+    from tunelab.curate.pipeline import curate_recipe
+    from tunelab.recipe import load_recipe
+
+    rows = [{"instruction": f"질문 {HOSTILE}", "output": f"답변 {HOSTILE} 끝"}] * 3
+    recipe = load_recipe(_write_recipe(tmp_path, rows, curate="stages: [schema, exact, split]"))
+    result = curate_recipe(recipe, recipe.workspace_at(), show_progress=False)[0]
+    markdown = (result.out_dir / "report.md").read_text(encoding="utf-8")
+    assert "127" in markdown and "![" not in markdown and "<img" not in markdown and "](" not in markdown
+    assert "![x](http://127.0.0.1:9/leak.png)" in html.unescape(markdown)  # the text itself is all there
+
+
+def test_terminal_tables_show_dataset_text_as_text() -> None:
+    import io
+    from contextlib import redirect_stdout
+
+    import polars as pl
+
+    from tunelab.evaluate.compare import print_samples
+    from tunelab.warehouse.usersql import print_table
+
+    out = io.StringIO()
+    print_table(pl.DataFrame({"t": [HOSTILE]}), out=out)
+    assert "[bold]굵게[/bold]" in out.getvalue() and "[link=" in out.getvalue()
+    captured = io.StringIO()
+    with redirect_stdout(captured):
+        print_samples(pl.DataFrame({"model": ["m"], "sample_id": ["s"], "prompt": ["p"], "reference": ["r"],
+                                    "prediction": ["[bold]굵게[/bold]"]}))  # fmt: skip
+    assert "[bold]굵게[/bold]" in captured.getvalue()

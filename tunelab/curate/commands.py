@@ -66,7 +66,7 @@ def _summary_table(result: CurationResult, title: str) -> Table:
     for column in ("stage", "reason", "rows"):
         table.add_column(column, justify="right" if column == "rows" else "left")
     for row in result.report["reasons"]:
-        table.add_row(row["stage"], row["reason"], f"{row['count']:,}")
+        table.add_row(row["stage"], escape(row["reason"]), f"{row['count']:,}")  # reasons can name labels
     c = result.report["counts"]
     table.add_section()
     table.add_row("total", "read", f"{c['read']:,}")

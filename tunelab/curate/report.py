@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from tunelab import safetext
 from tunelab.curate.result import CurationResult
 from tunelab.records.config import DatasetConfig
 from tunelab.records.fields import CANONICAL_FIELDS, content_text, field_text
@@ -168,7 +169,9 @@ def quarantine_lines(quarantine: pl.DataFrame | None, top: int = 10) -> list[dic
 
 def _md_table(header: list[str], rows: list[list[Any]]) -> str:
     def cell(value: Any) -> str:
-        return str(value).replace("|", "\\|")
+        # strings here can be dataset text (snippets, labels, errors, quarantined lines): a viewer of
+        # report.md must show them as text, never load an image or follow a link written in them
+        return str(value) if isinstance(value, int | float) else safetext.text(value)
 
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
@@ -178,8 +181,8 @@ def _md_table(header: list[str], rows: list[list[Any]]) -> str:
 def report_markdown(report: dict[str, Any]) -> str:
     c = report["counts"]
     parts = [
-        f"# Curation {report['curation_id']}",
-        f"Dataset `{report['dataset']}` ({report['kind']}) from `{report['dataset_path']}`; "
+        f"# Curation {safetext.text(report['curation_id'])}",
+        f"Dataset {safetext.text(report['dataset'])} ({report['kind']}) from {safetext.text(report['dataset_path'])}; "
         f"data version `{report['data_version']}`; {report['seconds']} s.",
         "",
         f"**read {c['read']:,}** = kept {c['kept']:,} + dropped {c['dropped']:,} + quarantined "
@@ -193,7 +196,7 @@ def report_markdown(report: dict[str, Any]) -> str:
             f"format {source.get('format') or '?'}, encoding {source.get('encoding') or 'n/a (binary)'}"
             + (f", {len(source['files'])} files" if source.get("files") else ""),
         ]
-        parts += [f"- {note}" for note in source.get("notes", [])]
+        parts += [f"- {safetext.text(note)}" for note in source.get("notes", [])]
         parts += [""]
     parts += [
         "## Stages",
@@ -267,11 +270,11 @@ def report_markdown(report: dict[str, Any]) -> str:
     if report["largest_clusters"]:
         parts += ["", "## Largest duplicate clusters"]
         for k, cluster in enumerate(report["largest_clusters"], 1):
-            rows = [["**kept**", cluster["representative"], "", cluster["representative_text"]]]
+            rows = [["kept (representative)", cluster["representative"], "", cluster["representative_text"]]]
             rows += [[m["reason"], m["sample_id"], m["score"], m["text"]] for m in cluster["members"]]
             parts += [
                 "",
-                f"### {k}. {cluster['representative']} ({cluster['size']} rows)",
+                f"### {k}. {safetext.text(cluster['representative'])} ({cluster['size']} rows)",
                 _md_table(["", "sample", "score", "text"], rows),
             ]
     return "\n".join(parts) + "\n"

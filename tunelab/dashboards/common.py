@@ -10,7 +10,8 @@ from typing import Any
 
 import streamlit as st
 
-from tunelab.dashboards import queries, safetext
+from tunelab import safetext
+from tunelab.dashboards import queries
 from tunelab.workspace import as_workspace
 
 WAREHOUSE_ENV = "TUNELAB_WAREHOUSE"  # set by `tunelab dashboard` (dashboards/commands.py)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 
-from tunelab.dashboards import safetext
+from tunelab import safetext
 
 # SequenceMatcher is quadratic in the worst case; duplicate texts longer than this are shown truncated.
 MAX_DIFF_CHARS = 4000

@@ -190,6 +190,7 @@ def print_comparison(
     """Rows = metrics; a column per model (value and 95 % interval) and per comparison (the delta, its
     interval and p; * = distinguishable from noise at p < 0.05; % only against a base that isn't near 0)."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     models = comparison.models
@@ -201,10 +202,10 @@ def print_comparison(
     out = Table(title=f"{title} · n = {n} prompts · 95 % intervals · * p < 0.05", show_lines=True)
     out.add_column("metric")
     for model in models:
-        out.add_column(model, justify="right")
+        out.add_column(escape(model), justify="right")  # a model may be a path: text, not markup
     pairs = list(dict.fromkeys(zip(comparison.deltas["model"], comparison.deltas["baseline"], strict=True)))
     for model, baseline in pairs:
-        out.add_column(f"{model} − {baseline}", justify="right")
+        out.add_column(escape(f"{model} − {baseline}"), justify="right")
     for (metric,), group in comparison.estimates.group_by("metric", maintain_order=True):
         by_model = {row["model"]: row for row in group.to_dicts()}
         cells = []
@@ -232,6 +233,7 @@ def print_samples(predictions: pl.DataFrame, limit: int = 3) -> None:
     """A few eval prompts with the reference and every model's answer, side by side."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     models = list(dict.fromkeys(predictions["model"].to_list()))
     ids = list(dict.fromkeys(predictions["sample_id"].to_list()))[:limit]
@@ -242,8 +244,9 @@ def print_samples(predictions: pl.DataFrame, limit: int = 3) -> None:
         rows = {row["model"]: row for row in predictions.filter(pl.col("sample_id") == sid).to_dicts()}
         first = next(iter(rows.values()))
         out.add_row(
-            first["prompt"] or "",
-            first["reference"] or "",
-            *((rows.get(m) or {}).get("prediction") or "" for m in models),
+            # predictions and prompts are data: shown as text, never as rich markup
+            Text(first["prompt"] or ""),
+            Text(first["reference"] or ""),
+            *(Text((rows.get(m) or {}).get("prediction") or "") for m in models),
         )
     Console().print(out)

@@ -170,12 +170,13 @@ def print_table(frame: pl.DataFrame, out: TextIO | None = None, title: str | Non
     """A rich table of the rows (first TABLE_MAX_ROWS), to stdout or to `out` at a fixed width."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title=title)
     for name in frame.columns:
         table.add_column(name, overflow="fold")
     for row in frame.head(TABLE_MAX_ROWS).iter_rows():
-        table.add_row(*(_cell(value) for value in row))
+        table.add_row(*(Text(_cell(value)) for value in row))  # warehouse text is data, not rich markup
     # piped output keeps whole rows instead of rich's 80-column fallback
     width = None if out is None and sys.stdout.isatty() else 240
     console = Console(file=out, width=width)

@@ -3,7 +3,8 @@
 import altair as alt
 import streamlit as st
 
-from tunelab.dashboards import common, queries, safetext
+from tunelab import safetext
+from tunelab.dashboards import common, queries
 from tunelab.dashboards.common import q
 from tunelab.dashboards.diffview import compare_texts
 

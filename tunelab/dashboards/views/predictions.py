@@ -5,7 +5,8 @@ from pathlib import Path
 import polars as pl
 import streamlit as st
 
-from tunelab.dashboards import common, queries, safetext
+from tunelab import safetext
+from tunelab.dashboards import common, queries
 from tunelab.dashboards.common import q
 from tunelab.errors import UserError
 from tunelab.warehouse import store

@@ -4,7 +4,8 @@ import altair as alt
 import polars as pl
 import streamlit as st
 
-from tunelab.dashboards import common, queries, safetext
+from tunelab import safetext
+from tunelab.dashboards import common, queries
 from tunelab.dashboards.common import q
 
 db = common.page_start("Runs", "Training runs, their data lineage and curves; models compared against base")

@@ -3,7 +3,8 @@
 import duckdb
 import streamlit as st
 
-from tunelab.dashboards import common, console, safetext
+from tunelab import safetext
+from tunelab.dashboards import common, console
 from tunelab.errors import UserError
 
 db = common.page_start("SQL", "Read-only: external access is disabled and nothing can be written")
