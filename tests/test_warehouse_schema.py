@@ -13,7 +13,8 @@ from tunelab.warehouse.connection import SCHEMA_VERSION, write_connection
 
 TABLES = {
     "schema_version", "datasets", "curations", "samples", "decisions", "quarantine", "runs", "train_log",
-    "evals", "predictions", "scores", "eval_metrics", "eval_deltas", "reviews",
+    "evals", "predictions", "scores", "eval_metrics", "eval_deltas", "reviews", "signals", "judgments",
+    "pair_reviews", "threshold_marks",
 }  # fmt: skip
 VIEWS = {"v_drop_reasons", "v_run_compare", "v_lineage"}
 
@@ -40,7 +41,10 @@ def make_version_1(db: Path) -> None:
     con = duckdb.connect(str(db))
     try:
         con.execute("DROP TABLE reviews")
+        con.execute("ALTER TABLE runs DROP COLUMN note")  # version 7
         con.execute("ALTER TABLE runs DROP COLUMN metrics")
+        for table in ("signals", "judgments", "pair_reviews", "threshold_marks"):  # version 7
+            con.execute(f"DROP TABLE {table}")
         con.execute("DELETE FROM schema_version")
         con.execute("INSERT INTO schema_version VALUES (1, now())")
         con.execute(

@@ -23,6 +23,21 @@ DECISION_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
+# per-row measurements of the signal stages (language, pii, quality, pairs), kept rows included: the
+# dashboard draws their distributions; `field` is the text field measured, or null for the whole row
+SIGNAL_SCHEMA: dict[str, pl.DataType] = {
+    "sample_id": pl.String(),
+    "stage": pl.String(),
+    "field": pl.String(),
+    "signal": pl.String(),
+    "value": pl.Float64(),
+}
+
+
+def empty_signals() -> pl.DataFrame:
+    return pl.DataFrame(schema=SIGNAL_SCHEMA)
+
+
 @dataclass
 class StageContext:
     """Inputs a stage may need besides its frame and settings; `stats` collects numbers for the report."""
@@ -39,17 +54,21 @@ class StageContext:
     # sample_id -> near-dup group, left by minhash (rows kept in one LSH component) for split, which keeps
     # a group on one side
     clusters: dict[str, str] = field(default_factory=dict)
+    # every stage's per-row measurements (SIGNAL_SCHEMA), gathered by the pipeline after the last stage
+    signals: pl.DataFrame = field(default_factory=empty_signals)
 
 
 @dataclass(frozen=True)
 class StageOutput:
     """What a stage returns: `frame` = the rows that go on to the next stage (the survivors, or the
     transformed / expanded frame), `decisions` = one row per decision (exactly DECISION_SCHEMA).
-    `skipped` says why a stage had nothing to do (the report shows it)."""
+    `skipped` says why a stage had nothing to do (the report shows it); `signals` = what it measured per
+    row (exactly SIGNAL_SCHEMA), for stages that score rows."""
 
     frame: pl.DataFrame
     decisions: pl.DataFrame
     skipped: str | None = None
+    signals: pl.DataFrame | None = None
 
 
 def survivors(frame: pl.DataFrame, stage_decisions: pl.DataFrame) -> StageOutput:

@@ -44,6 +44,8 @@ def write_outputs(
         frame.write_ndjson(out / f"{name}.jsonl")
     result.decisions.write_parquet(out / "decisions.parquet")
     result.quarantine.write_parquet(out / "quarantine.parquet")
+    if result.signals.height:
+        result.signals.write_parquet(out / "signals.parquet")
     (out / "report.json").write_text(
         json.dumps(result.report, ensure_ascii=False, indent=2), encoding="utf-8"
     )
@@ -75,7 +77,9 @@ def write_outputs(
         "report": json.dumps(result.report, ensure_ascii=False),
         "out_dir": str(final),
     }
-    store.ingest_curation(workspace.warehouse, curation, samples, result.decisions, result.quarantine)
+    store.ingest_curation(
+        workspace.warehouse, curation, samples, result.decisions, result.quarantine, result.signals
+    )
     os.replace(out, final)  # one rename: the folder appears complete, or not at all
     release(final)
     result.train_path, result.val_path = final / "train.parquet", final / "val.parquet"

@@ -22,7 +22,7 @@ import polars as pl
 import xxhash
 
 from tunelab.curate import decontaminate, normalize, registry, split
-from tunelab.curate.common import StageContext, with_content
+from tunelab.curate.common import StageContext, empty_signals, with_content
 from tunelab.curate.config import CurateConfig
 from tunelab.curate.outputs import finish_interrupted, write_outputs
 from tunelab.curate.report import build_report
@@ -70,8 +70,10 @@ def run_stages(
     ctx: StageContext,
     show_progress: bool = False,
 ) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, dict[str, Any]]]:
-    """(survivors with a `split` column, all decisions incl. the terminal ones, per-stage counts)."""
+    """(survivors with a `split` column, all decisions incl. the terminal ones, per-stage counts).
+    What the stages measured per row is left in `ctx.signals`."""
     all_decisions: list[pl.DataFrame] = []
+    all_signals: list[pl.DataFrame] = [empty_signals()]
     per_stage: dict[str, dict[str, Any]] = {}
     with progress(show_progress) as bar:
         task = bar.add_task("curate", total=len(curate.stages), status="")
@@ -84,6 +86,8 @@ def run_stages(
                 frame = with_content(frame, ctx.kind)  # once, until a stage changes the text again
             out = stage.run(frame, curate.settings_for(name), ctx)
             all_decisions.append(out.decisions)
+            if out.signals is not None:
+                all_signals.append(out.signals)
             frame = out.frame
             per_stage[name] = {
                 "in": rows_in,
@@ -97,6 +101,7 @@ def run_stages(
         out = split.everything_trains(frame)
         all_decisions.append(out.decisions)
         frame = out.frame
+    ctx.signals = pl.concat(all_signals)
     return frame, pl.concat(all_decisions), per_stage
 
 
@@ -180,6 +185,7 @@ def curate_frame(
         train=train,
         val=val,
         quarantine=quarantine,
+        signals=ctx.signals,
     )
     result.report = build_report(
         result, dataset, loaded_frame, per_stage, ctx.stats, time.perf_counter() - started

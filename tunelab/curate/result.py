@@ -8,7 +8,7 @@ from typing import Any
 
 import polars as pl
 
-from tunelab.curate.common import DECISION_SCHEMA
+from tunelab.curate.common import DECISION_SCHEMA, SIGNAL_SCHEMA
 
 
 @dataclass
@@ -28,3 +28,4 @@ class CurationResult:
     train: pl.DataFrame | None = field(default=None, repr=False)
     val: pl.DataFrame | None = field(default=None, repr=False)
     quarantine: pl.DataFrame | None = field(default=None, repr=False)
+    signals: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=SIGNAL_SCHEMA), repr=False)

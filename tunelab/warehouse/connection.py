@@ -25,7 +25,7 @@ from tunelab.errors import UserError
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 # Steps that bring a file written by an older tunelab up to date, keyed by the version they produce.
 # Version 1 had no `reviews` table and no `runs.metrics` column.
@@ -55,6 +55,26 @@ MIGRATIONS: dict[int, list[str]] = {
     6: [
         "ALTER TABLE samples ADD COLUMN IF NOT EXISTS messages STRUCT(role VARCHAR, content VARCHAR)[]",
         "ALTER TABLE samples ADD COLUMN IF NOT EXISTS history STRUCT(role VARCHAR, content VARCHAR)[]",
+    ],
+    # version 6 had no notes on runs, no curation signals, no judge verdicts, no blind pairwise reviews and
+    # no near-duplicate threshold marks
+    7: [
+        "ALTER TABLE runs ADD COLUMN IF NOT EXISTS note VARCHAR",
+        """CREATE TABLE IF NOT EXISTS signals (
+               curation_id VARCHAR NOT NULL, sample_id VARCHAR NOT NULL, stage VARCHAR NOT NULL,
+               field VARCHAR, signal VARCHAR NOT NULL, value DOUBLE)""",
+        """CREATE TABLE IF NOT EXISTS judgments (
+               eval_id VARCHAR NOT NULL, sample_id VARCHAR NOT NULL, model VARCHAR NOT NULL, opponent VARCHAR,
+               mode VARCHAR NOT NULL, score DOUBLE, verdict VARCHAR, consistent BOOLEAN, reason VARCHAR,
+               judge VARCHAR, signature VARCHAR, created_at TIMESTAMP)""",
+        """CREATE TABLE IF NOT EXISTS pair_reviews (
+               eval_id VARCHAR NOT NULL, sample_id VARCHAR NOT NULL, model_a VARCHAR NOT NULL,
+               model_b VARCHAR NOT NULL, left_model VARCHAR, winner VARCHAR NOT NULL, reviewer VARCHAR,
+               comment VARCHAR, created_at TIMESTAMP)""",
+        """CREATE TABLE IF NOT EXISTS threshold_marks (
+               curation_id VARCHAR NOT NULL, stage VARCHAR NOT NULL, sample_id VARCHAR NOT NULL,
+               ref_sample_id VARCHAR NOT NULL, similarity DOUBLE, is_duplicate BOOLEAN NOT NULL,
+               reviewer VARCHAR, created_at TIMESTAMP)""",
     ],
 }
 

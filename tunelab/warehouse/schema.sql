@@ -95,7 +95,8 @@ CREATE TABLE IF NOT EXISTS runs (
     error          VARCHAR,
     started_at     TIMESTAMP,
     finished_at    TIMESTAMP,
-    metrics        VARCHAR             -- JSON text; last because version 2 added it with ALTER TABLE
+    metrics        VARCHAR,            -- JSON text; last because version 2 added it with ALTER TABLE
+    note           VARCHAR             -- `tunelab train ... --note`; version 7
 );
 
 CREATE TABLE IF NOT EXISTS train_log (
@@ -185,4 +186,60 @@ CREATE TABLE IF NOT EXISTS reviews (
     comment     VARCHAR,
     created_at  TIMESTAMP,
     reviewer    VARCHAR                -- who rated ($TUNELAB_REVIEWER, else the OS user)
+);
+
+-- added in schema version 7 ------------------------------------------------------------------------
+
+-- per-row numbers the signal stages measure (language, pii, quality, pairs), kept or dropped, for the
+-- dashboard's distributions; `field` is the text field measured (prompt, response, chosen ...) or NULL
+CREATE TABLE IF NOT EXISTS signals (
+    curation_id  VARCHAR NOT NULL,
+    sample_id    VARCHAR NOT NULL,
+    stage        VARCHAR NOT NULL,
+    field        VARCHAR,
+    signal       VARCHAR NOT NULL,
+    value        DOUBLE
+);
+
+-- an LLM judge's verdict on one prediction: rubric (score 1-10, opponent NULL) or pairwise against an
+-- opponent model (verdict 'win' | 'loss' | 'tie' for `model`, score 1 / 0 / 0.5, consistent = both
+-- presentation orders agreed)
+CREATE TABLE IF NOT EXISTS judgments (
+    eval_id     VARCHAR NOT NULL,
+    sample_id   VARCHAR NOT NULL,
+    model       VARCHAR NOT NULL,
+    opponent    VARCHAR,
+    mode        VARCHAR NOT NULL,      -- 'rubric' | 'pairwise'
+    score       DOUBLE,
+    verdict     VARCHAR,
+    consistent  BOOLEAN,
+    reason      VARCHAR,               -- the judge's own words (untrusted text)
+    judge       VARCHAR,               -- judge model name
+    signature   VARCHAR,               -- judge model, endpoint, template hash, temperature
+    created_at  TIMESTAMP
+);
+
+-- a blind A/B review: two models' answers to one prompt, shown in random left/right order
+CREATE TABLE IF NOT EXISTS pair_reviews (
+    eval_id     VARCHAR NOT NULL,
+    sample_id   VARCHAR NOT NULL,
+    model_a     VARCHAR NOT NULL,      -- the pair in a canonical (sorted) order
+    model_b     VARCHAR NOT NULL,
+    left_model  VARCHAR,               -- which one the reviewer saw on the left
+    winner      VARCHAR NOT NULL,      -- model_a's name, model_b's name, or 'tie'
+    reviewer    VARCHAR,
+    comment     VARCHAR,
+    created_at  TIMESTAMP
+);
+
+-- a person's mark on a near-duplicate candidate pair of a curation (the dashboard's Thresholds page)
+CREATE TABLE IF NOT EXISTS threshold_marks (
+    curation_id    VARCHAR NOT NULL,
+    stage          VARCHAR NOT NULL,   -- 'minhash' | 'semantic'
+    sample_id      VARCHAR NOT NULL,
+    ref_sample_id  VARCHAR NOT NULL,
+    similarity     DOUBLE,
+    is_duplicate   BOOLEAN NOT NULL,
+    reviewer       VARCHAR,
+    created_at     TIMESTAMP
 );

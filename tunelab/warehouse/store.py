@@ -181,9 +181,11 @@ def ingest_curation(
     samples: pl.DataFrame,
     decisions: pl.DataFrame,
     quarantine: pl.DataFrame,
+    signals: pl.DataFrame | None = None,
     replace: bool = False,
 ) -> None:
-    """Write one curation (its row, every sample, every decision, the quarantine) in one transaction."""
+    """Write one curation (its row, every sample, every decision, the quarantine, what the signal stages
+    measured) in one transaction."""
     curation_id = curation.get("curation_id")
     if not curation_id or not curation.get("dataset"):
         raise ValueError("curation: curation_id and dataset are required")
@@ -192,7 +194,7 @@ def ingest_curation(
     with write_connection(db) as con:
         _refuse_or_clear(
             con, Path(db), "curation", "curation_id", curation_id,
-            ("curations", "samples", "decisions", "quarantine"), replace,
+            ("curations", "samples", "decisions", "quarantine", "signals"), replace,
         )  # fmt: skip
         placeholders = ", ".join("?" * len(CURATION_KEYS))
         columns = ", ".join(f'"{k}"' for k in CURATION_KEYS)
@@ -200,6 +202,8 @@ def ingest_curation(
         _insert_frame(con, "samples", samples, {"curation_id": curation_id})
         _insert_frame(con, "decisions", decisions, {"curation_id": curation_id})
         _insert_frame(con, "quarantine", quarantine, {"curation_id": curation_id})
+        if signals is not None and signals.height:
+            _insert_frame(con, "signals", signals, {"curation_id": curation_id})
         dataset = curation.get("dataset")
         if not _exists(con, "datasets", "name", dataset):
             con.execute("INSERT INTO datasets (name, first_seen_at) VALUES (?, ?)", [dataset, created_at])
