@@ -9,6 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 STAGE_NAMES = (
     "schema",
     "normalize",
+    "pairs",
+    "language",
+    "pii",
+    "quality",
     "length",
     "exact",
     "minhash",
@@ -18,9 +22,10 @@ STAGE_NAMES = (
     "split",
 )
 # stages that drop rows by content (balance must come after them)
-DROPPING_STAGES = ("length", "exact", "minhash", "semantic", "decontaminate")
+DROPPING_STAGES = ("pairs", "language", "pii", "quality", "length", "exact", "minhash", "semantic", "decontaminate")
 StageName = Literal[
-    "schema", "normalize", "length", "exact", "minhash", "semantic", "decontaminate", "balance", "split"
+    "schema", "normalize", "pairs", "language", "pii", "quality", "length", "exact", "minhash", "semantic",
+    "decontaminate", "balance", "split",
 ]
 
 
@@ -37,6 +42,115 @@ class NormalizeSettings(Strict):
     unicode: Literal["NFC", "NFKC", "none"] = "NFC"
     collapse_whitespace: bool = True
     strip_control: bool = True
+
+
+# >>> language / pii settings (curate/language.py, curate/pii.py; docs/curate.md "Language" and "Personal information")
+class LanguageSettings(Strict):
+    # ISO 639-1 codes a text field may be in; a field detected as another language is dropped as lang:<code>
+    allow: list[str] = Field(default_factory=lambda: ["ko", "en"], min_length=1)
+    # the languages the detector tells apart (allow is added): ko/en/ja/zh differ by script, so even one word
+    # is told apart at ~35k texts/s; adding Latin-script languages (fr, de, ...) made 2.4 % of KULLM's English
+    # rows "French"/"German" in low-accuracy mode and cost 100x in high-accuracy mode (docs/curate.md)
+    detect: list[str] = Field(default_factory=lambda: ["ko", "en", "ja", "zh"])
+    # a field with Hangul in it must have at least this share of its letters in Hangul (Korean text that is
+    # mostly foreign letters); 0 = off. Reason lang:hangul_ratio<X.
+    # 0.3: no field with Hangul in ChatbotData, HRC or HRC's counselling cases is under it (the lowest are
+    # 0.40 "SNS 흔적" and 0.43 "주말에 gogo."); code blocks, inline code and URLs are not counted
+    min_hangul_ratio: float = Field(0.3, ge=0.0, le=1.0)
+    # an answer (response, chosen, rejected, answer, cot, assistant turn) in another language than its
+    # question (prompt, question, user turn) is a finding, even when both languages are allowed
+    match_prompt: bool = True
+    # fields with fewer letters than this are not judged (numbers, code symbols, "OK")
+    min_letters: int = Field(5, ge=1)
+
+    @field_validator("allow", "detect")
+    @classmethod
+    def _codes(cls, codes: list[str]) -> list[str]:
+        return [code.strip().lower() for code in codes]
+
+
+PII_KINDS = ("kr_rrn", "card", "account", "phone", "email", "ip")
+PiiKind = Literal["kr_rrn", "card", "account", "phone", "email", "ip"]
+
+
+class PiiSettings(Strict):
+    # mask: the value becomes <PII:kind> in the curated text and the row stays; drop: the row goes
+    action: Literal["drop", "mask"] = "mask"
+    kinds: list[PiiKind] = Field(default_factory=lambda: list(PII_KINDS))
+    # true: a resident registration number must pass the check digit (dates, phone-like and random 13-digit
+    # numbers do not); false: also YYMMDD-GNNNNNN with a valid date and gender digit and no check digit (the
+    # numbers issued since October 2020 have none), at the cost of precision on undashed numbers
+    rrn_checksum: bool = True
+
+
+# <<< language / pii settings
+
+
+# >>> quality / pairs settings (curate/quality.py, curate/pairs.py; docs/curate.md "Quality" and "Preference pairs")
+QUALITY_CHECKS = ("special_tokens", "repetition", "refusal", "truncated", "symbol_ratio")
+QualityCheck = Literal["special_tokens", "repetition", "refusal", "truncated", "symbol_ratio"]
+# tokenizer control tokens that should never be part of a text (any `<|name|>` counts too: bar_tokens)
+SPECIAL_TOKENS = [
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|eot_id|>", "<|begin_of_text|>", "<|end_of_text|>",
+    "<|start_header_id|>", "<|end_header_id|>", "</s>", "<s>", "[INST]", "[/INST]", "<<SYS>>", "<</SYS>>",
+    "<unk>", "<pad>", "[PAD]", "[UNK]", "<start_of_turn>", "<end_of_turn>", "[|endofturn|]", "[|system|]",
+    "[|user|]", "[|assistant|]",
+]  # fmt: skip
+# AI boilerplate and canned refusals in answers; "…" = up to 40 characters inside one sentence, case ignored.
+# Chosen on the shared datasets (docs/curate.md): generic apologies ("I'm sorry, I can't help with that")
+# are left out on purpose, since they are the preferred answer of harmlessness data (hh-rlhf harmless-base)
+REFUSAL_PHRASES = [
+    "AI 언어 모델로서", "AI 언어 모델이기 때문에", "AI 언어 모델이므로", "저는 AI 언어 모델", "인공지능 언어 모델로서",
+    "저는 인공지능 언어 모델", "저는 언어 모델", "저는 인공지능이기 때문에", "저는 AI이기 때문에", "저는 AI라서",
+    "AI 어시스턴트로서", "인공지능 어시스턴트로서", "AI로서 저는", "죄송하지만 … 수 없습니다", "죄송합니다만 … 수 없습니다",
+    "죄송하지만 … 수 없어요", "답변드릴 수 없습니다", "답변을 드릴 수 없습니다", "도와드릴 수 없습니다",
+    "as an AI language model", "as a language model", "as an AI model", "as an AI assistant",
+    "I am an AI language model", "I'm an AI language model", "as a large language model", "I'm just an AI",
+    "I am just an AI", "I don't have personal opinions", "I do not have personal opinions",
+    "I cannot fulfill … request", "my knowledge cutoff",
+]  # fmt: skip
+
+
+class QualitySettings(Strict):
+    checks: list[QualityCheck] = Field(default_factory=lambda: list(QUALITY_CHECKS))
+    # checks whose findings are kept=true annotations (same reason) instead of drops
+    flag_only: list[QualityCheck] = Field(default_factory=list)
+    special_tokens: list[str] = Field(default_factory=lambda: list(SPECIAL_TOKENS))
+    bar_tokens: bool = True  # any <|name|> is a special token too
+    # repetition: character n-grams; above these shares of repeated n-grams / of characters in repeated
+    # lines a text loops (0.5: the shared datasets' legal answers reach 0.4 with legitimately repeated phrases)
+    ngram: int = Field(10, ge=2, le=64)
+    max_dup_ngram_ratio: float = Field(0.5, ge=0.0, le=1.0)
+    max_dup_line_ratio: float = Field(0.5, ge=0.0, le=1.0)
+    # a unit of 1-4 letters repeated this many times in a row (아아아아아아아아); bare jamo (ㅋㅋ, ㅠㅠ) need more
+    max_repeats: int = Field(8, ge=2)
+    max_repeats_jamo: int = Field(20, ge=2)
+    refusal_phrases: list[str] = Field(default_factory=lambda: list(REFUSAL_PHRASES))
+    extra_refusal_phrases: list[str] = Field(default_factory=list)  # added to the defaults
+    # an answer at least this long that ends on a word that is no sentence end is truncated (shorter ones are
+    # chat: "킁킁", "멍 때리기")
+    truncation_min_chars: int = Field(200, ge=1)
+    # ratios are judged on texts of at least ratio_min_chars characters ("^^", "1번" are not noise)
+    ratio_min_chars: int = Field(20, ge=1)
+    max_symbol_ratio: float = Field(0.3, ge=0.0, le=1.0)
+    max_digit_ratio: float = Field(0.5, ge=0.0, le=1.0)
+    max_url_ratio: float = Field(0.6, ge=0.0, le=1.0)
+
+
+class PairsSettings(Strict):
+    # after removing these tokens and whitespace, an answer with nothing left is empty (pair:empty_*)
+    special_tokens: list[str] = Field(default_factory=lambda: list(SPECIAL_TOKENS))
+    identical: bool = True  # chosen == rejected after whitespace normalisation: pair:identical
+    # length bias: rejected at least `length_ratio` times as long as chosen while chosen has at most
+    # `short_chars` characters (the pair teaches "shorter wins", not the preference); 0 = off
+    length_ratio: float = Field(8.0, ge=0.0)
+    short_chars: int = Field(30, ge=0)
+    # the same prompt preferring A over B in one row and B over A in another: both rows go (drop_both), or
+    # the first one stays (keep_first), or nothing is done (off)
+    contradictory: Literal["drop_both", "keep_first", "off"] = "drop_both"
+
+
+# <<< quality / pairs settings
 
 
 # a limit for every text field of the kind (`max_chars: 2048`) or per canonical field (`{prompt: 2000}`)
@@ -184,12 +298,19 @@ class SplitSettings(Strict):
     val_ratio: float = Field(0.1, ge=0.0, lt=1.0)
     stratify: str | None = "label"
     seed: int = 0
+    # document: rows sharing a golden document (curate/documents.py) stay on one side; none: rows alone
+    # (near-dup clusters are kept together either way). Unset: document for kind raft, else none
+    group_by: Literal["document", "none"] | None = None
 
 
 class CurateConfig(Strict):
     stages: list[StageName] = Field(default_factory=lambda: list(STAGE_NAMES))
     schema_: SchemaSettings = Field(default_factory=SchemaSettings, alias="schema")
     normalize: NormalizeSettings = Field(default_factory=NormalizeSettings)
+    language: LanguageSettings = Field(default_factory=LanguageSettings)
+    pii: PiiSettings = Field(default_factory=PiiSettings)
+    pairs: PairsSettings = Field(default_factory=PairsSettings)
+    quality: QualitySettings = Field(default_factory=QualitySettings)
     length: LengthSettings = Field(default_factory=LengthSettings)
     exact: ExactSettings = Field(default_factory=ExactSettings)
     minhash: MinhashSettings = Field(default_factory=MinhashSettings)

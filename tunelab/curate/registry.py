@@ -15,15 +15,33 @@ from typing import Any
 import polars as pl
 from pydantic import BaseModel
 
-from tunelab.curate import balance, decontaminate, exact, length, minhash, normalize, schema, semantic, split
+from tunelab.curate import (
+    balance,
+    decontaminate,
+    exact,
+    language,
+    length,
+    minhash,
+    normalize,
+    pairs,
+    pii,
+    quality,
+    schema,
+    semantic,
+    split,
+)
 from tunelab.curate.common import StageContext, StageOutput
 from tunelab.curate.config import (
     BalanceSettings,
     DecontaminateSettings,
     ExactSettings,
+    LanguageSettings,
     LengthSettings,
     MinhashSettings,
     NormalizeSettings,
+    PairsSettings,
+    PiiSettings,
+    QualitySettings,
     SchemaSettings,
     SemanticSettings,
     SplitSettings,
@@ -60,6 +78,10 @@ def stage(name: str) -> Stage:
 # in the default order of curate.stages
 register("schema", schema.run, SchemaSettings)
 register("normalize", normalize.run, NormalizeSettings)
+register("pairs", pairs.run, PairsSettings)
+register("language", language.run, LanguageSettings)
+register("pii", pii.run, PiiSettings)
+register("quality", quality.run, QualitySettings)
 register("length", length.run, LengthSettings)
 register("exact", exact.run, ExactSettings, needs_content=True)
 register("minhash", minhash.run, MinhashSettings, needs_content=True)

@@ -1,0 +1,274 @@
+"""Personal-information stage: Korean resident registration numbers, phone numbers, card and bank account
+numbers, e-mail and IP addresses, in every text field (every turn of a conversation).
+
+`action: mask` (default) writes `<PII:kind>` over each value in the curated text and keeps the row (one
+kept=true decision per row and kind, reason `pii:<kind>`); `action: drop` drops the row (one kept=false
+decision, reason = the first kind found in the order kr_rrn, card, account, phone, email, ip). Evidence is
+the kind, the field and the character span (`response[12:26] pii:phone`), NEVER the value: it goes to
+decisions.parquet, the warehouse and the report, which are read by people the data's subjects never agreed
+to. Masking changes the text, so the stage drops `content` / `content_hash` (the pipeline recomputes them,
+as after normalize). Signals: `pii_<kind>` = matches of that kind per row (only rows with a match).
+
+What matches (precision first: a false mask damages a training text, and the counts on the shared datasets
+are in docs/curate.md):
+- kr_rrn: YYMMDD-GNNNNNC (dash optional) with a real month/day, gender digit 1-8 and the check digit
+  (weights 2..9,2..5, mod 11). A 13-digit number with a wrong check digit, dates and phone numbers do not
+  match. Numbers issued since October 2020 have no check digit: `rrn_checksum: false` also takes the dashed
+  form with a valid date and gender digit (undashed 13-digit numbers still need the check digit).
+- phone: mobile 010/011/016-019 (+82 10 ...) with or without dashes, dots or spaces; landline 02 / 0[3-6]x /
+  070 only with separators (an undashed 0-leading 9-11-digit number is too often something else). A date
+  (2023-01-15, 02.03.2021) never starts like that.
+- card: 13-19 digits, plain or in groups of 4 (Amex 4-6-5) with one separator kind, issuer prefix 2-6 or 9
+  (Korean domestic cards) and the Luhn check. An RRN-valid number is a kr_rrn, not a card.
+- account: Korean bank account layouts (2-6 digit groups joined by dashes, 10-14 digits) only within 20
+  characters after a keyword (계좌, 은행, 입금, 송금, 예금주, a bank's name, account) and never a phone or RRN.
+- email: RFC-ish local@domain.tld; example.com/org/net and other documentation domains are placeholders,
+  not people (RFC 2606), and do not match.
+- ip: IPv4 with octets 0-255 that Python's `ipaddress` calls global (private, loopback, documentation and
+  netmask addresses are nobody's); not after `v`, `version`, `버전` (version numbers like 1.2.3.4).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import polars as pl
+
+from tunelab.curate.common import SIGNAL_SCHEMA, StageContext, StageOutput, decisions, survivors
+from tunelab.curate.config import PII_KINDS, PiiSettings
+from tunelab.curate.language import long_texts
+from tunelab.records.fields import LIST_FIELDS, MESSAGE_FIELDS, dtype_of
+
+STAGE = "pii"
+# rows without one of these cannot hold a value of any kind: the Python scan runs on these rows only
+CANDIDATE = r"\d[\d .\-)]{5,}\d|@"
+
+_DATE = r"(?P<yy>\d{2})(?P<mm>0[1-9]|1[0-2])(?P<dd>0[1-9]|[12]\d|3[01])"
+RRN = re.compile(rf"(?<![\d\-]){_DATE}(?P<sep>[- ]?)(?P<g>[1-8])(?P<rest>\d{{6}})(?![\d\-])")
+MOBILE = re.compile(r"(?<![\d\-+.])(?:\+82[- ]?|0)1[016-9](?P<s>[-. ]?)\d{3,4}(?P=s)\d{4}(?![\d\-])")
+LANDLINE = re.compile(
+    r"(?<![\d\-+.])(?:\(0(?:2|[3-6][1-5]|70)\)\s?|0(?:2|[3-6][1-5]|70)[-. ])\d{3,4}[-. ]\d{4}(?![\d\-])"
+)
+CARD = re.compile(
+    r"(?<![\d\-])(?:[2-69]\d{3}(?P<s>[- ]?)\d{4}(?P=s)\d{4}(?P=s)\d{1,7}|3[47]\d{2}(?P<a>[- ]?)\d{6}(?P=a)\d{5})"
+    r"(?![\d\-])"
+)
+ACCOUNT = re.compile(r"(?<![\d\-])\d{2,6}-\d{2,6}-\d{2,7}(?:-\d{1,3})?(?![\d\-])")
+ACCOUNT_KEYWORD = re.compile(
+    r"계좌|은행|입금|송금|예금주|농협|국민|신한|우리|하나|기업|카카오뱅크|케이뱅크|토스뱅크|새마을|우체국|수협|"
+    r"account|bank",
+    re.IGNORECASE,
+)
+KEYWORD_WINDOW = 20
+EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]{1,64}@(?:[A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,24}(?![\w])")
+PLACEHOLDER_DOMAINS = re.compile(
+    r"@(?:[\w-]+\.)*(?:example\.(?:com|org|net)|example|test|invalid|localhost)$", re.I
+)
+IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w.]|\.\d)")
+VERSION_BEFORE = re.compile(r"(?:\bv|version\s*|버전\s*|ver\.?\s*)$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Match:
+    kind: str
+    start: int
+    end: int
+
+
+def rrn_check_digit(digits: str) -> int:
+    """The check digit of the first 12 digits of a resident registration number."""
+    total = sum(int(d) * w for d, w in zip(digits[:12], (2, 3, 4, 5, 6, 7, 8, 9, 2, 3, 4, 5), strict=True))
+    return (11 - total % 11) % 10
+
+
+def luhn_ok(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch)
+        if i % 2:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+def _rrns(text: str, checksum: bool) -> Iterator[Match]:
+    for m in RRN.finditer(text):
+        digits = m["yy"] + m["mm"] + m["dd"] + m["g"] + m["rest"]
+        if rrn_check_digit(digits) == int(digits[12]) or (not checksum and m["sep"] == "-"):
+            yield Match("kr_rrn", m.start(), m.end())
+
+
+def _cards(text: str) -> Iterator[Match]:
+    for m in CARD.finditer(text):
+        digits = re.sub(r"\D", "", m.group())
+        if 13 <= len(digits) <= 19 and luhn_ok(digits):
+            yield Match("card", m.start(), m.end())
+
+
+def _accounts(text: str) -> Iterator[Match]:
+    for m in ACCOUNT.finditer(text):
+        digits = m.group().count("-")
+        n = len(m.group()) - digits
+        if 10 <= n <= 14 and ACCOUNT_KEYWORD.search(text, max(0, m.start() - KEYWORD_WINDOW), m.start()):
+            yield Match("account", m.start(), m.end())
+
+
+def _phones(text: str) -> Iterator[Match]:
+    for pattern in (MOBILE, LANDLINE):
+        for m in pattern.finditer(text):
+            yield Match("phone", m.start(), m.end())
+
+
+def _emails(text: str) -> Iterator[Match]:
+    for m in EMAIL.finditer(text):
+        if not PLACEHOLDER_DOMAINS.search(m.group()):
+            yield Match("email", m.start(), m.end())
+
+
+def _ips(text: str) -> Iterator[Match]:
+    for m in IPV4.finditer(text):
+        try:
+            address = ipaddress.IPv4Address(m.group())
+        except ValueError:  # an octet above 255, or a leading zero
+            continue
+        if address.is_global and not VERSION_BEFORE.search(text, max(0, m.start() - 10), m.start()):
+            yield Match("ip", m.start(), m.end())
+
+
+FINDERS = {
+    "kr_rrn": _rrns,
+    "card": _cards,
+    "account": _accounts,
+    "phone": _phones,
+    "email": _emails,
+    "ip": _ips,
+}
+
+
+def find(text: str, kinds: tuple[str, ...] = PII_KINDS, rrn_checksum: bool = True) -> list[Match]:
+    """Every value of `kinds` in `text`, by start; where two overlap the kind earlier in PII_KINDS wins
+    (an RRN-valid number is not also a card, an account number not also a phone)."""
+    taken: list[Match] = []
+    for kind in PII_KINDS:
+        if kind not in kinds:
+            continue
+        found = _rrns(text, rrn_checksum) if kind == "kr_rrn" else FINDERS[kind](text)
+        for match in found:
+            if all(match.end <= t.start or match.start >= t.end for t in taken):
+                taken.append(match)
+    return sorted(taken, key=lambda m: m.start)
+
+
+def mask(text: str, matches: list[Match]) -> str:
+    """`text` with each match replaced by <PII:kind> (matches do not overlap)."""
+    out, last = [], 0
+    for m in sorted(matches, key=lambda m: m.start):
+        out.append(text[last : m.start])
+        out.append(f"<PII:{m.kind}>")
+        last = m.end
+    out.append(text[last:])
+    return "".join(out)
+
+
+def scan(frame: pl.DataFrame, kind: str, cfg: PiiSettings) -> tuple[pl.DataFrame, list[list[Match]]]:
+    """(the candidate texts of long_texts with a match, their matches)."""
+    texts = long_texts(frame, kind)
+    candidates = texts.filter(pl.col("text").str.contains(CANDIDATE))
+    kinds = tuple(cfg.kinds)
+    all_matches = [find(text, kinds, cfg.rrn_checksum) for text in candidates["text"].to_list()]
+    hit = pl.Series([bool(m) for m in all_matches], dtype=pl.Boolean)
+    return candidates.filter(hit), [m for m in all_matches if m]
+
+
+def _masked_frame(frame: pl.DataFrame, hits: pl.DataFrame, matches: list[list[Match]]) -> pl.DataFrame:
+    """`frame` with every matched value masked, field by field (turns and list items in place)."""
+    by_field: dict[str, dict[int, dict[int | None, str]]] = {}
+    for (row, field, base, text), found in zip(
+        hits.select("row", "field", "base", "text").iter_rows(), matches, strict=True
+    ):
+        index = int(field[field.index("[") + 1 : -1]) if field.endswith("]") else None
+        by_field.setdefault(base, {}).setdefault(row, {})[index] = mask(text, found)
+    columns = []
+    for base, rows in by_field.items():
+        positions = sorted(rows)
+        if base in MESSAGE_FIELDS or base in LIST_FIELDS:
+            values = frame[base].gather(positions).to_list()
+            for value, row in zip(values, positions, strict=True):
+                for index, text in rows[row].items():
+                    if base in MESSAGE_FIELDS:
+                        value[index] = {"role": value[index]["role"], "content": text}
+                    else:
+                        value[index] = text
+            new = pl.Series(base, values, dtype=dtype_of(base))
+        else:
+            new = pl.Series(base, [rows[row][None] for row in positions], dtype=pl.String)
+        columns.append(frame[base].scatter(positions, new))
+    return frame.with_columns(columns)
+
+
+def run(frame: pl.DataFrame, cfg: PiiSettings, ctx: StageContext) -> StageOutput:
+    """Mask (default) or drop rows holding personal information; evidence = kind, field and span only."""
+    hits, matches = scan(frame, ctx.kind, cfg)
+    lines = [
+        (row, f"{field}[{m.start}:{m.end}]", m.kind)
+        for (row, field), found in zip(hits.select("row", "field").iter_rows(), matches, strict=True)
+        for m in found
+    ]
+    found = pl.DataFrame(
+        lines, schema={"row": pl.UInt32, "where": pl.String, "kind": pl.String}, orient="row"
+    )
+    rank = {kind: i for i, kind in enumerate(PII_KINDS)}
+    found = found.with_columns(rank=pl.col("kind").replace_strict(rank, return_dtype=pl.Int32))
+    sample_ids = frame["sample_id"]
+    per_kind = found.group_by("row", "kind", maintain_order=True).agg(
+        n=pl.len(), rank=pl.col("rank").first(), where=pl.col("where").head(5).str.join(", ")
+    )
+    counts = found.group_by("kind").agg(n=pl.len())
+    ctx.stats[STAGE] = {
+        "action": cfg.action,
+        "matches": {k: int(n) for k, n in counts.sort("kind").iter_rows()},
+        "rows": {k: int(n) for k, n in per_kind.group_by("kind").agg(n=pl.len()).sort("kind").iter_rows()},
+    }
+    signal_frame = per_kind.select(
+        sample_ids.gather(per_kind["row"]).alias("sample_id"),
+        pl.lit(STAGE).alias("stage"),
+        pl.lit(None, dtype=pl.String).alias("field"),
+        pl.concat_str(pl.lit("pii_"), pl.col("kind")).alias("signal"),
+        pl.col("n").cast(pl.Float64).alias("value"),
+    ).cast(SIGNAL_SCHEMA)  # type: ignore[arg-type]
+    evidence = pl.format("pii:{} x{} at {}", pl.col("kind"), pl.col("n"), pl.col("where"))
+    if cfg.action == "drop":
+        per_row = (
+            per_kind.with_columns(evidence=evidence)
+            .sort("row", "rank")
+            .group_by("row", maintain_order=True)
+            .agg(kind=pl.col("kind").first(), n=pl.col("n").sum(), evidence=pl.col("evidence").str.join("; "))
+        )
+        out = decisions(
+            sample_ids.gather(per_row["row"]),
+            STAGE,
+            False,
+            "pii:" + per_row["kind"],
+            score=per_row["n"].cast(pl.Float64),
+            evidence=per_row["evidence"],
+        )
+        ctx.stats[STAGE]["dropped"] = out.height
+        result = survivors(frame, out)
+        return StageOutput(result.frame, result.decisions, signals=signal_frame)
+    ordered = per_kind.sort("row", "rank")
+    out = decisions(
+        sample_ids.gather(ordered["row"]),
+        STAGE,
+        True,
+        "pii:" + ordered["kind"],
+        score=ordered["n"].cast(pl.Float64),
+        evidence=ordered.select(pl.concat_str(pl.lit("masked "), evidence))["literal"],
+    )
+    ctx.stats[STAGE]["masked_rows"] = int(per_kind["row"].n_unique())
+    if hits.height == 0:
+        return StageOutput(frame, out, signals=signal_frame)
+    masked = _masked_frame(frame, hits, matches).drop("content", "content_hash", strict=False)
+    return StageOutput(masked, out, signals=signal_frame)
