@@ -27,6 +27,7 @@ COMPONENT_COMMANDS = (
     "tunelab.demo.commands",
     "tunelab.curate.commands",
     "tunelab.curate.calibrate_commands",
+    "tunelab.curate.diff_commands",
     "tunelab.train.commands",
     "tunelab.evaluate.commands",
     "tunelab.warehouse.commands",

@@ -441,3 +441,84 @@ def runs_overview(db: Path) -> list[dict[str, Any]]:
     return query(
         db, "SELECT run_id, kind, status, output_dir, adapter_path FROM runs ORDER BY started_at"
     ).to_dicts()
+
+
+# ---------------------------------------------------------------- comparing two curations (`tunelab diff`)
+
+# the text of a sample of any kind, turns of a conversation as "role: content" lines; NULL fields skipped
+_TURNS_SQL = "array_to_string(list_transform({col}, lambda t: t.role || ': ' || t.content), chr(10))"
+SAMPLE_TEXT_SQL = (
+    "concat_ws(chr(10), system, "
+    + _TURNS_SQL.format(col="history")
+    + ", prompt, response, chosen, rejected, instruction, array_to_string(context, chr(10)), question, "
+    "answer, cot, text, " + _TURNS_SQL.format(col="messages") + ")"
+)
+
+
+def find_curations(db: Path, text: str) -> list[str]:
+    """The curation ids equal to `text`, else those starting with it (a unique prefix names one)."""
+    exact = query(db, "SELECT curation_id FROM curations WHERE curation_id = ?", [text])
+    if exact.height:
+        return exact["curation_id"].to_list()
+    found = query(
+        db,
+        "SELECT curation_id FROM curations WHERE starts_with(curation_id, ?) ORDER BY curation_id LIMIT 10",
+        [text],
+    )
+    return found["curation_id"].to_list()
+
+
+def curation_outcomes(db: Path, curation_id: str) -> pl.DataFrame:
+    """One row per sample the curation read (oversampled copies left out): its id, source row, content hash,
+    `outcome` kept | dropped, the dropping decision's stage, reason and evidence (null when kept), the split
+    of a kept row, and `notes`: the kept=true decisions with a reason (normalized, masked ...) as stage:reason."""
+    return query(
+        db,
+        """WITH s AS (
+               SELECT sample_id, source_row, content_hash FROM samples
+               WHERE curation_id = $cid AND NOT contains(sample_id, '#dup')
+           ), dropped AS (
+               SELECT sample_id, arg_min(stage, rowid) AS stage, arg_min(reason, rowid) AS reason,
+                      arg_min(evidence, rowid) AS evidence
+               FROM decisions WHERE curation_id = $cid AND NOT kept GROUP BY sample_id
+           ), finals AS (
+               SELECT sample_id, any_value(evidence) AS split FROM decisions
+               WHERE curation_id = $cid AND stage = 'final' GROUP BY sample_id
+           ), notes AS (
+               SELECT sample_id, string_agg(stage || ':' || reason, ', ' ORDER BY rowid) AS notes
+               FROM decisions
+               WHERE curation_id = $cid AND kept AND stage <> 'final' AND reason IS NOT NULL
+               GROUP BY sample_id
+           )
+           SELECT s.sample_id, s.source_row, s.content_hash,
+                  CASE WHEN dropped.sample_id IS NULL THEN 'kept' ELSE 'dropped' END AS outcome,
+                  dropped.stage, dropped.reason, dropped.evidence,
+                  replace(finals.split, 'split=', '') AS split, notes.notes
+           FROM s LEFT JOIN dropped USING (sample_id) LEFT JOIN finals USING (sample_id)
+                  LEFT JOIN notes USING (sample_id)
+           ORDER BY s.source_row, s.sample_id""",
+        {"cid": curation_id},
+    )
+
+
+def curation_reason_counts(db: Path, curation_id: str) -> pl.DataFrame:
+    """Rows per (stage, reason, kept) of one curation: every drop, and every kept row a stage annotated
+    (normalized, masked, oversampled); the terminal `final` decisions are left out."""
+    return query(
+        db,
+        """SELECT stage, reason, kept, count(*) AS n FROM decisions
+           WHERE curation_id = $cid AND stage <> 'final' AND (NOT kept OR reason IS NOT NULL)
+           GROUP BY ALL ORDER BY n DESC, stage, reason""",
+        {"cid": curation_id},
+    )
+
+
+def sample_texts(db: Path, curation_id: str, sample_ids: list[str]) -> pl.DataFrame:
+    """(sample_id, text) of the given samples of one curation: every text field joined by newlines."""
+    return query(
+        db,
+        f"""SELECT sample_id, {SAMPLE_TEXT_SQL} AS text FROM samples
+            WHERE curation_id = $cid AND list_contains($ids, sample_id)""",
+        {"cid": curation_id, "ids": sample_ids},
+    )
+

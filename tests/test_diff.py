@@ -1,0 +1,144 @@
+"""`tunelab diff`: two real curations of one small file (different stages) and of an edited copy, written to a
+warehouse by the real pipeline; the rows whose decision must change are known in advance."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tunelab.curate.config import CurateConfig
+from tunelab.curate.diff_commands import compare
+from tunelab.curate.pipeline import curate_dataset
+from tunelab.records.config import DatasetConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+ROWS = [
+    ("서울의 인구는 몇 명인가요?", "서울의 인구는 약 천만 명입니다."),  # 0 kept on both sides
+    ("서울의 인구는 몇 명인가요?", "서울의 인구는 약 천만 명입니다."),  # 1 exact dup of 0 in A; kept in B
+    ("주말에 뭐 할까요?", "네"),  # 2 kept in A; too short in B
+    ("괜찮아요?", "응"),  # 3 kept in A (first of a dup pair); too short in B
+    ("괜찮아요?", "응"),  # 4 exact dup of 3 in A; too short in B: same row, another reason
+    ("김치찌개 끓이는 법을 알려주세요.", "돼지고기와 김치를 볶은 뒤 물을 붓고 끓입니다."),  # 5 kept
+]
+# A drops exact duplicates; B drops responses under 5 characters and keeps duplicates
+STAGES_A = ["schema", "normalize", "exact", "split"]
+STAGES_B = ["schema", "normalize", "length", "split"]
+
+
+def write_rows(path: Path, rows: list[tuple[str, str]]) -> Path:
+    lines = [json.dumps({"prompt": p, "response": r}, ensure_ascii=False) for p, r in rows]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def curate(path: Path, workspace: Path, stages: list[str], name: str = "tiny") -> str:
+    cfg = CurateConfig(
+        stages=stages, length={"min_chars": {"response": 5}}, split={"val_ratio": 0.0, "stratify": None}
+    )
+    result = curate_dataset(DatasetConfig(path=path, name=name), cfg, workspace, show_progress=False)
+    return result.curation_id
+
+
+@pytest.fixture(scope="module")
+def curations(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    root = tmp_path_factory.mktemp("diff")
+    workspace = root / "ws"
+    data = write_rows(root / "tiny.jsonl", ROWS)
+    # the same file with a new first line: every row moves one row down (its sample id changes)
+    edited = write_rows(
+        root / "tiny_edited.jsonl", [("새로 넣은 질문입니다", "새로 넣은 답변입니다.")] + ROWS
+    )
+    ids = {
+        "a": curate(data, workspace, STAGES_A),
+        "b": curate(data, workspace, STAGES_B),
+        "edited": curate(edited, workspace, STAGES_A),
+    }
+    return {"workspace": workspace, "db": workspace / "tunelab.duckdb", **ids}
+
+
+def test_known_rows_change_with_both_reasons(curations: dict) -> None:
+    found = compare(curations["db"], curations["a"], curations["b"])
+    assert (found.paired_by_id, found.paired_by_content, found.added.height, found.removed.height) == (
+        6,
+        0,
+        0,
+        0,
+    )
+    assert found.change_counts == {"kept_to_dropped": 2, "dropped_to_kept": 1, "reason_changed": 1}
+    changes = {row["sample_id_b"]: row for row in found.changes.to_dicts()}
+    assert set(changes) == {"tiny:1", "tiny:2", "tiny:3", "tiny:4"}
+    assert changes["tiny:1"]["change"] == "dropped_to_kept"
+    assert (changes["tiny:1"]["stage_a"], changes["tiny:1"]["reason_a"]) == ("exact", "exact_dup")
+    assert changes["tiny:1"]["stage_b"] is None
+    for sid in ("tiny:2", "tiny:3"):
+        assert changes[sid]["change"] == "kept_to_dropped"
+        assert changes[sid]["stage_a"] is None
+        assert changes[sid]["stage_b"] == "length" and "response" in changes[sid]["reason_b"]
+    four = changes["tiny:4"]
+    assert four["change"] == "reason_changed"
+    assert (four["stage_a"], four["reason_a"]) == ("exact", "exact_dup")
+    assert four["stage_b"] == "length" and four["reason_b"].startswith("too_short")
+    reasons = {(r["stage"], r["reason"]): (r["a"], r["b"], r["delta"]) for r in found.reasons.to_dicts()}
+    assert reasons[("exact", "exact_dup")] == (2, 0, -2)
+    length_reason = next(key for key in reasons if key[0] == "length")
+    assert reasons[length_reason] == (0, 3, 3)
+    # the same curation against itself: nothing changed
+    same = compare(curations["db"], curations["a"], curations["a"])
+    assert same.changes.height == 0 and same.reasons["delta"].abs().sum() == 0
+
+
+def test_rows_of_an_edited_file_pair_by_content(curations: dict) -> None:
+    found = compare(curations["db"], curations["a"], curations["edited"])
+    # a line inserted on top renumbers every row: aligned by content, each row meets its old self
+    assert (found.paired_by_id, found.paired_by_content, found.content_changed) == (0, 6, 0)
+    assert found.added["sample_id"].to_list() == ["tiny:0"] and found.removed.height == 0
+    assert found.changes.height == 0  # the same rows got the same decisions (the first copy kept)
+    assert found.as_dict()["added_rows"] == [
+        {"sample_id": "tiny:0", "outcome": "kept", "stage": None, "reason": None}
+    ]
+
+
+def test_renamed_dataset_pairs_by_content(tmp_path: Path) -> None:
+    data = write_rows(tmp_path / "tiny.jsonl", ROWS)
+    edited = write_rows(tmp_path / "more.jsonl", [("새로 넣은 질문입니다", "새로 넣은 답변입니다.")] + ROWS)
+    a = curate(data, tmp_path / "ws", STAGES_A, name="tiny")
+    b = curate(edited, tmp_path / "ws", STAGES_A, name="more")
+    found = compare(tmp_path / "ws" / "tunelab.duckdb", a, b)
+    assert (found.paired_by_id, found.paired_by_content) == (0, 6)
+    assert found.added["sample_id"].to_list() == ["more:0"] and found.removed.height == 0
+    assert found.changes.height == 0  # the same rows got the same decisions
+    assert any("different datasets" in note for note in found.notes)
+
+
+def tunelab(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "tunelab.cli", *args], capture_output=True, text=True, env=env, timeout=120
+    )
+
+
+def test_cli_json_table_and_unknown_id(curations: dict) -> None:
+    ws = str(curations["workspace"])
+    result = tunelab("diff", curations["a"], curations["b"], "-w", ws, "--format", "json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["changes"] == {"kept_to_dropped": 2, "dropped_to_kept": 1, "reason_changed": 1}
+    assert {row["sample_id_b"] for row in data["changed_rows"]} == {"tiny:1", "tiny:2", "tiny:3", "tiny:4"}
+
+    table = tunelab("diff", curations["a"][:-3], curations["b"], "-w", ws)  # a unique prefix names it
+    assert table.returncode == 0, table.stderr
+    assert "kept → dropped" in table.stdout and "exact · exact_dup" in table.stdout
+    assert "주말에 뭐 할까요?" in table.stdout  # the changed row's text
+
+    missing = tunelab("diff", "no-such-curation", curations["b"], "-w", ws)
+    assert missing.returncode == 2 and missing.stdout == ""
+    lines = missing.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: CURATION_A: no curation 'no-such-curation'")
+    ambiguous = tunelab("diff", "tiny-", curations["b"], "-w", ws)
+    assert ambiguous.returncode == 2 and "give more of it" in ambiguous.stderr
