@@ -30,9 +30,13 @@ from tunelab.curate.config import (
     CurateConfig,
     DecontaminateSettings,
     ExactSettings,
+    LanguageSettings,
     LengthSettings,
     MinhashSettings,
     NormalizeSettings,
+    PairsSettings,
+    PiiSettings,
+    QualitySettings,
     SchemaSettings,
     SemanticSettings,
     SplitSettings,
@@ -55,6 +59,11 @@ WORDS = [
     "hello",
     "world",
     "ＡＢＣ",
+    "010-1234-5678",  # language and pii act on these
+    "kim@naver.com",
+    "これは日本語",
+    "아아아아아아아아아",  # quality acts on these
+    "<|endoftext|>",
 ]
 TEXT = st.lists(st.sampled_from(WORDS), max_size=14).map(" ".join)
 VALUE = st.one_of(
@@ -118,6 +127,12 @@ SETTINGS = {
     "normalize": st.sampled_from(
         [NormalizeSettings(), NormalizeSettings(unicode="NFKC", collapse_whitespace=False)]
     ),
+    "language": st.sampled_from(
+        [LanguageSettings(), LanguageSettings(allow=["ko"], min_hangul_ratio=0.6, min_letters=1)]
+    ),
+    "pii": st.sampled_from([PiiSettings(), PiiSettings(action="drop", kinds=["phone", "email"])]),
+    "pairs": st.just(PairsSettings()),  # kind sft here: it skips itself (tests/test_signals_pairs.py for dpo)
+    "quality": st.sampled_from([QualitySettings(), QualitySettings(flag_only=["repetition"], ngram=3)]),
     "length": st.just(LengthSettings(min_chars={"response": 3}, max_chars={"prompt": 40})),
     "exact": st.sampled_from([ExactSettings(), ExactSettings(keep="longest")]),
     "minhash": st.sampled_from([MinhashSettings(ngram=3, threshold=0.5), MinhashSettings(keep="longest")]),
