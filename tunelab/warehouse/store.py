@@ -21,6 +21,7 @@ from tunelab.errors import UserError
 from tunelab.warehouse.connection import read_connection, relation_to_polars, utcnow, write_connection
 
 __all__ = [
+    "add_pair_review",
     "add_review",
     "finish_run",
     "get_curation",
@@ -379,6 +380,58 @@ def add_review(
             "INSERT INTO reviews (eval_id, model, sample_id, rating, comment, created_at, reviewer) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
             [eval_id, model, sample_id, rating, comment, utcnow(), reviewer[:200]],
+        )
+
+
+# what a blind A/B rater may answer besides one of the two model names
+TIE = "tie"
+
+
+def add_pair_review(
+    db: Path,
+    eval_id: str,
+    sample_id: str,
+    left_model: str,
+    right_model: str,
+    winner: str,
+    comment: str | None = None,
+    reviewer: str | None = None,
+) -> None:
+    """A person's blind choice between two models' answers to one prompt: `winner` is one of the two model
+    names or 'tie'. The pair is stored in sorted order (model_a < model_b) so ratings of the same pair shown
+    either way round group together; `left_model` keeps which answer the reviewer saw on the left."""
+    if left_model == right_model:
+        raise UserError(f"pair review: the two models must differ, got '{left_model}' twice")
+    if TIE in (left_model, right_model):
+        raise UserError(f"pair review: a model named '{TIE}' can't be told apart from a tie")
+    if winner not in (left_model, right_model, TIE):
+        raise UserError(
+            f"pair review: winner must be '{left_model}', '{right_model}' or '{TIE}', got {winner!r}"
+        )
+    if comment is not None and len(comment) > MAX_REVIEW_COMMENT_CHARS:
+        raise UserError(
+            f"pair review: the comment has {len(comment):,} characters; at most {MAX_REVIEW_COMMENT_CHARS:,}"
+        )
+    reviewer = (reviewer or "").strip() or default_reviewer()
+    model_a, model_b = sorted((left_model, right_model))
+    with write_connection(db) as con:
+        found = {
+            row[0]
+            for row in con.execute(
+                "SELECT DISTINCT model FROM predictions WHERE eval_id = ? AND sample_id = ? AND model IN (?, ?)",
+                [eval_id, sample_id, model_a, model_b],
+            ).fetchall()
+        }
+        missing = [m for m in (model_a, model_b) if m not in found]
+        if missing:
+            raise UserError(
+                f"pair review: no prediction of model '{missing[0]}' for sample '{sample_id}' "
+                f"in evaluation '{eval_id}'"
+            )
+        con.execute(
+            "INSERT INTO pair_reviews (eval_id, sample_id, model_a, model_b, left_model, winner, reviewer, "
+            "comment, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [eval_id, sample_id, model_a, model_b, left_model, winner, reviewer[:200], comment, utcnow()],
         )
 
 
