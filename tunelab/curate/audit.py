@@ -13,7 +13,7 @@ from typing import Any
 
 import polars as pl
 
-from tunelab.curate import minhash, semantic
+from tunelab.curate import minhash, pii, semantic
 from tunelab.curate.calibrate import examples_above
 from tunelab.curate.common import StageContext, keep_order, with_content
 from tunelab.curate.config import CurateConfig
@@ -22,11 +22,18 @@ from tunelab.curate.pipeline import curate_frame, eval_content, run_stages
 from tunelab.curate.report import quarantine_lines, summary
 from tunelab.curate.result import CurationResult
 from tunelab.records.config import DatasetConfig
+from tunelab.records.fields import content_text
 from tunelab.records.loader import load_dataset_records
 from tunelab.workspace import Workspace
 
 # the stages a threshold sweep measures after: everything that runs before the near-dup stages
 BEFORE_NEAR_DUP = ("schema", "normalize", "length", "exact")
+# the stages that measure each row (curate/language.py, pii.py, quality.py, pairs.py): an audit without a
+# recipe runs them too, so a first look at a file reports language mix, personal information, degenerate
+# text and broken preference pairs
+SIGNAL_STAGES = ("pairs", "language", "pii", "quality")
+EXAMPLES_PER_REASON = 3
+EXAMPLE_CHARS = 240
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,8 @@ class Sweep:
 class Audit:
     result: CurationResult
     sweep: Sweep | None = None
+    # rows per (stage, reason, kept) with the first EXAMPLES_PER_REASON rows' text (reason_examples)
+    examples: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self, quarantined: int = 10) -> dict[str, Any]:
         """The audit as plain data (`--format json`): counts, reasons, stages, labels, the rendered token
@@ -59,6 +68,7 @@ class Audit:
         data["labels"] = stats.get("labels", {})  # rows per label read and kept
         if "tokens_rendered" in stats:  # with curate.length.tokenizer: kept rows as training renders them
             data["tokens_rendered"] = stats["tokens_rendered"]
+        data["reason_examples"] = self.examples
         if self.sweep is not None:
             data["sweep"] = {
                 "after": self.sweep.after,
@@ -74,8 +84,10 @@ def dataset_name_for(path: Path) -> str:
 
 
 def default_config(semantic: bool = False) -> CurateConfig:
-    """The stages an audit runs without a recipe: the checks and exact/MinHash dedup (+ semantic when asked)."""
-    stages = ["schema", "normalize", "length", "exact", "minhash"] + (["semantic"] if semantic else [])
+    """The stages an audit runs without a recipe: the checks, the signal stages (language, personal
+    information, quality, preference pairs) and exact/MinHash dedup (+ semantic when asked)."""
+    stages = ["schema", "normalize", *SIGNAL_STAGES, "length", "exact", "minhash"]
+    stages += ["semantic"] if semantic else []
     return CurateConfig(stages=stages)
 
 
@@ -114,6 +126,48 @@ def threshold_sweep(
     return sweep
 
 
+def reason_examples(
+    decisions: pl.DataFrame,
+    loaded: pl.DataFrame,
+    kind: str,
+    per_reason: int = EXAMPLES_PER_REASON,
+    rrn_checksum: bool = True,
+) -> list[dict[str, Any]]:
+    """Rows per (stage, reason, kept) — every drop and every kept row a stage annotated (normalized,
+    masked) — each with its first `per_reason` rows in source order: sample id, evidence and text.
+
+    The text is the row as read (prompt and answer, every turn of a conversation), whitespace collapsed,
+    cut to EXAMPLE_CHARS, with any personal information found in it replaced by <PII:kind>: an audit is
+    printed and pasted into tickets, and must not carry the values the pii stage exists to keep out."""
+    marked = decisions.filter(
+        (pl.col("stage") != "final")
+        & (~pl.col("kept") | pl.col("reason").is_not_null())
+        & ~pl.col("sample_id").str.contains("#dup", literal=True)  # oversampled copies: not rows read
+    ).with_columns(pl.int_range(pl.len()).alias("written"))
+    if marked.height == 0:
+        return []
+    texts = dict(loaded.select("sample_id", content_text(kind)).iter_rows())
+    groups = (
+        marked.group_by("stage", "reason", "kept")
+        .agg(pl.len().alias("count"), pl.col("written").min().alias("first"), pl.all().head(per_reason))
+        .sort(["kept", "count", "first"], descending=[False, True, False])
+    )
+    found = []
+    for row in groups.iter_rows(named=True):
+        examples = []
+        for sample_id, evidence in zip(row["sample_id"], row["evidence"], strict=True):
+            text = " ".join((texts.get(sample_id) or "").split())
+            text = pii.mask(text, pii.find(text, rrn_checksum=rrn_checksum))
+            if len(text) > EXAMPLE_CHARS:
+                text = text[: EXAMPLE_CHARS - 1] + "…"
+            examples.append({"sample_id": sample_id, "evidence": evidence, "text": text})
+        found.append(
+            {"stage": row["stage"], "reason": row["reason"], "kept": row["kept"], "count": int(row["count"]),
+             "examples": examples}
+        )  # fmt: skip
+    return found
+
+
 def audit(
     dataset: DatasetConfig,
     curate: CurateConfig,
@@ -133,8 +187,10 @@ def audit(
         workspace, eval_rows=eval_rows, show_progress=show_progress, ctx=ctx,
     )  # fmt: skip
     result.report["source"] = loaded.source  # how the file was read (format, encoding, notes)
+    checksum = curate.pii.rrn_checksum if hasattr(curate, "pii") else True
+    examples = reason_examples(result.decisions, loaded.frame, dataset.kind, rrn_checksum=checksum)
     if not (minhash_thresholds or semantic_thresholds):
-        return Audit(result)
+        return Audit(result, examples=examples)
     sweep_ctx = StageContext(
         kind=dataset.kind,
         dataset_name=dataset.name,
@@ -142,4 +198,4 @@ def audit(
         show_progress=show_progress,
     )
     sweep = threshold_sweep(loaded.frame, curate, sweep_ctx, minhash_thresholds, semantic_thresholds)
-    return Audit(result, sweep)
+    return Audit(result, sweep, examples)

@@ -124,6 +124,29 @@ def _clip(text: str, width: int = 40) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def _examples_table(examples: list[dict]) -> Table:
+    """Rows per reason with the first examples of each: sample id, evidence and text, all as plain text
+    (dataset text and evidence never read as rich markup)."""
+    from rich.text import Text
+
+    table = Table(title="reasons with examples (text as read; personal information shown as <PII:kind>)")
+    table.add_column("stage · reason", overflow="fold")
+    table.add_column("rows", justify="right")
+    table.add_column("examples: sample · evidence · text", overflow="fold")
+    for group in examples:
+        why = f"{group['stage']} · {group['reason'] or '(none)'}" + ("" if not group["kept"] else " (kept)")
+        shown = Text()
+        for i, example in enumerate(group["examples"]):
+            if i:
+                shown.append("\n")
+            shown.append(example["sample_id"], style="bold")
+            if example["evidence"]:
+                shown.append(f" · {example['evidence']}", style="dim")
+            shown.append(f"\n  {example['text']}")
+        table.add_row(Text(why), f"{group['count']:,}", shown)
+    return table
+
+
 def _print_audit(found: Audit, file: Path) -> None:
     from tunelab.curate.report import quarantine_lines, report_markdown
 
@@ -138,6 +161,8 @@ def _print_audit(found: Audit, file: Path) -> None:
         for row in quarantine_lines(result.quarantine, 10):
             table.add_row(str(row["line"]), escape(row["error"]), escape(row["raw"]))
         console.print(table)
+    if found.examples:
+        console.print(_examples_table(found.examples))
     if found.sweep is not None:
         sweep = Table(
             title=f"threshold sweep on {found.sweep.rows:,} rows after {', '.join(found.sweep.after)}"
