@@ -22,6 +22,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 from tunelab.errors import UserError  # noqa: E402
 from tunelab.modeling.loading import checkpointing_alias_ignored  # noqa: E402
 from tunelab.recipe import Recipe, parse_recipe  # noqa: E402
+from tunelab.warehouse import store  # noqa: E402
 from tunelab.workspace import Workspace  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -284,12 +285,13 @@ def test_cli_train_prints_the_run_id_alone_on_stdout(tiny_model: Path, tmp_path:
     assert "--curation: no curated data for 'cur-cli-ok'" in done.stderr and done.stdout == ""
     done = subprocess.run(
         [sys.executable, "-m", "tunelab.cli", "train", "sft", str(recipe), "-w", str(tmp_path),
-         "--curation", curation],
+         "--curation", curation, "--note", "4 steps, r=8"],
         capture_output=True, text=True, cwd=REPO, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     run_id = done.stdout.strip()
     assert done.stdout == run_id + "\n" and run_id.startswith("sft-")
+    assert store.get_run(tmp_path / "tunelab.duckdb", run_id)["note"] == "4 steps, r=8"
     assert re.search(rf"^train {run_id} step  4/4 \(100%\)  \d+ s  loss \d+\.\d{{4}}$", done.stderr, re.M), (
         done.stderr
     )

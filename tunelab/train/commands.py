@@ -29,6 +29,12 @@ ResumeOption = Annotated[
 MergeOption = Annotated[
     bool, typer.Option("--merge", help="also write the merged full model next to the adapter")
 ]
+NoteOption = Annotated[
+    str | None,
+    typer.Option(
+        "--note", help='what this run tries, in your words ("lr 1e-4, persona v2"); `tunelab runs` shows it'
+    ),
+]
 
 
 def _print_result(result: object) -> None:
@@ -55,12 +61,15 @@ def sft_command(
     ] = None,
     resume: ResumeOption = None,
     merge: MergeOption = False,
+    note: NoteOption = None,
 ) -> None:
     """Supervised fine-tuning of a LoRA adapter on the recipe's curated dataset; prints the run id."""
     from tunelab.train.sft import run_sft
 
     recipe = load_recipe(recipe_path)
-    result = run_sft(recipe, recipe.workspace_at(workspace), curation_id=curation, resume=resume, merge=merge)
+    result = run_sft(
+        recipe, recipe.workspace_at(workspace), curation_id=curation, resume=resume, merge=merge, note=note
+    )
     _print_result(result)
 
 
@@ -81,6 +90,7 @@ def dpo_command(
     ] = None,
     resume: ResumeOption = None,
     merge: MergeOption = False,
+    note: NoteOption = None,
 ) -> None:
     """DPO on top of an SFT adapter (the SFT policy is the reference); prints the run id."""
     from tunelab.train.dpo import run_dpo
@@ -95,6 +105,7 @@ def dpo_command(
         curation_id=curation,
         resume=resume,
         merge=merge,
+        note=note,
     )
     _print_result(result)
 

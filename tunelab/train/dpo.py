@@ -49,6 +49,7 @@ def run_dpo(
     resume: str | None = None,
     merge: bool = False,
     show_progress: bool = True,
+    note: str | None = None,
 ) -> runs.RunResult:
     """Continue the adapter of SFT run `from_run` with DPO on the latest curation of recipe.train.dpo.dataset."""
     train_cfg = runs.require_train(recipe)
@@ -68,7 +69,16 @@ def run_dpo(
         return parent["base_model"], parent.get("base_revision")
 
     prepared = runs.prepare_run(
-        recipe, workspace, "dpo", dataset, curation_id, resume, show_progress, base_model, parent["run_id"]
+        recipe,
+        workspace,
+        "dpo",
+        dataset,
+        curation_id,
+        resume,
+        show_progress,
+        base_model,
+        parent["run_id"],
+        note=note,
     )
     with runs.warehouse_run(db, prepared.run, resuming=prepared.resuming):
         return _train(recipe, workspace, prepared, sft_adapter, merge, show_progress)

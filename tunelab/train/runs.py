@@ -215,9 +215,11 @@ def prepare_run(
     show_progress: bool,
     base_model: Callable[[pl.DataFrame, dict[str, Any] | None], tuple[str, str | None]],
     parent_run_id: str | None = None,
+    note: str | None = None,
 ) -> PreparedRun:
     """The one run set-up of SFT and DPO: resume target or new id, the curation and its splits, the run folder
-    and the warehouse row to start. `base_model(train_frame, previous)` gives (base model, revision)."""
+    and the warehouse row to start. `base_model(train_frame, previous)` gives (base model, revision);
+    `note` is the user's words about the run (`--note`), shown by `tunelab runs`."""
     workspace.ensure_writable()
     quiet_libraries()
     previous = resume_target(workspace.warehouse, resume, kind) if resume else None
@@ -244,6 +246,7 @@ def prepare_run(
         "git_sha": git_sha(),
         "output_dir": str(out_dir),
         "started_at": None,
+        "note": note,
     }
     return PreparedRun(run, train_frame, val_frame, previous)
 

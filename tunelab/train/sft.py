@@ -48,8 +48,10 @@ def run_sft(
     resume: str | None = None,
     merge: bool = False,
     show_progress: bool = True,
+    note: str | None = None,
 ) -> runs.RunResult:
-    """Train an SFT adapter on a curation of recipe.dataset; `resume` is the id of an interrupted run."""
+    """Train an SFT adapter on a curation of recipe.dataset; `resume` is the id of an interrupted run;
+    `note` is stored with the run (`tunelab runs` shows it)."""
     train_cfg = runs.require_train(recipe)
     workspace = as_workspace(workspace)
     kind = recipe.dataset.kind
@@ -63,7 +65,7 @@ def run_sft(
         return resolve_base_model(train_cfg, workspace, texts), train_cfg.revision
 
     prepared = runs.prepare_run(
-        recipe, workspace, "sft", recipe.dataset, curation_id, resume, show_progress, base_model
+        recipe, workspace, "sft", recipe.dataset, curation_id, resume, show_progress, base_model, note=note
     )
     with runs.warehouse_run(workspace.warehouse, prepared.run, resuming=prepared.resuming):
         return _train(recipe, workspace, prepared, merge, show_progress)

@@ -16,16 +16,51 @@ OutOption = Annotated[
     Path | None, typer.Option("--out", help="write the result to this file instead of stdout")
 ]
 
-RUNS_SQL = """
+# the metric `tunelab runs` headlines, in order of preference: the first one an evaluation of the run has
+HEADLINE_METRICS = ("rougeL", "chrf_corpus", "cosine", "judge", "label_acc")
+
+RUNS_SQL = f"""
 WITH last_loss AS (
     SELECT run_id, arg_max(loss, step) AS final_loss, max(step) AS steps
     FROM train_log WHERE loss IS NOT NULL GROUP BY run_id
+),
+-- the latest evaluation that generated with each run's adapter, and the model name it used there
+latest_eval AS (
+    SELECT p.run_id, arg_max(p.eval_id, e.created_at) AS eval_id, arg_max(p.model, e.created_at) AS model
+    FROM (SELECT DISTINCT eval_id, model, run_id FROM predictions WHERE run_id IS NOT NULL) p
+    JOIN evals e USING (eval_id)
+    GROUP BY p.run_id
+),
+headline AS (
+    SELECT l.run_id, l.eval_id,
+           arg_min(
+               printf('%s %.3f [%.3f, %.3f] n=%d', m.metric, m.value, m.ci_low, m.ci_high, m.n),
+               list_position({list(HEADLINE_METRICS)!r}, m.metric)
+           ) AS headline
+    FROM latest_eval l
+    JOIN eval_metrics m ON m.eval_id = l.eval_id AND m.model = l.model
+    WHERE list_contains({list(HEADLINE_METRICS)!r}, m.metric) AND m.ci_low IS NOT NULL
+    GROUP BY l.run_id, l.eval_id
 )
 SELECT r.run_id, r.kind, r.status, r.curation_id, c.dataset, c.data_version, r.parent_run_id,
-       r.base_model, l.steps, l.final_loss, r.started_at, r.finished_at, r.error
+       r.base_model,
+       concat_ws(' ',
+           'lr=' || json_extract_string(r.recipe, '$.train.' || r.kind || '.learning_rate'),
+           CASE WHEN CAST(json_extract_string(r.recipe, '$.train.' || r.kind || '.max_steps') AS BIGINT) > 0
+                THEN 'steps=' || json_extract_string(r.recipe, '$.train.' || r.kind || '.max_steps')
+                ELSE 'epochs=' || json_extract_string(r.recipe, '$.train.' || r.kind || '.epochs') END,
+           'batch=' || json_extract_string(r.recipe, '$.train.' || r.kind || '.batch_size') || 'x'
+               || json_extract_string(r.recipe, '$.train.' || r.kind || '.grad_accum'),
+           'max_len=' || json_extract_string(r.recipe, '$.train.' || r.kind || '.max_length'),
+           'r=' || json_extract_string(r.recipe, '$.train.lora.r'),
+           CASE WHEN r.kind = 'dpo' THEN 'beta=' || json_extract_string(r.recipe, '$.train.dpo.beta') END
+       ) AS hyperparameters,
+       l.steps, l.final_loss, h.headline AS latest_eval, h.eval_id, r.note,
+       r.started_at, r.finished_at, r.error
 FROM runs r
 LEFT JOIN curations c USING (curation_id)
 LEFT JOIN last_loss l USING (run_id)
+LEFT JOIN headline h USING (run_id)
 ORDER BY r.started_at, r.run_id
 """
 
@@ -64,7 +99,8 @@ def runs_command(
     warehouse: WarehouseOption = None,
     fmt: ResultFormatOption = ResultFormat.table,
 ) -> None:
-    """List training runs with their lineage: curation, data version, parent run, base model, final loss."""
+    """List training runs: lineage (curation, data version, parent run, base model), key hyperparameters,
+    final loss, the latest evaluation's headline metric with its interval, and the run's --note."""
     from tunelab.warehouse.store import query
     from tunelab.warehouse.usersql import write_result
 
