@@ -58,6 +58,7 @@ class MetricName(StrEnum):
     chrf = "chrf"
     cosine = "cosine"
     label_acc = "label_acc"
+    korean_answer_rate = "korean_answer_rate"  # share of answers in Korean (curate/language.py)
 
 
 WorkspaceOption = Annotated[

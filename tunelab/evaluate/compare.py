@@ -16,13 +16,16 @@ import polars as pl
 from tunelab.evaluate import stats
 
 # what the table shows (precision/recall and per-sample means stay in eval_metrics for queries)
-TABLE_METRICS = ("rouge1", "rouge2", "rougeL", "bleu_corpus", "chrf_corpus", "cosine", "label_acc")
+TABLE_METRICS = (
+    "rouge1", "rouge2", "rougeL", "bleu_corpus", "chrf_corpus", "cosine", "label_acc", "korean_answer_rate",
+)  # fmt: skip
 TABLE_LABELS = {
     "bleu_corpus": "BLEU (corpus)",
     "chrf_corpus": "chrF (corpus)",
     "bleu": "BLEU (mean of sentences)",
     "chrf": "chrF (mean of sentences)",
     "label_acc": "persona acc",
+    "korean_answer_rate": "Korean answers",
 }
 
 

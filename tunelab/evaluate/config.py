@@ -29,8 +29,8 @@ class EvaluateConfig(Strict):
     # each: "base", "sft", "dpo" (latest run of that kind for this recipe), a run id, or an adapter/model path
     models: list[str] = Field(default_factory=lambda: ["base", "sft", "dpo"])
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
-    metrics: list[Literal["rouge", "bleu", "chrf", "cosine", "label_acc"]] = Field(
-        default_factory=lambda: ["rouge", "bleu", "chrf", "cosine", "label_acc"]
+    metrics: list[Literal["rouge", "bleu", "chrf", "cosine", "label_acc", "korean_answer_rate"]] = Field(
+        default_factory=lambda: ["rouge", "bleu", "chrf", "cosine", "label_acc", "korean_answer_rate"]
     )
     rouge_tokenizer: Literal["auto", "kiwi", "whitespace", "char"] = "auto"
     embedding_model: str = "e5-small"

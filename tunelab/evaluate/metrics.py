@@ -23,6 +23,7 @@ from typing import Any
 
 import polars as pl
 
+from tunelab.curate.language import languages_of
 from tunelab.embeddings.loader import embed_cached, load_embedder
 from tunelab.evaluate.tokenizers import has_hangul, resolve_tokenizer_name, rouge_tokenizer
 
@@ -282,7 +283,21 @@ def _score_one_model(
         # an empty answer embeds close to everything (0.82 against the demo references): it scores 0
         values = [0.0 if not pred.strip() else value for pred, value in zip(preds, values, strict=True)]
         rows.append(("cosine", values, f"cosine|emb:{embedding_model}", _mean(values)))
+    if KOREAN_ANSWER_RATE in metrics:
+        values = korean_answers(preds)
+        rows.append((KOREAN_ANSWER_RATE, values, KOREAN_ANSWER_SIGNATURE, _mean(values)))
     return rows
+
+
+# share of answers in Korean: 1.0 per prediction the language stage would call Korean (Hangul ratio >= 0.5,
+# else lingua among ko/en/ja/zh, code blocks and URLs not counted); no letters (or degenerate) = not Korean
+KOREAN_ANSWER_RATE = "korean_answer_rate"
+KOREAN_ANSWER_SIGNATURE = "language:hangul>=0.5|lingua-low:ko,en,ja,zh|expected:ko"
+
+
+def korean_answers(predictions: Sequence[str], expected: str = "ko") -> list[float]:
+    """1.0 for each prediction whose detected language is `expected` (ko), else 0.0."""
+    return [1.0 if lang == expected else 0.0 for lang in languages_of(predictions)]
 
 
 DEGENERATE_METRIC = "degenerate"

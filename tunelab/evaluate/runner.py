@@ -56,9 +56,10 @@ if TYPE_CHECKING:
     from tunelab.recipe import Recipe
 
 DEFAULT_EMBEDDING_MODEL = "e5-small"
-DEFAULT_METRICS = ("rouge", "bleu", "chrf", "cosine", "label_acc")
+# korean_answer_rate: ~35k answers/s (Hangul ratio first, lingua for the rest), so it is always computed
+DEFAULT_METRICS = ("rouge", "bleu", "chrf", "cosine", "label_acc", "korean_answer_rate")
 # a file of someone's predictions: persona accuracy needs training labels, so only when asked for
-SCORE_DEFAULT_METRICS = ("rouge", "bleu", "chrf", "cosine")
+SCORE_DEFAULT_METRICS = ("rouge", "bleu", "chrf", "cosine", "korean_answer_rate")
 
 
 @dataclass
