@@ -306,3 +306,13 @@ def run(frame: pl.DataFrame, cfg: LanguageSettings, ctx: StageContext) -> StageO
     }
     result = survivors(frame, out)
     return StageOutput(result.frame, result.decisions, signals=signals(measured, sample_ids))
+
+
+def languages_of(texts: Sequence[str], cfg: LanguageSettings | None = None) -> list[str]:
+    """The language code of each text as the stage decides it (Hangul shortcut, then lingua), `none` for a
+    text without letters: evaluation's korean_answer_rate uses the same decision as curation."""
+    cfg = cfg or LanguageSettings()
+    texts_frame = pl.DataFrame({"text": list(texts)}, schema={"text": pl.String}).with_columns(
+        row=pl.int_range(pl.len(), dtype=pl.UInt32)
+    )
+    return measure(texts_frame.with_columns(pl.col("text").fill_null("")), cfg)["lang"].to_list()
