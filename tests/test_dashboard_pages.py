@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
-from test_dashboard_queries import EVAL, KOREAN_NEAR_DUP, KOREAN_PROMPT, build_warehouse
+from test_dashboard_queries import CURATION, EVAL, KOREAN_NEAR_DUP, KOREAN_PROMPT, build_warehouse
 
-from tunelab.dashboards import console
+from tunelab.dashboards import console, queries
 from tunelab.warehouse import store
 
 PAGES = Path(__file__).resolve().parents[1] / "tunelab" / "dashboards" / "views"
@@ -185,6 +185,9 @@ def test_sql_page_examples_results_errors_and_csv(db: Path) -> None:
 def test_example_button_fills_and_runs_the_query(db: Path) -> None:
     at = run_page("sql")
     title, sql = console.example_queries()[1]
+    # the page pins the example to the chosen curation and sample by id (no demo dataset name, no "newest")
+    sql = queries.pin_example(sql, EVAL, CURATION, queries.example_sample(db, CURATION))
+    assert "dataset = 'demo-persona'" not in sql and f"'{CURATION}'" in sql
     at.button(key="example_1").click().run()
     assert at.button(key="example_1").label == title
     assert at.text_area(key="sql_text").value == sql

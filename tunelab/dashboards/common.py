@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import streamlit as st
 
 from tunelab import safetext
@@ -35,6 +36,8 @@ code, pre, .stCode, textarea[aria-label="SQL"] {
   vertical-align: top; text-align: left; }
 .tl-rows td.tl-text { max-width: 60rem; }
 .tl-score { color: #555; font-size: .85rem; }
+.tl-flag { color: #9a3412; background: #ffedd5; border-radius: .3rem; padding: 0 .35rem; font-size: .85rem;
+  display: inline-block; margin-bottom: .2rem; }
 </style>
 """
 
@@ -123,3 +126,80 @@ def pager(key: str, total: int, page_size: int) -> int:
     column = st.columns([1, 4])[0]
     page = column.number_input(f"Page (of {pages:,})", min_value=1, max_value=pages, value=1, step=1, key=key)
     return (int(page) - 1) * page_size
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _agreement(db: str, stamp: tuple[int, ...], eval_id: str) -> tuple[dict[str, Any], pl.DataFrame, dict[str, Any]]:
+    from tunelab.dashboards import agreement
+
+    votes = queries.pair_votes(Path(db), eval_id)
+    reviewers = votes.filter(pl.col("source") == "reviewer")
+    return (
+        agreement.krippendorff_alpha(reviewers),
+        agreement.pairwise_agreement(votes),
+        agreement.krippendorff_alpha(votes),
+    )
+
+
+def _interval(value: Any, low: Any, high: Any, digits: int = 2) -> str:
+    if value is None:
+        return "—"
+    if low is None or high is None:
+        return f"{value:.{digits}f}"
+    return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def pair_results(db: Path, eval_id: str) -> bool:
+    """Win rates per model pair (blind reviewers pooled, and each LLM judge) with Wilson intervals and n,
+    then agreement: Krippendorff's alpha among reviewers, and Cohen's kappa for every two raters (reviewers
+    and the judge). Returns whether there was anything to show."""
+    rates = q(queries.pair_winrates, db, eval_id)
+    if rates.height == 0:
+        st.caption(
+            "No blind reviews or pairwise judge verdicts for this evaluation yet (Predictions page → "
+            "Blind A/B review, or `metrics: [judge]` with `mode: pairwise`)."
+        )
+        return False
+    shown = rates.with_columns(
+        pl.when(pl.col("source") == "judge").then(pl.lit("LLM judge")).otherwise(pl.lit("reviewers")).alias("by"),
+        (pl.col("model_a") + " vs " + pl.col("model_b")).alias("pair"),
+        (pl.col("wins_a").cast(pl.Utf8) + " / " + pl.col("ties").cast(pl.Utf8) + " / "
+         + pl.col("wins_b").cast(pl.Utf8)).alias("wins / ties / losses"),
+    ).select("by", "pair", "win_rate_a", "ci_low", "ci_high", "wins / ties / losses", "n", "prompts", "raters")  # fmt: skip
+    st.markdown("**Win rates** (first model of the pair over the second; ties count half; 95 % Wilson interval)")
+    st.dataframe(
+        shown,
+        hide_index=True,
+        key=f"winrates_{eval_id}",
+        column_config={
+            "win_rate_a": st.column_config.NumberColumn("win rate", format="%.3f"),
+            "ci_low": st.column_config.NumberColumn("95 % low", format="%.3f"),
+            "ci_high": st.column_config.NumberColumn("95 % high", format="%.3f"),
+        },
+    )
+    alpha, pairs, alpha_all = _agreement(str(db), _stamp(db), eval_id)
+    lines = [
+        f"Krippendorff's alpha among reviewers (nominal): {_interval(alpha['alpha'], alpha['ci_low'], alpha['ci_high'])}"
+        f" · n = {alpha['n']} prompts rated by two or more of {alpha['raters']} reviewers"
+    ]
+    if alpha_all["raters"] > alpha["raters"]:
+        lines.append(
+            f"… with the judge as one more rater: {_interval(alpha_all['alpha'], alpha_all['ci_low'], alpha_all['ci_high'])}"
+            f" · n = {alpha_all['n']}"
+        )
+    st.markdown("**Agreement**  \n" + "  \n".join(esc(line) for line in lines))
+    if pairs.height:
+        st.dataframe(
+            pairs,
+            hide_index=True,
+            key=f"agreement_{eval_id}",
+            column_config={
+                "agreement": st.column_config.NumberColumn("agreement", format="%.2f"),
+                "kappa": st.column_config.NumberColumn("Cohen's κ", format="%.2f"),
+                "kappa_low": st.column_config.NumberColumn("95 % low", format="%.2f"),
+                "kappa_high": st.column_config.NumberColumn("95 % high", format="%.2f"),
+            },
+        )
+    else:
+        st.caption("No two raters have rated the same prompt of the same pair yet: agreement needs overlap.")
+    return True

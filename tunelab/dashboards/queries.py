@@ -8,6 +8,7 @@ read-only connection with external access disabled).
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -234,6 +235,112 @@ def quarantine_rows(db: Path, curation_id: str, limit: int = DEFAULT_LIMIT, offs
     )
 
 
+# ---------------------------------------------------------------- signals (the Audit page's Signals tab)
+
+# a signal is named by its stage, its name and the field it measured (NULL: the whole row)
+_SIGNAL_WHERE = (
+    "curation_id = $cid AND stage = $stage AND signal = $signal AND field IS NOT DISTINCT FROM $field "
+    "AND value IS NOT NULL"
+)
+
+
+def signal_overview(db: Path, curation_id: str) -> pl.DataFrame:
+    """Every signal a curation's stages measured: stage, signal, field, rows measured, min / mean / max."""
+    return run(
+        db,
+        """SELECT stage, signal, field, count(value) AS rows, min(value) AS min, avg(value) AS mean,
+                  max(value) AS max
+           FROM signals WHERE curation_id = $cid GROUP BY ALL ORDER BY stage, signal, field NULLS FIRST""",
+        {"cid": curation_id},
+    )
+
+
+def signal_histogram(
+    db: Path, curation_id: str, stage: str, signal: str, field: str | None, bins: int = 30
+) -> pl.DataFrame:
+    """Equal-width histogram of one signal between its min and max: rows per bin, and how many of them the
+    curation dropped (at any stage) or kept. One value everywhere: a single bin."""
+    return run(
+        db,
+        f"""WITH v AS (
+                SELECT sample_id, value FROM signals WHERE {_SIGNAL_WHERE}
+            ), r AS (
+                SELECT min(value) AS lo, max(value) AS hi FROM v
+            ), dropped AS (
+                SELECT DISTINCT sample_id FROM decisions WHERE curation_id = $cid AND NOT kept
+            ), b AS (
+                SELECT CASE WHEN r.hi > r.lo
+                            THEN least(floor((v.value - r.lo) / (r.hi - r.lo) * $bins), $bins - 1)
+                            ELSE 0 END::BIGINT AS bin,
+                       r.lo, r.hi, v.sample_id IN (SELECT sample_id FROM dropped) AS is_dropped
+                FROM v, r
+            )
+            SELECT bin,
+                   CAST(any_value(lo) + bin * (any_value(hi) - any_value(lo)) / $bins AS DOUBLE) AS bin_start,
+                   CAST(CASE WHEN any_value(hi) > any_value(lo)
+                             THEN any_value(lo) + (bin + 1) * (any_value(hi) - any_value(lo)) / $bins
+                             ELSE any_value(hi) END AS DOUBLE) AS bin_end,
+                   count(*) FILTER (WHERE NOT is_dropped) AS kept,
+                   count(*) FILTER (WHERE is_dropped) AS dropped
+            FROM b GROUP BY bin ORDER BY bin""",
+        {"cid": curation_id, "stage": stage, "signal": signal, "field": field, "bins": bins},
+    )
+
+
+def signal_rows(
+    db: Path,
+    curation_id: str,
+    stage: str,
+    signal: str,
+    field: str | None,
+    low: float,
+    high: float,
+    limit: int = DEFAULT_LIMIT,
+    offset: int = 0,
+) -> pl.DataFrame:
+    """One page of the rows whose signal lies in [low, high], highest value first: the value, what the
+    curation did with the row (the dropping stage and reason, or kept) and its text; `total` repeats the count."""
+    return run(
+        db,
+        f"""WITH page AS (
+                SELECT sample_id, value, count(*) OVER () AS total FROM signals
+                WHERE {_SIGNAL_WHERE} AND value BETWEEN $low AND $high
+                ORDER BY value DESC, sample_id LIMIT $limit OFFSET $offset
+            ), fate AS (
+                SELECT sample_id, arg_min(stage || ' · ' || coalesce(reason, ''), rowid) AS outcome,
+                       arg_min(evidence, rowid) AS evidence
+                FROM decisions
+                WHERE curation_id = $cid AND NOT kept AND list_contains((SELECT list(sample_id) FROM page), sample_id)
+                GROUP BY sample_id
+            )
+            SELECT page.sample_id, page.value, coalesce(fate.outcome, 'kept') AS outcome, fate.evidence,
+                   {store.SAMPLE_TEXT_SQL} AS text, page.total
+            FROM page LEFT JOIN fate USING (sample_id)
+                 LEFT JOIN samples s ON s.curation_id = $cid AND s.sample_id = page.sample_id
+            ORDER BY page.value DESC, page.sample_id""",
+        {"cid": curation_id, "stage": stage, "signal": signal, "field": field, "low": low, "high": high,
+         "limit": limit, "offset": offset},
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------- diff (two curations; tunelab/curate/diff.py)
+
+
+def diff_outcomes(db: Path, curation_id: str) -> pl.DataFrame:
+    """One row per sample read with what the curation did with it (store.curation_outcomes, shared with
+    `tunelab diff`)."""
+    return store.curation_outcomes(db, curation_id)
+
+
+def diff_reason_counts(db: Path, curation_id: str) -> pl.DataFrame:
+    return store.curation_reason_counts(db, curation_id)
+
+
+def diff_texts(db: Path, curation_id: str, sample_ids: list[str]) -> pl.DataFrame:
+    """(sample_id, text) of some samples, every text field (conversation turns included) joined."""
+    return store.sample_texts(db, curation_id, sample_ids)
+
+
 # ---------------------------------------------------------------- runs
 
 
@@ -243,7 +350,7 @@ def runs(db: Path, limit: int = 500) -> pl.DataFrame:
         """SELECT r.run_id, r.kind, r.status, r.curation_id, c.dataset, c.data_version, r.parent_run_id,
                   r.base_model, r.base_revision, r.started_at, r.finished_at,
                   CAST(epoch(r.finished_at) - epoch(r.started_at) AS DOUBLE) AS duration_s,
-                  r.adapter_path, r.error, r.metrics
+                  r.adapter_path, r.error, r.metrics, r.note
            FROM runs r LEFT JOIN curations c USING (curation_id)
            ORDER BY r.started_at DESC NULLS LAST, r.run_id LIMIT $limit""",
         {"limit": limit},
@@ -366,10 +473,12 @@ def prediction_page(
     search: str | None = None,
     limit: int = 10,
     offset: int = 0,
+    baseline: str = BASE_MODEL,
 ) -> pl.DataFrame:
-    """One page of prompts: the chosen model's score on `metric`, base's score and the delta, plus `total`.
+    """One page of prompts: the chosen model's score on `metric`, the baseline's score (base unless
+    another model is named) and the delta, plus `total`.
 
-    A regression is a prompt where `model` scored strictly below base on `metric`.
+    A regression is a prompt where `model` scored strictly below the baseline on `metric`.
     """
     order = PREDICTION_SORTS[sort]  # a whitelist: user input never reaches the SQL text
     return run(
@@ -392,7 +501,7 @@ def prediction_page(
               AND ($search IS NULL OR ids.prompt ILIKE '%' || $search || '%' OR ids.sample_id = $search)
             ORDER BY {order} LIMIT $limit OFFSET $offset""",
         {
-            "eid": eval_id, "metric": metric, "model": model, "base": BASE_MODEL,
+            "eid": eval_id, "metric": metric, "model": model, "base": baseline,
             "regressions": regressions_only, "label": label, "search": search or None,
             "limit": limit, "offset": offset,
         },
@@ -425,3 +534,174 @@ def latest_reviews(db: Path, eval_id: str, sample_ids: list[str]) -> pl.DataFram
            QUALIFY row_number() OVER (PARTITION BY model, sample_id ORDER BY created_at DESC) = 1""",
         {"eid": eval_id, "ids": sample_ids},
     )
+
+
+def paired_scores(db: Path, eval_id: str, metric: str, model: str, baseline: str) -> pl.DataFrame:
+    """Per-sample `metric` of `model` and `baseline` on the prompts both were scored on (a paired test's input)."""
+    return run(
+        db,
+        """SELECT t.sample_id, CAST(t.value AS DOUBLE) AS value, CAST(b.value AS DOUBLE) AS base_value
+           FROM scores t JOIN scores b ON b.eval_id = t.eval_id AND b.sample_id = t.sample_id AND b.metric = t.metric
+           WHERE t.eval_id = $eid AND t.metric = $metric AND t.model = $model AND b.model = $baseline
+             AND t.value IS NOT NULL AND b.value IS NOT NULL
+           ORDER BY t.sample_id""",
+        {"eid": eval_id, "metric": metric, "model": model, "baseline": baseline},
+    )
+
+
+def per_sample_metrics(db: Path, eval_id: str) -> list[str]:
+    """Metrics with per-sample scores (a paired test can be run on them; corpus BLEU/chrF have none)."""
+    frame = run(db, "SELECT DISTINCT metric FROM scores WHERE eval_id = $eid ORDER BY metric", {"eid": eval_id})
+    return frame["metric"].to_list()
+
+
+# ---------------------------------------------------------------- blind pair reviews
+
+
+def pair_votes(db: Path, eval_id: str) -> pl.DataFrame:
+    """Every rater's latest verdict per prompt and model pair (reviewers and the LLM judge), v_pair_votes."""
+    return run(
+        db,
+        """SELECT sample_id, model_a, model_b, source, rater, winner, left_model, created_at
+           FROM v_pair_votes WHERE eval_id = $eid ORDER BY model_a, model_b, sample_id, rater""",
+        {"eid": eval_id},
+    )
+
+
+def pair_winrates(db: Path, eval_id: str) -> pl.DataFrame:
+    """Win rate of model_a over model_b per source with its Wilson interval and n (v_pair_winrates)."""
+    return run(
+        db,
+        """SELECT source, model_a, model_b, n, prompts, raters, wins_a, wins_b, ties, win_rate_a, ci_low, ci_high
+           FROM v_pair_winrates WHERE eval_id = $eid ORDER BY source DESC, model_a, model_b""",
+        {"eid": eval_id},
+    )
+
+
+def blind_queue(
+    db: Path, eval_id: str, model_x: str, model_y: str, reviewer: str, limit: int = 20
+) -> pl.DataFrame:
+    """Prompts both models answered that `reviewer` has not rated for this pair yet, in eval set order;
+    `remaining` and `both` (prompts both answered) repeat on every row."""
+    model_a, model_b = sorted((model_x, model_y))
+    return run(
+        db,
+        """WITH both_answered AS (
+                SELECT sample_id, min(rowid) AS first_row FROM predictions
+                WHERE eval_id = $eid AND model IN ($a, $b) GROUP BY sample_id HAVING count(DISTINCT model) = 2
+            ), rated AS (
+                SELECT DISTINCT sample_id FROM pair_reviews
+                WHERE eval_id = $eid AND model_a = $a AND model_b = $b AND coalesce(reviewer, 'unknown') = $reviewer
+            )
+            SELECT sample_id, count(*) OVER () AS remaining, (SELECT count(*) FROM both_answered) AS both
+            FROM both_answered WHERE sample_id NOT IN (SELECT sample_id FROM rated)
+            ORDER BY first_row, sample_id LIMIT $limit""",
+        {"eid": eval_id, "a": model_a, "b": model_b, "reviewer": reviewer, "limit": limit},
+    )
+
+
+def pair_review_count(db: Path, eval_id: str, model_x: str, model_y: str, reviewer: str) -> int:
+    model_a, model_b = sorted((model_x, model_y))
+    frame = run(
+        db,
+        """SELECT count(DISTINCT sample_id) AS n FROM pair_reviews
+           WHERE eval_id = $eid AND model_a = $a AND model_b = $b AND coalesce(reviewer, 'unknown') = $reviewer""",
+        {"eid": eval_id, "a": model_a, "b": model_b, "reviewer": reviewer},
+    )
+    return int(frame["n"][0]) if frame.height else 0
+
+
+# ---------------------------------------------------------------- thresholds (near-duplicate candidates, marks)
+
+
+def threshold_drops(db: Path, curation_id: str, stage: str) -> pl.DataFrame:
+    """Every pair the stage acted on: the dropped row, the kept row it matched, and the stage's similarity."""
+    return run(
+        db,
+        """SELECT sample_id, ref_sample_id, score AS similarity FROM decisions
+           WHERE curation_id = $cid AND stage = $stage AND NOT kept AND ref_sample_id IS NOT NULL
+             AND score IS NOT NULL
+           ORDER BY rowid""",
+        {"cid": curation_id, "stage": stage},
+    )
+
+
+def stage_input_samples(
+    db: Path, curation_id: str, earlier_stages: list[str], limit: int, seed: int = 0
+) -> pl.DataFrame:
+    """The samples that reached a stage (none of `earlier_stages` dropped them; no oversampled copies),
+    all of them up to `limit`, else a seeded sample of `limit`; `reached` repeats how many there were."""
+    return run(
+        db,
+        """WITH gone AS (
+                SELECT DISTINCT sample_id FROM decisions
+                WHERE curation_id = $cid AND NOT kept AND list_contains($earlier, stage)
+            ), reached AS (
+                SELECT * EXCLUDE (curation_id), count(*) OVER () AS reached FROM samples
+                WHERE curation_id = $cid AND sample_id NOT IN (SELECT sample_id FROM gone)
+                  AND NOT contains(sample_id, '#dup')
+            )
+            SELECT * FROM reached ORDER BY hash(sample_id, $seed) LIMIT $limit""",
+        {"cid": curation_id, "earlier": earlier_stages, "limit": limit, "seed": seed},
+    ).sort("source_row", "sample_id")
+
+
+def pair_texts(db: Path, curation_id: str, sample_ids: list[str]) -> pl.DataFrame:
+    """(sample_id, source_line, text) of the given samples: every text field joined by newlines."""
+    return run(
+        db,
+        f"""SELECT sample_id, source_line, {content("s")} AS text FROM samples s
+            WHERE s.curation_id = $cid AND list_contains($ids, s.sample_id)""",
+        {"cid": curation_id, "ids": sample_ids},
+    )
+
+
+def threshold_marks(db: Path, curation_id: str, stage: str) -> pl.DataFrame:
+    return store.threshold_marks(db, curation_id, stage)
+
+
+def threshold_precision(db: Path, curation_id: str, stage: str) -> pl.DataFrame:
+    return store.threshold_precision(db, curation_id, stage)
+
+
+# ---------------------------------------------------------------- SQL page examples
+
+# "the newest evaluation / curation" subqueries of docs/warehouse.md (one level of nested parentheses),
+# and sample-id literals such as 'demo-persona:246' (a letter in the prefix, so '04:00' is not one)
+_LATEST_EVAL = re.compile(r"\(\s*SELECT\s+eval_id\s+FROM\s+evals\b(?:[^()]|\([^()]*\))*?LIMIT\s+1\s*\)", re.I)
+_LATEST_CURATION = re.compile(
+    r"\(\s*SELECT\s+curation_id\s+FROM\s+curations\b(?:[^()]|\([^()]*\))*?LIMIT\s+1\s*\)", re.I
+)
+_SAMPLE_LITERAL = re.compile(r"'[\w.-]*[A-Za-z][\w.-]*:\d+'")
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def pin_example(sql: str, eval_id: str | None, curation_id: str | None, sample_id: str | None) -> str:
+    """An example query pinned to one evaluation, curation and sample by id, instead of "the newest one"
+    or the demo's names, so it shows the rows of what the page has chosen (after a `tunelab score` too)."""
+    if eval_id:
+        sql = _LATEST_EVAL.sub(f"(SELECT {_literal(eval_id)} AS eval_id)", sql)
+    if curation_id:
+        sql = _LATEST_CURATION.sub(f"(SELECT {_literal(curation_id)} AS curation_id)", sql)
+    if sample_id:
+        sql = _SAMPLE_LITERAL.sub(_literal(sample_id), sql)
+    return sql
+
+
+def example_sample(db: Path, curation_id: str) -> str | None:
+    """A sample worth asking about: the most similar duplicate the curation dropped, else its first sample."""
+    frame = run(
+        db,
+        """SELECT sample_id FROM (
+               SELECT sample_id, 0 AS rank, score FROM decisions
+               WHERE curation_id = $cid AND NOT kept AND ref_sample_id IS NOT NULL
+               UNION ALL
+               SELECT sample_id, 1 AS rank, NULL AS score FROM (
+                   SELECT sample_id FROM samples WHERE curation_id = $cid ORDER BY source_row NULLS LAST LIMIT 1)
+           ) ORDER BY rank, score DESC NULLS LAST, sample_id LIMIT 1""",
+        {"cid": curation_id},
+    )
+    return frame["sample_id"][0] if frame.height else None
