@@ -256,3 +256,177 @@ def examples_above(
         return []
     closest = dropped[np.argsort(score[dropped], kind="stable")[:k]]
     return [{"score": float(score[i]), "kept": texts[int(ref[i])], "dropped": texts[int(i)]} for i in closest]
+
+
+# ---------------------------------------------------------------- candidate pairs by similarity band
+# (the dashboard's Thresholds page) and people's marks as pairs (`tunelab calibrate --marks`)
+
+# band width: 0.1 of Jaccard, 0.05 of cosine (cosines of near-duplicates crowd into 0.8-1.0); the warehouse
+# view v_threshold_precision bands marks the same way
+BANDS_PER_UNIT = {"minhash": 10, "semantic": 20}
+# how far under the threshold the near-miss bands reach (3 bands each)
+NEAR_MISS_SPAN = {"minhash": 0.3, "semantic": 0.15}
+# rows a near-miss search looks at: all of a curation up to this many, else a seeded sample (the page says so)
+NEAR_MISS_MAX_ROWS = {"minhash": 20_000, "semantic": 5_000}
+MARK_STAGES = ("minhash", "semantic")
+
+
+def band_low(similarity: np.ndarray | float, stage: str) -> np.ndarray:
+    """The lower edge of each similarity's band; 1.0 belongs to the top band [0.9, 1.0] (as in the view)."""
+    per_unit = BANDS_PER_UNIT[stage]
+    index = np.minimum(np.floor(np.asarray(similarity, dtype=np.float64) * per_unit + 1e-9), per_unit - 1)
+    return np.round(index / per_unit, 4)
+
+
+def band_label(low: float, stage: str) -> str:
+    return f"{low:.2f}–{low + 1 / BANDS_PER_UNIT[stage]:.2f}"
+
+
+def stage_settings(recipe_json: str | None, stage: str) -> MinhashSettings | SemanticSettings:
+    """The stage's settings as the curation ran it, from the recipe it stored (defaults when unknown).
+
+    A minhash block without `key` was stored before the dedup key existed: that curation compared the raw
+    text, so its key is switched off here and recomputed similarities match its decisions."""
+    try:
+        recipe = json.loads(recipe_json or "{}")
+    except json.JSONDecodeError:
+        recipe = {}
+    curate = recipe.get("curate") if isinstance(recipe, dict) else None
+    block = curate.get(stage) if isinstance(curate, dict) else None
+    block = dict(block) if isinstance(block, dict) else {}
+    if stage == "minhash":
+        if block and "key" not in block:
+            block["key"] = {"unicode": "none", "lowercase": False, "punctuation": False, "whitespace": False}
+        try:
+            return MinhashSettings.model_validate(block)
+        except ValueError:
+            return MinhashSettings()
+    try:
+        return SemanticSettings.model_validate(block)
+    except ValueError:
+        return SemanticSettings()
+
+
+def contents(samples: pl.DataFrame, kind: str) -> list[str]:
+    """What the dedup stages compare for each warehouse sample row (curate.common.with_content)."""
+    from tunelab.curate.common import with_content
+
+    return with_content(samples, kind)["content"].fill_null("").to_list()
+
+
+def minhash_near_pairs(texts: Sequence[str], cfg: MinhashSettings, low: float) -> pl.DataFrame:
+    """Pairs (i > j) whose exact Jaccard on the dedup key is in [low, cfg.threshold): the near misses.
+
+    Candidates come from the stage's own LSH, banded for `low` instead of the threshold, and each is
+    verified with the stage's exact Jaccard, so a pair's similarity is the number the stage would compute.
+    LSH buckets give star pairs (each member with the bucket's first row), so this is a sample of the
+    pairs in each band, not all of them."""
+    from tunelab.curate import minhash
+
+    schema = {"i": pl.Int64, "j": pl.Int64, "similarity": pl.Float64}
+    keys = dedup_keys(list(texts), cfg.key)
+    if len(keys) < 2 or low >= cfg.threshold:
+        return pl.DataFrame(schema=schema)
+    sig = minhash.signatures(keys, cfg.ngram, cfg.num_perm, cfg.seed)
+    bands, rows = minhash.band_params(round(max(low, 0.05), 4), cfg.num_perm)
+    pairs = minhash.candidate_pairs(sig, bands, rows, cfg.seed)
+    if len(pairs) == 0:
+        return pl.DataFrame(schema=schema)
+    sets = minhash.ShingleSets(keys, np.unique(pairs), cfg.ngram, cfg.seed)
+    sims = np.array([sets.jaccard(int(a), int(b)) for a, b in pairs])
+    keep = (sims >= low - 1e-12) & (sims < cfg.threshold - 1e-12)
+    first, second = pairs[keep].max(axis=1), pairs[keep].min(axis=1)
+    return (
+        pl.DataFrame({"i": first, "j": second, "similarity": sims[keep]}, schema=schema)
+        .unique(["i", "j"])
+        .sort(["i", "j"])
+    )
+
+
+def semantic_vectors(texts: Sequence[str], cfg: SemanticSettings, cache_dir: Path | None) -> np.ndarray:
+    """Vectors of `texts` as the semantic stage embeds rows (row budget, cache under `cache_dir`)."""
+    from tunelab.curate import semantic
+    from tunelab.curate.common import StageContext
+
+    return semantic.embed(list(texts), cfg, StageContext(cache_dir=cache_dir))
+
+
+def semantic_near_pairs(vectors: np.ndarray, low: float, high: float, block: int = 2048) -> pl.DataFrame:
+    """Each row with its most similar other row under `high` (the threshold), kept when their cosine is at
+    least `low`; pairs as (i > j). Exact dot products, blockwise (rows are bounded by NEAR_MISS_MAX_ROWS)."""
+    schema = {"i": pl.Int64, "j": pl.Int64, "similarity": pl.Float64}
+    n = vectors.shape[0]
+    if n < 2:
+        return pl.DataFrame(schema=schema)
+    best = np.empty(n, dtype=np.int64)
+    best_sim = np.empty(n, dtype=np.float64)
+    for begin in range(0, n, block):
+        sims = vectors[begin : begin + block] @ vectors.T
+        rows = np.arange(sims.shape[0])
+        sims[rows, begin + rows] = -np.inf  # never the row itself
+        sims[sims >= high - 1e-6] = -np.inf  # pairs at or over the threshold are the stage's drops
+        best[begin : begin + block] = sims.argmax(axis=1)
+        best_sim[begin : begin + block] = sims[rows, best[begin : begin + block]]
+    keep = (best_sim >= low - 1e-6) & (best_sim < high - 1e-6)
+    me = np.flatnonzero(keep)
+    return (
+        pl.DataFrame(
+            {"i": np.maximum(me, best[me]), "j": np.minimum(me, best[me]), "similarity": best_sim[me]},
+            schema=schema,
+        )
+        .unique(["i", "j"])
+        .sort(["i", "j"])
+    )
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95 % Wilson score interval of a proportion (the one v_threshold_precision computes in SQL)."""
+    if n <= 0:
+        return (0.0, 1.0)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * float(np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+@dataclass(frozen=True)
+class MarkedPairs:
+    """People's marks on a curation's candidate pairs, as calibration pairs, with what the stage ran with."""
+
+    pairs: Pairs
+    similarity: np.ndarray  # the similarity recorded with each mark
+    settings: MinhashSettings | SemanticSettings
+    kind: str
+
+
+def pairs_from_marks(db: Path, curation_id: str, stage: str) -> MarkedPairs:
+    """The newest mark of each pair marked on the Thresholds page, joined with the two samples' content."""
+    from tunelab.warehouse import store
+
+    if stage not in MARK_STAGES:
+        raise UserError(f"--marks: stage must be one of {', '.join(MARK_STAGES)}")
+    if not Path(db).is_file():
+        raise UserError(f"{db}: no warehouse here (pass --workspace DIR)")
+    curation = store.get_curation(db, curation_id)
+    if curation is None:
+        raise UserError(f"--marks {curation_id}: no such curation in {db}")
+    marks = store.threshold_marks(db, curation_id, stage)
+    if marks.height == 0:
+        raise UserError(
+            f"--marks {curation_id}: no {stage} pairs marked yet; mark some on the dashboard's Thresholds page"
+        )
+    ids = sorted(set(marks["sample_id"].to_list()) | set(marks["ref_sample_id"].to_list()))
+    samples = store.curation_samples(db, curation_id, ids)
+    kind = str(curation.get("kind") or "sft")
+    text = dict(zip(samples["sample_id"].to_list(), contents(samples, kind), strict=True))
+    return MarkedPairs(
+        Pairs(
+            [text.get(s, "") for s in marks["ref_sample_id"].to_list()],
+            [text.get(s, "") for s in marks["sample_id"].to_list()],
+            marks["is_duplicate"].to_numpy().astype(bool),
+        ),
+        marks["similarity"].to_numpy().astype(np.float64),
+        stage_settings(curation.get("recipe"), stage),
+        kind,
+    )

@@ -22,10 +22,11 @@ class CalibrateStage(StrEnum):
 
 
 def calibrate_command(
-    pairs: Annotated[
-        Path, typer.Argument(help="pairs file (.csv, .tsv, .jsonl): text_a, text_b, label|score")
-    ],
     stage: Annotated[CalibrateStage, typer.Option("--stage", help="which stage's similarity to calibrate")],
+    pairs: Annotated[
+        Path | None,
+        typer.Argument(help="pairs file (.csv, .tsv, .jsonl): text_a, text_b, label|score (or --marks)"),
+    ] = None,
     model: Annotated[
         str | None, typer.Option("--model", help="embedding model for --stage semantic (default: use-v3)")
     ] = None,
@@ -35,10 +36,21 @@ def calibrate_command(
     positive_score: Annotated[
         float, typer.Option("--positive-score", help="with a score column: a pair is a duplicate at >= this")
     ] = 4.0,
-    ngram: Annotated[int, typer.Option("--ngram", help="--stage minhash: character n-gram size")] = 5,
+    ngram: Annotated[
+        int | None,
+        typer.Option("--ngram", help="--stage minhash: character n-gram size (default 5, or the curation's)"),
+    ] = None,
     step: Annotated[float, typer.Option("--step", help="threshold step of the table")] = 0.05,
     plot_path: Annotated[
         Path | None, typer.Option("--plot", help="write precision/recall/F1 against threshold as a PNG")
+    ] = None,
+    marks: Annotated[
+        str | None,
+        typer.Option(
+            "--marks",
+            metavar="CURATION_ID",
+            help="use the pairs marked on the dashboard's Thresholds page for this curation (-w's warehouse)",
+        ),
     ] = None,
     workspace: WorkspaceOption = None,
     output: FormatOption = OutputFormat.table,
@@ -52,31 +64,45 @@ def calibrate_command(
         raise UserError(f"--target-precision: {target_precision} must be in (0, 1]")
     if not 0 < step <= 0.5:
         raise UserError(f"--step: {step} must be in (0, 0.5]")
-    if not 1 <= ngram <= 64:
+    if ngram is not None and not 1 <= ngram <= 64:
         raise UserError(f"--ngram: {ngram} must be between 1 and 64")
     if model is not None and stage is CalibrateStage.minhash:
         raise UserError("--model applies to --stage semantic only")
-    data = cal.read_pairs(pairs, positive_score)
+    if (pairs is None) == (marks is None):
+        raise UserError("calibrate: give a PAIRS file or --marks CURATION_ID (one of the two)")
+    ws = workspace_for(None, workspace)
+    minhash_cfg, semantic_cfg = MinhashSettings(), SemanticSettings()
+    if marks is not None:
+        # the pairs people marked, compared as the curation's stage compared them (its key, n-gram, model,
+        # row budget); --ngram / --model override
+        marked = cal.pairs_from_marks(ws.warehouse, marks, stage.value)
+        data, source = marked.pairs, f"marks of {marks}"
+        if isinstance(marked.settings, MinhashSettings):
+            minhash_cfg = marked.settings
+        else:
+            semantic_cfg = marked.settings
+    else:
+        assert pairs is not None
+        data, source = cal.read_pairs(pairs, positive_score), str(pairs)
     if stage is CalibrateStage.minhash:
-        similarity = cal.jaccard_pairs(data.text_a, data.text_b, MinhashSettings(ngram=ngram))
+        if ngram is not None:
+            minhash_cfg = minhash_cfg.model_copy(update={"ngram": ngram})
+        similarity = cal.jaccard_pairs(data.text_a, data.text_b, minhash_cfg)
         model_name = None
     else:
-        cfg = SemanticSettings(model=model) if model else SemanticSettings()
-        model_name = cfg.model
-        similarity = cal.cosine_pairs(
-            data.text_a, data.text_b, cfg, workspace_for(None, workspace).embedding_cache
-        )
+        if model:
+            semantic_cfg = SemanticSettings(model=model, max_tokens=semantic_cfg.max_tokens)
+        model_name = semantic_cfg.model
+        similarity = cal.cosine_pairs(data.text_a, data.text_b, semantic_cfg, ws.embedding_cache)
     result = cal.calibrate(data, similarity, stage.value, target_precision, model_name, step)
     if plot_path is not None:
         cal.plot(similarity, data.positive, result, plot_path)
     if output is OutputFormat.json:
-        print_json(result.as_dict() | ({"plot": str(plot_path)} if plot_path else {}))
+        print_json(result.as_dict() | {"source": source} | ({"plot": str(plot_path)} if plot_path else {}))
         return
     console = Console()
     what = "exact Jaccard of the dedup key" if stage is CalibrateStage.minhash else f"cosine ({model_name})"
-    table = Table(
-        title=f"{escape(str(pairs))}: {result.pairs:,} pairs, {result.positives:,} duplicates; {what}"
-    )
+    table = Table(title=f"{escape(source)}: {result.pairs:,} pairs, {result.positives:,} duplicates; {what}")
     for column in ("threshold", "precision", "recall", "F1", "predicted"):
         table.add_column(column, justify="right")
     for row in result.rows:

@@ -28,6 +28,12 @@ navigation = st.navigation(
             icon=":material/forum:",
             url_path="predictions",
         ),
+        st.Page(
+            str(VIEWS_DIR / "thresholds.py"),
+            title="Thresholds",
+            icon=":material/tune:",
+            url_path="thresholds",
+        ),
         st.Page(str(VIEWS_DIR / "sql.py"), title="SQL", icon=":material/database:", url_path="sql"),
     ]
 )

@@ -575,3 +575,95 @@ def sample_texts(db: Path, curation_id: str, sample_ids: list[str]) -> pl.DataFr
         {"cid": curation_id, "ids": sample_ids},
     )
 
+
+# ---------------------------------------------------------------- threshold marks (the Thresholds page)
+
+THRESHOLD_STAGES = ("minhash", "semantic")
+
+
+def add_threshold_mark(
+    db: Path,
+    curation_id: str,
+    stage: str,
+    sample_id: str,
+    ref_sample_id: str,
+    similarity: float,
+    is_duplicate: bool,
+    reviewer: str | None = None,
+) -> None:
+    """A person's verdict on one candidate near-duplicate pair of a curation: duplicate or not.
+
+    Both samples must be rows of that curation and the similarity the stage's own number (a Jaccard in
+    [0, 1], a cosine in [-1, 1]); a pair marked again keeps every mark, and readers take the newest
+    (v_threshold_precision)."""
+    if stage not in THRESHOLD_STAGES:
+        raise UserError(f"threshold mark: stage must be one of {', '.join(THRESHOLD_STAGES)}, got {stage!r}")
+    if not isinstance(is_duplicate, bool):
+        raise UserError(f"threshold mark: is_duplicate must be true or false, got {is_duplicate!r}")
+    try:
+        value = float(similarity)
+    except (TypeError, ValueError):
+        raise UserError(f"threshold mark: similarity must be a number, got {similarity!r}") from None
+    if not math.isfinite(value) or not -1.0 <= value <= 1.0 or (stage == "minhash" and value < 0):
+        raise UserError(f"threshold mark: similarity {similarity!r} is outside the {stage} range")
+    if not sample_id or not ref_sample_id or sample_id == ref_sample_id:
+        raise UserError("threshold mark: a pair needs two different sample ids")
+    reviewer = (reviewer or "").strip() or default_reviewer()
+    with write_connection(db) as con:
+        # views are made when a file is created or migrated: a version-7 file made before
+        # v_threshold_precision existed gets it here, before its first mark
+        has_view = con.execute(
+            "SELECT count(*) FROM duckdb_views() WHERE view_name = 'v_threshold_precision'"
+        ).fetchall()[0][0]
+        if not has_view:
+            from tunelab.warehouse.connection import _sql_file
+
+            con.execute(_sql_file("views.sql"))
+        found = con.execute(
+            "SELECT count(DISTINCT sample_id) FROM samples WHERE curation_id = ? AND sample_id IN (?, ?)",
+            [curation_id, sample_id, ref_sample_id],
+        ).fetchall()[0][0]
+        if found != 2:
+            raise UserError(
+                f"threshold mark: '{sample_id}' and '{ref_sample_id}' are not both samples of curation "
+                f"'{curation_id}'"
+            )
+        con.execute(
+            "INSERT INTO threshold_marks (curation_id, stage, sample_id, ref_sample_id, similarity, "
+            "is_duplicate, reviewer, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [curation_id, stage, sample_id, ref_sample_id, value, is_duplicate, reviewer[:200], utcnow()],
+        )
+
+
+def threshold_marks(db: Path, curation_id: str, stage: str) -> pl.DataFrame:
+    """The newest mark of every marked pair of one curation and stage (one row per pair)."""
+    return query(
+        db,
+        """SELECT sample_id, ref_sample_id, similarity, is_duplicate, reviewer, created_at
+           FROM threshold_marks WHERE curation_id = $cid AND stage = $stage
+           QUALIFY row_number() OVER (PARTITION BY sample_id, ref_sample_id
+                                      ORDER BY created_at DESC, rowid DESC) = 1
+           ORDER BY similarity, sample_id, ref_sample_id""",
+        {"cid": curation_id, "stage": stage},
+    )
+
+
+def threshold_precision(db: Path, curation_id: str, stage: str) -> pl.DataFrame:
+    """Per similarity band: marked pairs, those marked duplicate, precision and its 95 % Wilson interval."""
+    return query(
+        db,
+        """SELECT band_low, band_high, n, duplicates, precision, ci_low, ci_high
+           FROM v_threshold_precision WHERE curation_id = $cid AND stage = $stage ORDER BY band_low""",
+        {"cid": curation_id, "stage": stage},
+    )
+
+
+def curation_samples(db: Path, curation_id: str, sample_ids: list[str] | None = None) -> pl.DataFrame:
+    """Every column of the samples of one curation (all of them, or the given ids), in source order."""
+    return query(
+        db,
+        """SELECT * EXCLUDE (curation_id) FROM samples
+           WHERE curation_id = $cid AND ($ids IS NULL OR list_contains($ids, sample_id))
+           ORDER BY source_row, sample_id""",
+        {"cid": curation_id, "ids": sample_ids},
+    )
