@@ -21,6 +21,7 @@ navigation = st.navigation(
             url_path="audit",
             default=True,
         ),
+        st.Page(str(VIEWS_DIR / "diff.py"), title="Diff", icon=":material/difference:", url_path="diff"),
         st.Page(str(VIEWS_DIR / "runs.py"), title="Runs", icon=":material/show_chart:", url_path="runs"),
         st.Page(
             str(VIEWS_DIR / "predictions.py"),

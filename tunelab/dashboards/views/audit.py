@@ -61,8 +61,8 @@ if funnel["rows"][-1] != curation["kept"]:
     )
 
 # Only the open tab runs its queries (on_change="rerun"); the tab is in the URL (?tab=Duplicates).
-reasons_tab, lengths_tab, dups_tab, labels_tab, quarantine_tab = st.tabs(
-    ["Drop reasons", "Lengths", "Duplicates", "Labels", "Quarantine"],
+reasons_tab, lengths_tab, dups_tab, labels_tab, quarantine_tab, signals_tab = st.tabs(
+    ["Drop reasons", "Lengths", "Duplicates", "Labels", "Quarantine", "Signals"],
     key="tab",
     on_change="rerun",
     bind="query-params",
@@ -222,6 +222,67 @@ with quarantine_tab:
             st.markdown(
                 common.html_table(
                     rows.to_dicts(), ["source_file", "source_line", "error", "raw"], text_columns=("raw",)
+                ),
+                unsafe_allow_html=True,
+            )
+
+# ---------------------------------------------------------------- signals: what the signal stages measured
+with signals_tab:
+    if signals_tab.open:
+        overview = q(queries.signal_overview, db, curation_id)
+        if overview.height == 0:
+            st.info(
+                "No signal was measured in this curation: the stages language, pii, quality and pairs "
+                "record one per row (add them to curate.stages)."
+            )
+        else:
+            st.caption("Every number the signal stages measured per row, kept rows included.")
+            st.dataframe(overview, hide_index=True, key="signal_overview")
+            options = [(r["stage"], r["signal"], r["field"]) for r in overview.to_dicts()]
+            ranges = {(r["stage"], r["signal"], r["field"]): (r["min"], r["max"]) for r in overview.to_dicts()}
+            stage, signal, field = st.selectbox(
+                "Signal",
+                options,
+                format_func=lambda o: f"{o[0]} · {o[1]} · {o[2] or 'row'}",
+                key="signal_pick",
+            )
+            hist = q(queries.signal_histogram, db, curation_id, stage, signal, field)
+            long = hist.unpivot(
+                index=["bin_start", "bin_end"], on=["kept", "dropped"], variable_name="rows of", value_name="rows"
+            )
+            chart = (
+                alt.Chart(long.to_pandas())
+                .mark_bar()
+                .encode(
+                    x=alt.X("bin_start:Q", bin="binned", title=f"{signal} ({field or 'row'})"),
+                    x2="bin_end:Q",
+                    y=alt.Y("rows:Q", stack=True),
+                    color=alt.Color("rows of:N", sort=["kept", "dropped"]),
+                    tooltip=["bin_start", "bin_end", "rows of", "rows"],
+                )
+            )
+            st.altair_chart(chart, width="stretch")
+            low, high = (float(v) for v in ranges[(stage, signal, field)])
+            if high > low:
+                picked = st.slider(
+                    "Rows with a value between", min_value=low, max_value=high, value=(low, high),
+                    key=f"signal_range:{stage}:{signal}:{field}",
+                )  # fmt: skip
+                low, high = float(picked[0]), float(picked[1])
+            page_size = 25
+            first = q(queries.signal_rows, db, curation_id, stage, signal, field, low, high, limit=1)
+            total = int(first["total"][0]) if first.height else 0
+            st.caption(f"{total:,} rows with {safetext.text(signal)} in [{low:.4g}, {high:.4g}], highest first")
+            offset = common.pager(f"signal_page:{stage}:{signal}:{field}", total, page_size)
+            rows = q(
+                queries.signal_rows, db, curation_id, stage, signal, field, low, high,
+                limit=page_size, offset=offset,
+            )  # fmt: skip
+            st.markdown(
+                common.html_table(
+                    rows.to_dicts(),
+                    ["sample_id", "value", "outcome", "evidence", "text"],
+                    text_columns=("outcome", "evidence", "text"),
                 ),
                 unsafe_allow_html=True,
             )
