@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 import polars as pl
 
-from tunelab.curate import normalize
+from tunelab.curate import normalize, pii
 from tunelab.curate.common import with_content
 from tunelab.curate.config import CurateConfig
 from tunelab.curate.report import report_markdown
@@ -52,6 +52,8 @@ def write_outputs(
     (out / "report.md").write_text(report_markdown(result.report), encoding="utf-8")
     # the warehouse keeps every read row, dropped or not, with the text and hash the outputs carry
     shown = normalize.transform(loaded, curate.normalize) if "normalize" in curate.stages else loaded
+    if "pii" in curate.stages:  # personal information never reaches the warehouse, dropped rows included
+        shown = pii.masked(shown, dataset.kind, curate.pii)
     samples = with_content(shown, dataset.kind).drop("content")
     copies = result.train.filter(pl.col("sample_id").str.contains("#dup", literal=True))
     if copies.height:

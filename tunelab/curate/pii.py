@@ -20,7 +20,7 @@ are in docs/curate.md):
   (2023-01-15, 02.03.2021) never starts like that.
 - card: 13-19 digits, plain or in groups of 4 (Amex 4-6-5) with one separator kind, issuer prefix 2-6 or 9
   (Korean domestic cards) and the Luhn check. An RRN-valid number is a kr_rrn, not a card.
-- account: Korean bank account layouts (2-6 digit groups joined by dashes, 10-14 digits) only within 20
+- account: Korean bank account layouts (2-6 digit groups joined by dashes, 11-14 digits) only within 20
   characters after a keyword (계좌, 은행, 입금, 송금, 예금주, a bank's name, account) and never a phone or RRN.
 - email: RFC-ish local@domain.tld; example.com/org/net and other documentation domains are placeholders,
   not people (RFC 2606), and do not match.
@@ -112,7 +112,7 @@ def _accounts(text: str) -> Iterator[Match]:
     for m in ACCOUNT.finditer(text):
         digits = m.group().count("-")
         n = len(m.group()) - digits
-        if 10 <= n <= 14 and ACCOUNT_KEYWORD.search(text, max(0, m.start() - KEYWORD_WINDOW), m.start()):
+        if 11 <= n <= 14 and ACCOUNT_KEYWORD.search(text, max(0, m.start() - KEYWORD_WINDOW), m.start()):
             yield Match("account", m.start(), m.end())
 
 
@@ -195,17 +195,18 @@ def _masked_frame(frame: pl.DataFrame, hits: pl.DataFrame, matches: list[list[Ma
     for base, rows in by_field.items():
         positions = sorted(rows)
         if base in MESSAGE_FIELDS or base in LIST_FIELDS:
-            values = frame[base].gather(positions).to_list()
-            for value, row in zip(values, positions, strict=True):
+            # polars cannot scatter into a list column: the column is rebuilt (only when something is masked)
+            values = frame[base].to_list()
+            for row in positions:
                 for index, text in rows[row].items():
-                    if base in MESSAGE_FIELDS:
-                        value[index] = {"role": value[index]["role"], "content": text}
-                    else:
-                        value[index] = text
-            new = pl.Series(base, values, dtype=dtype_of(base))
+                    turn = values[row][index]
+                    values[row][index] = (
+                        {"role": turn["role"], "content": text} if base in MESSAGE_FIELDS else text
+                    )
+            columns.append(pl.Series(base, values, dtype=dtype_of(base)))
         else:
             new = pl.Series(base, [rows[row][None] for row in positions], dtype=pl.String)
-        columns.append(frame[base].scatter(positions, new))
+            columns.append(frame[base].scatter(positions, new))
     return frame.with_columns(columns)
 
 
@@ -272,3 +273,12 @@ def run(frame: pl.DataFrame, cfg: PiiSettings, ctx: StageContext) -> StageOutput
         return StageOutput(frame, out, signals=signal_frame)
     masked = _masked_frame(frame, hits, matches).drop("content", "content_hash", strict=False)
     return StageOutput(masked, out, signals=signal_frame)
+
+
+def masked(frame: pl.DataFrame, kind: str, cfg: PiiSettings) -> pl.DataFrame:
+    """`frame` with every value of `cfg.kinds` masked, whatever `cfg.action` says: the text the warehouse
+    keeps of every read row (dropped rows included), so a value never reaches it."""
+    hits, matches = scan(frame, kind, cfg)
+    if hits.height == 0:
+        return frame
+    return _masked_frame(frame, hits, matches).drop("content", "content_hash", strict=False)
