@@ -250,3 +250,32 @@ def test_cli_curate_and_audit_show_language_and_pii_reasons(tmp_path: Path) -> N
     examples = {r["reason"]: r for r in found["reason_examples"]}
     assert examples["pii:phone"]["kept"] and "<PII:phone>" in examples["pii:phone"]["examples"][0]["text"]
     assert "010-5555-6666" not in audit.output and RRN not in audit.output
+
+
+def test_shared_datasets_pii_counts() -> None:
+    """Counts looked at on the real data (docs/curate.md): HRC's answers quote three public institutions'
+    phone numbers (법무부 02 2100 7000, 인권위원회 02 2125 9700, 02 731 0210), ChatbotData holds none."""
+    hrc = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "human-rights-corpus__HRC"
+    chatbot = hrc.parent / "songys__Chatbot_data" / "ChatbotData.csv"
+    if not hrc.is_dir() or not chatbot.exists():
+        pytest.skip(f"{hrc.parent} absent (the shared datasets are not part of a fresh clone)")
+    rows = [
+        json.loads(line)
+        for line in (hrc / "humane_right_copus_v1.jsonl.json").read_text("utf-8").splitlines()
+    ]
+    frame = pl.DataFrame(
+        {
+            "sample_id": [f"h:{i}" for i in range(len(rows))],
+            "prompt": [r["질의"] for r in rows],
+            "chosen": [r["상담례, 결정례 기반 답변"] for r in rows],
+            "rejected": [r["ChatGPT API 답변"] for r in rows],
+        }
+    )
+    ctx = StageContext(kind="dpo")
+    pii.run(frame, PiiSettings(), ctx)
+    assert ctx.stats["pii"]["matches"] == {"phone": 3}
+    qa = pl.read_csv(chatbot, infer_schema=False)
+    frame = qa.select(pl.format("c:{}", pl.int_range(pl.len())).alias("sample_id"), prompt="Q", response="A")
+    ctx = StageContext(kind="sft")
+    pii.run(frame, PiiSettings(), ctx)
+    assert ctx.stats["pii"]["matches"] == {}
