@@ -59,6 +59,12 @@ class MetricName(StrEnum):
     cosine = "cosine"
     label_acc = "label_acc"
     korean_answer_rate = "korean_answer_rate"  # share of answers in Korean (curate/language.py)
+    judge = "judge"  # the LLM judge (evaluate.judge, or --judge-endpoint/--judge-model)
+
+
+class JudgeMode(StrEnum):
+    pairwise = "pairwise"
+    rubric = "rubric"
 
 
 WorkspaceOption = Annotated[

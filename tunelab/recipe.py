@@ -165,6 +165,11 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
     fix_model(train, "base_model")
     fix(block(block(train, "dpo"), "dataset"), "path")
     fix(block(block(data, "evaluate"), "eval_set"), "path")
+    # the judge's template: a shipped name (rubric.ko) stays a name; a file is found beside the recipe
+    judge = block(block(data, "evaluate"), "judge")
+    rubric = judge.get("rubric") if judge else None
+    if isinstance(rubric, str) and ("/" in rubric or rubric.endswith(".txt") or (base / rubric).is_file()):
+        fix(judge, "rubric")
 
 
 def parse_recipe(data: Any, source: str = "recipe.yaml", base_dir: Path | None = None) -> Recipe:

@@ -10,6 +10,7 @@ asks it for paths; nothing else joins workspace paths, so the layout can be read
       runs/<run_id>/                      adapter/, checkpoints/, merged/, run_card.json
       evals/<eval_id>/predictions.jsonl   re-scorable predictions
       cache/embeddings/                   vectors by content hash
+      cache/judge/                        LLM judge replies by hash of judge, template and prompt
       models/<name>/                      models built or unpacked offline (tunelab-tiny)
 """
 
@@ -84,6 +85,11 @@ class Workspace:
     @property
     def embedding_cache(self) -> Path:
         return self.root / "cache" / "embeddings"
+
+    @property
+    def judge_cache(self) -> Path:
+        """LLM judge replies by hash of (judge model, template, prompt, temperature, max_tokens)."""
+        return self.root / "cache" / "judge"
 
     @property
     def models_dir(self) -> Path:

@@ -16,12 +16,15 @@ import typer
 
 from tunelab.cliopts import (
     FormatOption,
+    JudgeMode,
     MetricName,
     OutputFormat,
     RougeTokenizer,
     WorkspaceOption,
     print_json,
 )
+from tunelab.errors import UserError
+from tunelab.evaluate.config import JudgeSettings
 from tunelab.recipe import load_recipe
 from tunelab.workspace import as_workspace
 
@@ -82,11 +85,36 @@ def score_command(
             help="a metric to compute (repeatable; default: the file's, else rouge, bleu, chrf, cosine)",
         ),
     ] = None,
+    judge: Annotated[
+        bool,
+        typer.Option(
+            "--judge", help="judge it with an LLM judge too (the recipe's evaluate.judge, or the flags below)"
+        ),
+    ] = False,
+    recipe_path: Annotated[
+        Path | None, typer.Option("--recipe", help="a recipe whose evaluate.judge block sets the judge")
+    ] = None,
+    judge_endpoint: Annotated[
+        str | None,
+        typer.Option("--judge-endpoint", help="an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1"),
+    ] = None,
+    judge_model: Annotated[
+        str | None, typer.Option("--judge-model", help="the judge's model name on that server")
+    ] = None,
+    judge_mode: Annotated[
+        JudgeMode | None, typer.Option("--judge-mode", help="pairwise (default) or rubric")
+    ] = None,
+    judge_rubric: Annotated[
+        str | None,
+        typer.Option("--judge-rubric", help="a shipped template name (rubric.ko ...) or a template file"),
+    ] = None,
     output_format: FormatOption = OutputFormat.table,
 ) -> None:
     """Re-score an existing predictions JSONL without generating (any model's outputs) and store it."""
     from tunelab.evaluate.runner import one_line_warnings, score_file
 
+    wants_judge = judge or bool(metrics and MetricName.judge in metrics)
+    settings = judge_settings(recipe_path, judge_endpoint, judge_model, judge_mode, judge_rubric, wants_judge)
     with one_line_warnings():
         result = score_file(
             file,
@@ -96,8 +124,47 @@ def score_command(
             embedding_model,
             show_progress=True,
             metrics=[m.value for m in metrics] if metrics else None,
+            judge=settings,
         )
     _report(result, output_format)
+
+
+def judge_settings(
+    recipe_path: Path | None,
+    endpoint: str | None,
+    model: str | None,
+    mode: JudgeMode | None,
+    rubric: str | None,
+    wanted: bool,
+) -> JudgeSettings | None:
+    """The judge of `tunelab score`: the recipe's evaluate.judge block, each --judge-* flag overriding it;
+    None when no judge is wanted (a --judge-* flag alone asks for one)."""
+    flags = {"endpoint": endpoint, "model": model, "mode": mode.value if mode else None, "rubric": rubric}
+    given = {key: value for key, value in flags.items() if value is not None}
+    if not wanted and not given:
+        return None
+    base: dict = {}
+    if recipe_path is not None:
+        recipe = load_recipe(recipe_path)
+        if recipe.evaluate is not None and recipe.evaluate.judge is not None:
+            base = recipe.evaluate.judge.model_dump(exclude_unset=True)
+        elif not {"endpoint", "model"} <= set(given):
+            raise UserError(
+                f"{recipe_path}: evaluate.judge: missing; add the block or pass --judge-endpoint and --judge-model"
+            )
+    if rubric is not None and Path(rubric).expanduser().is_file():
+        # a template file named on the command line is found from the current folder, not the recipe's
+        given["rubric"] = str(Path(rubric).expanduser().resolve())
+    merged = {**base, **given}
+    for key, flag in (("endpoint", "--judge-endpoint"), ("model", "--judge-model")):
+        if not merged.get(key):
+            raise UserError(f"--judge: no judge {key}; pass {flag} or --recipe with an evaluate.judge block")
+    try:
+        return JudgeSettings(**merged)
+    except ValueError as exc:  # pydantic's ValidationError: the first problem, on one line
+        errors = getattr(exc, "errors", lambda: [])()
+        first = errors[0] if errors else {"loc": ("judge",), "msg": str(exc)}
+        raise UserError(f"--judge-{first['loc'][0]}: {first['msg']}") from None
 
 
 def register(app: typer.Typer) -> None:

@@ -25,6 +25,7 @@ TABLE_LABELS = {
     "bleu": "BLEU (mean of sentences)",
     "chrf": "chrF (mean of sentences)",
     "label_acc": "persona acc",
+    "judge": "LLM judge (rubric 1–10)",
     "korean_answer_rate": "Korean answers",
 }
 

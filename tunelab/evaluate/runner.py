@@ -30,12 +30,20 @@ from tunelab.evaluate.compare import (
     print_comparison,
     print_samples,
 )
-from tunelab.evaluate.config import EvaluateConfig
+from tunelab.evaluate.config import EvaluateConfig, JudgeSettings
 from tunelab.evaluate.generate import (
     PREDICTION_COLUMNS,
     eval_rows_from_frame,
     generate_predictions,
     trained_datasets,
+)
+from tunelab.evaluate.judge import (
+    JUDGE_METRIC,
+    JudgeCallsFailed,
+    JudgeClient,
+    JudgeOutcome,
+    print_judge,
+    run_judge,
 )
 from tunelab.evaluate.metrics import (
     DEGENERATE_METRIC,
@@ -72,6 +80,7 @@ class EvalResult:
     metrics: pl.DataFrame
     eval_set: str = ""
     curation_id: str | None = None
+    judge: dict[str, Any] | None = None  # the LLM judge's signature, calls, win rates / scores (judge.py)
 
     def as_record(self) -> dict[str, Any]:
         """What `--format json` prints: ids, the predictions file, every model's value with its interval and
@@ -92,6 +101,7 @@ class EvalResult:
             "metrics": rows(self.comparison.estimates),
             "deltas": rows(self.comparison.deltas),
             "degenerate": self.degenerate_counts(),
+            "judge": self.judge,
         }
 
     def degenerate_counts(self) -> dict[str, dict[str, int]]:
@@ -107,6 +117,8 @@ class EvalResult:
         title = f"evaluation {self.eval_id}" + (f" on {self.eval_set}" if self.eval_set else "")
         counts = {m: f"{c['degenerate']}/{c['n']}" for m, c in self.degenerate_counts().items()}
         print_comparison(self.comparison, title=title, degenerate=counts)
+        if self.judge:
+            print_judge(self.judge)
         print_samples(self.predictions)
 
 
@@ -231,6 +243,7 @@ def store_eval(
     metrics: pl.DataFrame,
     scoring: dict[str, Any],
     deltas: pl.DataFrame | None = None,
+    judgments: pl.DataFrame | None = None,
 ) -> Path:
     """Warehouse rows in one transaction, then the re-scorable predictions file."""
     eval_id = eval_row["eval_id"]
@@ -242,6 +255,7 @@ def store_eval(
         scores.with_columns(with_id),
         metrics.with_columns(with_id),
         deltas=None if deltas is None else deltas.with_columns(with_id),
+        judgments=judgments,
     )
     path = workspace.predictions_file(eval_id)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -261,14 +275,33 @@ def _finish(
     embedding_model: str,
     extra_params: dict[str, Any],
     show_progress: bool = False,
+    judge: JudgeSettings | None = None,
+    keep_without_judge: bool = False,
 ) -> EvalResult:
+    """Score, judge (when `judge` is given and asked for), compare and store. With `keep_without_judge`
+    (a fresh generation, costly to redo), judge calls that failed after their retries leave the evaluation
+    stored without the judge, then raise; otherwise nothing is stored."""
+    judge_outcome: JudgeOutcome | None = None
+    judge_failure: JudgeCallsFailed | None = None
+    if "judge" in metrics_wanted and judge is not None:
+        try:
+            judge_outcome = run_judge(predictions, judge, workspace, show_progress)
+        except JudgeCallsFailed as exc:
+            if not keep_without_judge:
+                raise
+            judge_failure = exc
+    lexical = [m for m in metrics_wanted if m != "judge"]
     resolved = resolve_tokenizer_name(
         rouge_tokenizer_name,
         [*predictions["reference"].fill_null(""), *predictions["prediction"].fill_null("")],
     )
     scores, metrics = score_predictions(
-        predictions, workspace, metrics_wanted, resolved, embedding_model, curation_id, show_progress
+        predictions, workspace, lexical, resolved, embedding_model, curation_id, show_progress
     )
+    if judge_outcome is not None:
+        scores = pl.concat([scores, judge_outcome.scores])
+        metrics = pl.concat([metrics, judge_outcome.metrics])
+        extra_params = {**extra_params, "judge": judge_outcome.summary["signature"]}
     eval_id = new_eval_id()
     scoring = {
         "curation_id": curation_id,
@@ -285,11 +318,27 @@ def _finish(
         "params": json.dumps({**scoring, "metrics": list(metrics_wanted), **extra_params}, sort_keys=True),
     }
     texts = [*predictions["reference"].fill_null(""), *predictions["prediction"].fill_null("")]
-    comparison = compare_models(predictions, scores, TABLE_METRICS, bleu_tokenize=bleu_tokenizer_for(texts))
+    comparison = compare_models(
+        predictions, scores, (*TABLE_METRICS, JUDGE_METRIC), bleu_tokenize=bleu_tokenizer_for(texts)
+    )
+    if judge_outcome is not None and judge_outcome.deltas.height:
+        # pairwise win rates are comparisons of their own: rows of eval_deltas beside the metric deltas
+        comparison.deltas = pl.concat([comparison.deltas, judge_outcome.deltas])
     intervals = comparison.estimates.select("model", "metric", "ci_low", "ci_high", "n", "method", "seed")
     metrics = metrics.join(intervals, on=["model", "metric"], how="left")
-    path = store_eval(workspace, eval_row, predictions, scores, metrics, scoring, comparison.deltas)
-    return EvalResult(eval_id, comparison, path, predictions, scores, metrics, eval_set, curation_id)
+    path = store_eval(
+        workspace, eval_row, predictions, scores, metrics, scoring, comparison.deltas,
+        judgments=None if judge_outcome is None else judge_outcome.judgments,
+    )  # fmt: skip
+    if judge_failure is not None:
+        raise UserError(
+            f"{judge_failure}; evaluation {eval_id} is stored without the judge: "
+            f"`tunelab score {path} --judge --recipe RECIPE` judges it again"
+        )
+    return EvalResult(
+        eval_id, comparison, path, predictions, scores, metrics, eval_set, curation_id,
+        judge=None if judge_outcome is None else judge_outcome.summary,
+    )  # fmt: skip
 
 
 def load_eval_rows(recipe: Recipe, workspace: Workspace) -> tuple[pl.DataFrame, str, str, str | None]:
@@ -367,6 +416,9 @@ def run_evaluate(
     explicit = models is not None or "models" in cfg.model_fields_set
     model_refs = available_models(recipe, workspace, model_refs, explicit)
     rows, kind, eval_set, curation_id = load_eval_rows(recipe, workspace)
+    judging = cfg.judge is not None and ("judge" in cfg.metrics or "metrics" not in cfg.model_fields_set)
+    if judging and cfg.judge is not None:
+        check_judge(cfg.judge)  # an unreachable judge fails now, not after an hour of generation
     frames = []
     with progress(None if show_progress else False) as bar:
         task = bar.add_task("generating rows", total=len(model_refs) * rows.height, status="")
@@ -377,21 +429,35 @@ def run_evaluate(
             )
             gc.collect()  # one model in memory at a time
     predictions = pl.concat(frames)
+    metrics_wanted = list(cfg.metrics)
+    if judging and "judge" not in metrics_wanted:
+        metrics_wanted.append("judge")  # a judge block with the default metrics: the judge is wanted too
     with one_line_warnings() if show_progress else nullcontext():
         result = _finish(
             workspace,
             eval_set,
             curation_id,
             predictions,
-            list(cfg.metrics),
+            metrics_wanted,
             cfg.rouge_tokenizer,
             cfg.embedding_model,
             {"models": model_refs, "generation": cfg.generation.model_dump()},
             show_progress,
+            judge=cfg.judge,
+            keep_without_judge=True,
         )
     if show_progress if print_tables is None else print_tables:
         result.print_tables()
     return result
+
+
+def check_judge(settings: JudgeSettings) -> None:
+    """One line (UserError) now when the judge's endpoint is unreachable or refuses the key."""
+    client = JudgeClient(settings)
+    try:
+        client.preflight()
+    finally:
+        client.close()
 
 
 def _one_value(frame: pl.DataFrame, column: str) -> str | None:
@@ -407,8 +473,12 @@ def score_file(
     embedding_model: str | None = None,
     show_progress: bool = False,
     metrics: list[str] | None = None,
+    judge: JudgeSettings | None = None,
 ) -> EvalResult:
     """Re-score an existing predictions JSONL (no generation) and store it as a new evaluation.
+
+    With `judge`, the LLM judge judges it too (only calls not in the workspace's judge cache are asked);
+    without one, a `judge` among the file's recorded metrics is left out with a note.
 
     Tokenizer, embedding model, metrics and eval set name default to the ones recorded in the file by
     `tunelab evaluate` (so its scores are reproduced exactly), else `auto`, e5-small, the lexical and cosine
@@ -428,6 +498,16 @@ def score_file(
             curation_id = store.latest_curation(db, prefixes.pop())
     recorded = _one_value(frame, "metrics")
     wanted = metrics or (recorded.split(",") if recorded else list(SCORE_DEFAULT_METRICS))
+    if judge is not None and "judge" not in wanted:
+        wanted = [*wanted, "judge"]
+    if judge is None and "judge" in wanted:
+        if metrics and "judge" in metrics:
+            raise UserError(
+                "--metric judge: needs a judge: --recipe with an evaluate.judge block, or --judge-endpoint "
+                "and --judge-model"
+            )
+        print("note: the file was judged before; pass --judge to judge it again", file=sys.stderr)
+        wanted = [m for m in wanted if m != "judge"]
     return _finish(
         workspace,
         eval_set or _one_value(frame, "eval_set") or path.stem,
@@ -438,4 +518,5 @@ def score_file(
         embedder,
         {"source_file": str(path.resolve())},
         show_progress,
+        judge=judge,
     )

@@ -58,6 +58,7 @@ REQUIRED = {
     "scores": ("model", "sample_id", "metric", "value"),
     "eval_metrics": ("model", "metric", "value"),
     "eval_deltas": ("model", "baseline", "metric", "delta"),
+    "judgments": ("sample_id", "model", "mode"),
 }
 
 
@@ -309,9 +310,10 @@ def ingest_eval(
     metrics: pl.DataFrame,
     replace: bool = False,
     deltas: pl.DataFrame | None = None,
+    judgments: pl.DataFrame | None = None,
 ) -> None:
     """Write one evaluation (its row, every prediction, per-sample scores, corpus metrics with their
-    intervals, the deltas between models) in one transaction."""
+    intervals, the deltas between models, an LLM judge's verdicts) in one transaction."""
     eval_id = eval.get("eval_id")
     if not eval_id:
         raise ValueError("eval: eval_id is required")
@@ -324,7 +326,7 @@ def ingest_eval(
             "eval",
             "eval_id",
             eval_id,
-            ("evals", "predictions", "scores", "eval_metrics", "eval_deltas"),
+            ("evals", "predictions", "scores", "eval_metrics", "eval_deltas", "judgments"),
             replace,
         )
         con.execute(f"INSERT INTO evals ({', '.join(EVAL_KEYS)}) VALUES (?, ?, ?, ?, ?)", values)
@@ -333,6 +335,8 @@ def ingest_eval(
         _insert_frame(con, "eval_metrics", metrics, {"eval_id": eval_id})
         if deltas is not None:
             _insert_frame(con, "eval_deltas", deltas, {"eval_id": eval_id})
+        if judgments is not None:
+            _insert_frame(con, "judgments", judgments, {"eval_id": eval_id})
 
 
 # a review comment is a sentence or two; a cap keeps a pasted document (or a hostile client) out of the file
