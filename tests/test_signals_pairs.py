@@ -58,7 +58,7 @@ def test_empty_and_special_token_only_answers_and_identical_pairs(tmp_path: Path
     assert found == {
         0: ("pair:empty_rejected", None, "rejected: only '<|endoftext|>'"),
         1: ("pair:empty_chosen", None, "chosen: only '</s> <|im_end|>'"),
-        2: ("pair:identical", None, "chosen == rejected (11 chars)"),
+        2: ("pair:identical", None, "chosen == rejected apart from whitespace (12 chars)"),
     }
 
 
@@ -104,13 +104,13 @@ def test_other_kinds_skip_the_stage(tmp_path: Path) -> None:
 
 def test_hh_rlhf_harmless_base(shared_data: Path) -> None:
     """harmless-base test: no identical or contradictory pair; 4 empty chosen answers that schema drops
-    first (as empty:chosen); 76 pairs would be length bias at 8x / 30 chars (off by default, see docs)."""
+    first (as empty:chosen); 77 pairs would be length bias at 8x / 30 chars (off by default, see docs)."""
     cfg = DatasetConfig(
         path=shared_data / "anthropics__hh-rlhf/harmless-base_test.jsonl.gz", name="hh", kind="dpo"
     )
     frame = load_dataset_records(cfg).frame
     counts = pairs.run(frame, PairsSettings(length_ratio=8), StageContext(kind="dpo")).decisions["reason"]
-    assert dict(counts.value_counts().iter_rows()) == {"pair:empty_chosen": 4, "pair:length_bias": 76}
+    assert dict(counts.value_counts().iter_rows()) == {"pair:empty_chosen": 4, "pair:length_bias": 77}
 
 
 def test_tunelab_curate_on_a_tiny_dpo_file(tmp_path: Path) -> None:

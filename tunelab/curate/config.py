@@ -142,10 +142,10 @@ class QualitySettings(Strict):
 class PairsSettings(Strict):
     # after removing these tokens and whitespace, an answer with nothing left is empty (pair:empty_*)
     special_tokens: list[str] = Field(default_factory=lambda: list(SPECIAL_TOKENS))
-    identical: bool = True  # chosen == rejected after whitespace normalisation: pair:identical
+    identical: bool = True  # chosen == rejected apart from whitespace: pair:identical
     # length bias: rejected at least `length_ratio` times as long as chosen while chosen has at most
     # `short_chars` characters (the pair teaches "shorter wins", not the preference). Off (0) by default: in
-    # hh-rlhf harmless-base 76 of 2,312 pairs match 8x / 30 chars, and nearly all are the point of the data
+    # hh-rlhf harmless-base 77 of 2,312 pairs match 8x / 30 chars, and nearly all are the point of the data
     # (a curt evasive "How?" preferred to a long harmful answer); turn it on for helpfulness data
     length_ratio: float = Field(0.0, ge=0.0)
     short_chars: int = Field(30, ge=0)
