@@ -14,17 +14,20 @@ its language and, for a mismatch, the question's language. Fields with fewer tha
 (numbers, symbols, "OK") are not judged. An answer with any Hangul is never a mismatch against a Korean
 question: a Korean explanation of code is mostly Latin letters and the detector calls it English.
 
-How a language is decided (numbers on this machine, one core, KorSTS dev sentences + kullm-v1 English
-instructions/outputs, benchmarks/signals_bench.py and docs/curate.md):
-- Hangul ratio = Hangul characters (syllables and jamo, Unicode script Hangul) over letters; it costs one
-  Rust regex pass per field. A field whose ratio is >= 0.5 is Korean without asking the detector: all 1,500
-  KorSTS sentences have ratio >= 0.5 and lingua agreed on every one, so the detector runs only on the rest.
-- lingua-language-detector (offline, Rust) built with only the `detect` languages (default ko/en/ja/zh, plus
-  `allow`) in low-accuracy mode: 35k texts/s, KorSTS 1,500/1,500 ko, KULLM English 501/504 en (the 3 others
-  have no letters). Ten languages (adding fr/de/es/vi/ru/id) in low-accuracy mode: 6.5k texts/s and 12 of 504
-  English texts called French/German/Indonesian at confidence >= 0.5; high-accuracy mode with ten: 316 texts/s;
-  all 75 languages: 97 texts/s. So Latin-script languages other than English are detected only when the
-  recipe names them in `allow` or `detect`.
+How a language is decided, cheapest first (measured on this machine, one core; docs/curate.md):
+- Hangul ratio = Hangul characters (syllables and jamo, Unicode script Hangul) over letters, code blocks,
+  inline code and URLs left out; one Rust regex pass per field. A field at >= 0.5 is Korean without asking
+  the detector: all 3,000 KorSTS dev sentences are, and lingua agreed on every one.
+- A text in Latin letters alone is English when English is the only Latin-script candidate.
+- Otherwise lingua-language-detector (offline, Rust) built with only the `detect` languages (default
+  ko/en/ja/zh, plus `allow`) in low-accuracy mode; its confidence is the `lang_confidence` signal.
+  KorSTS dev 3,000/3,000 ko (27.5k texts/s with the shortcuts, 16.9k lingua alone); kullm-v1's 712 English
+  texts: 702 en, the rest without letters or one Chinese character (57k texts/s, 1.9k lingua alone); 100k
+  generated DPO rows: 28.5k rows/s for the stage vs 5.8k rows/s for lingua alone on every text
+  (benchmarks/signals_bench.py). Ten languages (adding fr/de/es/vi/ru/id) in low-accuracy mode called 12 of
+  504 KULLM English texts French/German/Indonesian at confidence >= 0.5; high-accuracy mode with ten ran at
+  316 texts/s, all 75 languages at 97. So Latin-script languages other than English are told apart only
+  when the recipe names them in `allow` or `detect`.
 
 Signals per row and field (`messages` / `history` / `context`: over all their turns): `hangul_ratio` (when
 the field has letters) and `lang_confidence` (the detector's confidence in the language it chose; 1.0 for
