@@ -375,6 +375,47 @@ def test_unreachable_endpoint_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert time.monotonic() - started < 60  # at once: no retries for a server that isn't there
 
 
+def test_evaluate_checks_the_judge_before_generating(tmp_path: Path) -> None:
+    from tunelab.evaluate.runner import run_evaluate
+    from tunelab.recipe import parse_recipe
+
+    eval_set = tmp_path / "eval.jsonl"
+    eval_set.write_text('{"prompt": "안녕", "response": "안녕하세요"}\n', encoding="utf-8")
+    closed = f"http://127.0.0.1:{free_port()}/v1"
+    recipe = parse_recipe(
+        {"dataset": {"path": str(eval_set), "name": "d"},
+         "train": {"base_model": str(tmp_path / "no-such-model")},  # never loaded: the judge check comes first
+         "evaluate": {"eval_set": {"path": str(eval_set), "name": "e"}, "models": ["base"],
+                      "judge": {"endpoint": closed, "model": "m"}}},
+        base_dir=tmp_path,
+    )  # fmt: skip
+    with pytest.raises(UserError, match=r"evaluate.judge.endpoint: cannot reach"):
+        run_evaluate(recipe, tmp_path / "ws", show_progress=False)
+
+
+def test_an_evaluation_whose_judge_failed_is_stored_without_it(canned: Canned, tmp_path: Path) -> None:
+    """Generation is costly: `tunelab evaluate` keeps its evaluation when judge calls fail, then says so."""
+    from tunelab.evaluate.runner import _finish
+    from tunelab.warehouse import store
+
+    canned.start("--die-after", "1")
+    predictions = (
+        PAIRWISE.filter(pl.col("model") != "dpo", pl.col("sample_id") == "s0")
+        .with_columns(pl.lit(None, pl.Utf8).alias(name) for name in ("run_id", "label", "gen_params"))
+        .with_columns(pl.lit(None, pl.Float64).alias("latency_s"))
+    )
+    workspace = Workspace(tmp_path / "ws")
+    with pytest.raises(
+        UserError, match=r"judge: 1 of 2 calls .* is stored without the judge: `tunelab score "
+    ):
+        _finish(workspace, "e", None, predictions, ["judge"], "auto", "e5-small", {},
+                judge=settings(canned.endpoint, max_retries=0, max_concurrency=1), keep_without_judge=True)  # fmt: skip
+    evals = store.query(workspace.warehouse, "select eval_id from evals")
+    assert evals.height == 1
+    assert store.query(workspace.warehouse, "select count(*) as n from judgments")["n"][0] == 0
+    assert workspace.predictions_file(evals["eval_id"][0]).is_file()
+
+
 def test_score_judge_stores_judgments_and_win_rates(canned: Canned, tmp_path: Path) -> None:
     """`tunelab score --judge` with the judge from a recipe: warehouse rows, the table, --format json."""
     from typer.testing import CliRunner

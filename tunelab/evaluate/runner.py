@@ -92,7 +92,7 @@ class EvalResult:
                 for row in frame.iter_rows(named=True)
             ]
 
-        return {
+        record = {
             "eval_id": self.eval_id,
             "eval_set": self.eval_set,
             "curation_id": self.curation_id,
@@ -101,8 +101,10 @@ class EvalResult:
             "metrics": rows(self.comparison.estimates),
             "deltas": rows(self.comparison.deltas),
             "degenerate": self.degenerate_counts(),
-            "judge": self.judge,
         }
+        if self.judge is not None:
+            record["judge"] = self.judge  # signature, calls, win rates or rubric means (judge.py)
+        return record
 
     def degenerate_counts(self) -> dict[str, dict[str, int]]:
         """Per model: how many answers were empty or degenerate (scored 0 on every metric), of how many."""
