@@ -119,7 +119,7 @@ def test_raft_rows_shuffle_documents_stably_and_put_cot_first() -> None:
     assert prompt_messages(row, "raft") == messages  # seeded by sample_id: reproducible
     other = prompt_messages({**row, "sample_id": "raft:4"}, "raft")[1]["content"]
     assert other != user
-    assert target_text(row, "raft") == "문서 0에 따르면 그렇다.\n\n예"
+    assert target_text(row, "raft") == "문서 0에 따르면 그렇다.\n\n<ANSWER>: 예"
     assert prompt_messages({"prompt": "안녕?", "label": "teto"}, "sft", "페르소나: {label}")[0] == {
         "role": "system",
         "content": "페르소나: teto",

@@ -33,6 +33,7 @@ COMPONENT_COMMANDS = (
     "tunelab.warehouse.commands",
     "tunelab.dashboards.commands",
     "tunelab.doctor.commands",
+    "tunelab.raft.commands",
 )
 
 

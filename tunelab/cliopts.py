@@ -59,6 +59,8 @@ class MetricName(StrEnum):
     cosine = "cosine"
     label_acc = "label_acc"
     korean_answer_rate = "korean_answer_rate"  # share of answers in Korean (curate/language.py)
+    exact_match = "exact_match"  # RAG answers: the `<ANSWER>:` part, Korean particles dropped
+    token_f1 = "token_f1"
     judge = "judge"  # the LLM judge (evaluate.judge, or --judge-endpoint/--judge-model)
 
 

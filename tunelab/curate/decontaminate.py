@@ -7,6 +7,9 @@ tried and rejected: short everyday prompts reach 0.6 without sharing an answer (
 Conversations are compared on their user turns, each turn on its own (an eval question hidden as the
 third turn of a long conversation must still be found): kind chat always, against the eval set's user
 turns (chat) or prompts (other kinds); dpo also looks at the user turns of its history.
+
+RAFT against a RAFT eval set also compares golden documents (curate/documents.py): a training row about an
+eval row's document is dropped even when its question differs (evidence: "golden document Jaccard ...").
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import polars as pl
 from tunelab.curate import minhash
 from tunelab.curate.common import StageContext, StageOutput, decisions, survivors
 from tunelab.curate.config import DecontaminateSettings
+from tunelab.curate.documents import golden_documents
 from tunelab.records.fields import user_turns_text
 
 PROMPT_FIELD = {"sft": "prompt", "chat": "messages", "dpo": "prompt", "raft": "question", "text": "text"}
@@ -46,6 +50,11 @@ def eval_view(
     (prompts alone are too short), except conversations, compared on user turns; another kind (a DPO set
     against an SFT eval set) compares prompts (ids repeat when one eval row gives several turns)."""
     ids = loaded["sample_id"].to_list()
+    if eval_kind == train_kind == "raft":
+        # RAFT against RAFT: the second list is each eval row's golden document ("" for none), compared
+        # with the training rows' golden documents besides the contents (run)
+        documents = [doc or "" for doc in golden_documents(loaded)]
+        return loaded["content"].to_list(), documents, ids
     if eval_kind == train_kind and train_kind != "chat":
         return loaded["content"].to_list(), [], ids
     texts, rows = prompt_view(loaded, eval_kind)
@@ -94,6 +103,14 @@ def run(frame: pl.DataFrame, cfg: DecontaminateSettings, ctx: StageContext) -> S
         found[j_train] = (j_eval, j, "content")
     field = PROMPT_FIELD[ctx.kind]
     view = VIEW_NAME.get(ctx.kind, field)
+    compared_documents = ctx.kind == "raft" and bool(evals) and len(eval_prompts) == len(evals)
+    if compared_documents:
+        # a training row whose golden document is (nearly) an eval row's golden document: training on it
+        # would let the eval score measure a memorised document, whatever the question
+        train_docs = [doc or "" for doc in golden_documents(frame)]
+        for j_train, j_eval, j in matches(train_docs, eval_prompts, cfg.ngram, cfg.threshold):
+            if train_docs[j_train] and eval_prompts[j_eval] and j > found.get(j_train, (0, -1.0, ""))[1]:
+                found[j_train] = (j_eval, j, "golden document")
     if not evals and eval_prompts and field in frame.columns:
         prompts, rows_of = prompt_view(frame, ctx.kind)
         for j_text, j_eval, j in matches(prompts, eval_prompts, cfg.ngram, cfg.threshold):
@@ -103,7 +120,7 @@ def run(frame: pl.DataFrame, cfg: DecontaminateSettings, ctx: StageContext) -> S
     rows = sorted(found)
     ctx.stats["decontaminate"] = {
         "eval_rows": len(eval_ids),
-        "view": "content" if evals else view,
+        "view": ("content+golden document" if compared_documents else "content") if evals else view,
         "dropped": len(rows),
     }
     ids = frame["sample_id"]

@@ -17,7 +17,8 @@ from tunelab.evaluate import stats
 
 # what the table shows (precision/recall and per-sample means stay in eval_metrics for queries)
 TABLE_METRICS = (
-    "rouge1", "rouge2", "rougeL", "bleu_corpus", "chrf_corpus", "cosine", "label_acc", "korean_answer_rate",
+    "exact_match", "token_f1", "rouge1", "rouge2", "rougeL", "bleu_corpus", "chrf_corpus", "cosine", "label_acc",
+    "korean_answer_rate",
 )  # fmt: skip
 TABLE_LABELS = {
     "bleu_corpus": "BLEU (corpus)",
@@ -27,6 +28,8 @@ TABLE_LABELS = {
     "label_acc": "persona acc",
     "judge": "LLM judge (rubric 1–10)",
     "korean_answer_rate": "Korean answers",
+    "exact_match": "exact match (answer)",
+    "token_f1": "token F1 (answer)",
 }
 
 

@@ -55,10 +55,12 @@ class EvaluateConfig(Strict):
     # each: "base", "sft", "dpo" (latest run of that kind for this recipe), a run id, or an adapter/model path
     models: list[str] = Field(default_factory=lambda: ["base", "sft", "dpo"])
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
+    # exact_match / token_f1: RAG answers (the `<ANSWER>:` part, Korean particles dropped); unset, a raft
+    # eval set gets them besides the default metrics
     # judge: the LLM judge of `judge:` below (added to the defaults when a judge block is given)
     metrics: list[
         Literal[
-            "rouge", "bleu", "chrf", "cosine", "label_acc", "judge",
+            "rouge", "bleu", "chrf", "cosine", "label_acc", "exact_match", "token_f1", "judge",
             "korean_answer_rate",
         ]
     ] = Field(default_factory=lambda: ["rouge", "bleu", "chrf", "cosine", "label_acc", "korean_answer_rate"])

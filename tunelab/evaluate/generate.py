@@ -7,7 +7,8 @@ Left padding so every row's new tokens start at the same position; greedy unless
 Multi-turn prompts (kind chat, dpo history) are answered turn by turn, as LogicKor's and MT-Bench's
 two-turn questions are: each earlier assistant turn of the prompt is replaced by the model's own answer to
 the user turns before it, then the final answer is generated and scored against the row's last assistant
-turn. The stored prompt is the conversation the model actually saw, as "role: content" lines.
+turn. The stored prompt is the conversation the model actually saw, as "role: content" lines (RAFT rows:
+the instruction, the documents as rendered and the question).
 """
 
 from __future__ import annotations
@@ -161,7 +162,7 @@ def generate_predictions(
     predictions, latencies, seen = generate_turn_by_turn(model, tokenizer, prompts, settings, on_batch)
     # multi-turn rows: the prompt as this model saw it (its own earlier answers); else the row's prompt
     shown = [
-        conversation_text(turns) if multi_turn(kind, turns) else text
+        conversation_text(turns) if multi_turn(kind, turns) or kind == "raft" else text
         for turns, text in zip(seen, eval_rows["prompt_text"].to_list(), strict=True)
     ]
     params = gen_params_json(settings)
@@ -209,8 +210,12 @@ def eval_rows_from_frame(frame: pl.DataFrame, kind: str, source: str) -> pl.Data
             turns = prompt_messages(row, kind)
             texts.append(conversation_text(turns) if multi_turn(kind, turns) else flat or "")
         prompt = pl.Series("prompt_text", texts, dtype=pl.Utf8)
+    elif kind == "raft":
+        # what the model saw: the instruction, every document and the question, not the question alone
+        texts = [conversation_text(prompt_messages(row, kind)) for row in frame.to_dicts()]
+        prompt = pl.Series("prompt_text", texts, dtype=pl.Utf8)
     else:
-        prompt = frame["question" if kind == "raft" else "prompt"].fill_null("").alias("prompt_text")
+        prompt = frame["prompt"].fill_null("").alias("prompt_text")
     label = (
         frame["label"].cast(pl.Utf8)
         if "label" in frame.columns

@@ -7,7 +7,8 @@ The batch path reuses rouge-score's and sacrebleu's own scoring functions but to
 text once (references repeat across models): ROUGE n-gram counters and LCS come from
 `rouge_scorer._create_ngrams/_score_ngrams/_score_lcs`, BLEU/chrF segment statistics from sacrebleu's
 `_extract_corpus_statistics`, so the numbers are the libraries' numbers (tests compare with their APIs).
-Scales: ROUGE and cosine in [0, 1]; BLEU and chrF in [0, 100] as sacrebleu reports them.
+Scales: ROUGE and cosine in [0, 1]; BLEU and chrF in [0, 100] as sacrebleu reports them; exact_match and
+token_f1 (RAG answers, evaluate/answers.py) in [0, 1].
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import polars as pl
 
 from tunelab.curate.language import languages_of
 from tunelab.embeddings.loader import embed_cached, load_embedder
+from tunelab.evaluate.answers import answer_scores, answer_signature
 from tunelab.evaluate.tokenizers import has_hangul, resolve_tokenizer_name, rouge_tokenizer
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
@@ -283,6 +285,14 @@ def _score_one_model(
         # an empty answer embeds close to everything (0.82 against the demo references): it scores 0
         values = [0.0 if not pred.strip() else value for pred, value in zip(preds, values, strict=True)]
         rows.append(("cosine", values, f"cosine|emb:{embedding_model}", _mean(values)))
+    if "exact_match" in metrics or "token_f1" in metrics:
+        # RAG answers: the `<ANSWER>:` part of each text, Korean particles dropped (evaluate/answers.py)
+        em, f1 = answer_scores(refs, preds)
+        signature = answer_signature()
+        if "exact_match" in metrics:
+            rows.append(("exact_match", em, f"{signature}|exact", _mean(em)))
+        if "token_f1" in metrics:
+            rows.append(("token_f1", f1, f"{signature}|f1", _mean(f1)))
     if KOREAN_ANSWER_RATE in metrics:
         values = korean_answers(preds)
         rows.append((KOREAN_ANSWER_RATE, values, KOREAN_ANSWER_SIGNATURE, _mean(values)))

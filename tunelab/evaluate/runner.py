@@ -68,6 +68,8 @@ DEFAULT_EMBEDDING_MODEL = "e5-small"
 DEFAULT_METRICS = ("rouge", "bleu", "chrf", "cosine", "label_acc", "korean_answer_rate")
 # a file of someone's predictions: persona accuracy needs training labels, so only when asked for
 SCORE_DEFAULT_METRICS = ("rouge", "bleu", "chrf", "cosine", "korean_answer_rate")
+# added to the defaults for a raft eval set: exact match and token F1 of the `<ANSWER>:` part
+RAG_METRICS = ("exact_match", "token_f1")
 
 
 @dataclass
@@ -421,6 +423,8 @@ def run_evaluate(
     judging = cfg.judge is not None and ("judge" in cfg.metrics or "metrics" not in cfg.model_fields_set)
     if judging and cfg.judge is not None:
         check_judge(cfg.judge)  # an unreachable judge fails now, not after an hour of generation
+    elif cfg.judge is not None:
+        print("note: evaluate.judge is set but evaluate.metrics leaves out judge: no judging", file=sys.stderr)
     frames = []
     with progress(None if show_progress else False) as bar:
         task = bar.add_task("generating rows", total=len(model_refs) * rows.height, status="")
@@ -432,6 +436,8 @@ def run_evaluate(
             gc.collect()  # one model in memory at a time
     predictions = pl.concat(frames)
     metrics_wanted = list(cfg.metrics)
+    if kind == "raft" and "metrics" not in cfg.model_fields_set:
+        metrics_wanted += [m for m in RAG_METRICS if m not in metrics_wanted]  # what RAG answers are judged by
     if judging and "judge" not in metrics_wanted:
         metrics_wanted.append("judge")  # a judge block with the default metrics: the judge is wanted too
     with one_line_warnings() if show_progress else nullcontext():

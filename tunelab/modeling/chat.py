@@ -43,9 +43,20 @@ def raft_user_message(row: dict[str, Any]) -> str:
     return f"{blocks}\n\n{_text(row.get('question'))}" if blocks else _text(row.get("question"))
 
 
+# RAFT's answer marker (the text after it is the answer): evaluation parses answers at it
+ANSWER_MARKER = "<ANSWER>:"
+
+
 def raft_answer(row: dict[str, Any]) -> str:
+    """The target: the chain of thought ending in `<ANSWER>: answer` (RAFT's format, so evaluation can
+    read the answer back out of a prediction); a cot that already ends so (RAFT's cot_answer) as it is;
+    without a cot, the answer alone."""
     cot, answer = _text(row.get("cot")).strip(), _text(row.get("answer"))
-    return f"{cot}\n\n{answer}" if cot else answer
+    if not cot:
+        return answer
+    if ANSWER_MARKER in cot:
+        return cot
+    return f"{cot}\n\n{ANSWER_MARKER} {answer}"
 
 
 def _turns(value: Any) -> list[dict[str, str]]:

@@ -176,7 +176,46 @@ _RAFT_ALIASES = {
     "question": ("question", "QUESTION"),
     "answer": ("answer", "final_decision"),
     "cot": ("cot", "cot_answer", "LONG_ANSWER"),
+    "golden": ("golden", "oracle_context", "golden_document"),
 }
+# RAFT's answer marker: the text after the last one is the answer (`<ANSWER>: 서울`)
+ANSWER_MARKER = "<ANSWER>:"
+
+
+def release_documents(value: Any) -> Any:
+    """A RAFT / HotpotQA context object as a list of documents; any other value as given.
+
+    RAFT releases (gorilla raft.py, the HF RAFT datasets) write `{"title": [[t, t, ...]], "sentences":
+    [[doc, doc, ...]]}`: one inner list holding every document. HotpotQA writes one title per document and
+    one list of sentences per document: `{"title": [t1, t2], "sentences": [[s, s], [s]]}`."""
+    if not isinstance(value, dict) or "sentences" not in value:
+        return value
+    sentences, titles = value.get("sentences"), value.get("title", value.get("titles"))
+    if not isinstance(sentences, list) or not all(isinstance(s, list) for s in sentences):
+        return value
+    if not all(isinstance(x, str) for s in sentences for x in s):
+        return value
+    flat_titles = isinstance(titles, list) and all(isinstance(t, str) for t in titles)
+    if flat_titles and len(titles) == len(sentences):  # HotpotQA: a document per inner list
+        return [" ".join(s) for s in sentences]
+    return [doc for s in sentences for doc in s]  # RAFT: every inner item is a document
+
+
+def _raft(record: dict[str, Any]) -> dict[str, Any]:
+    """RAFT rows, incl. the release format: `{sentences, title}` contexts, `cot_answer` (its `<ANSWER>:`
+    tail is the answer when the row has no separate answer), `oracle_context` (the golden document), and
+    an `instruction` that is the whole rendered prompt (documents and question again: dropped, since
+    tunelab renders the prompt from context and question itself)."""
+    out = _by_alias(record, _RAFT_ALIASES)
+    if "context" in out:
+        out["context"] = release_documents(out["context"])
+    cot = out.get("cot")
+    if "answer" not in out and isinstance(cot, str) and ANSWER_MARKER in cot:
+        out["answer"] = cot.rsplit(ANSWER_MARKER, 1)[1].strip()
+    instruction = out.get("instruction")
+    if isinstance(instruction, str) and "<DOCUMENT>" in instruction and "context" in out:
+        del out["instruction"]
+    return out
 
 
 def _by_alias(record: dict[str, Any], aliases: dict[str, tuple[str, ...]]) -> dict[str, Any]:
@@ -264,7 +303,7 @@ def _auto(record: dict[str, Any], kind: Kind) -> dict[str, Any]:
     if kind == "dpo":
         return _dpo(record)
     if kind == "raft":
-        return _by_alias(record, _RAFT_ALIASES)
+        return _raft(record)
     for name in ("text", "content", "document"):
         if name in record:
             return {"text": record[name]}

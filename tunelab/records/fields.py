@@ -22,7 +22,9 @@ CANONICAL_FIELDS: dict[str, tuple[str, ...]] = {
     "chat": ("messages",),
     # history: the turns before the final user prompt (trl's multi-turn conversational preference data)
     "dpo": ("history", "prompt", "chosen", "rejected"),
-    "raft": ("instruction", "context", "question", "answer", "cot"),
+    # golden: the document the answer comes from (RAFT's oracle_context); split groups rows by it and
+    # decontamination compares it, also when the row's context leaves it out (RAFT's share 1 - p)
+    "raft": ("instruction", "context", "question", "answer", "cot", "golden"),
     "text": ("text",),
 }
 REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
