@@ -266,6 +266,15 @@ def test_semantic_near_pairs_and_settings_from_the_recipe() -> None:
     assert wider.select("i", "j").rows() == [(1, 0), (2, 1)]
     assert wider["similarity"][1] == pytest.approx(0.8 * 0.95 - 0.6 * math.sqrt(1 - 0.95**2), abs=1e-6)
     assert cal.band_low(np.array([0.7, 0.6999, 1.0, 0.85]), "minhash").tolist() == [0.7, 0.6, 0.9, 0.8]
+    # the MinHash near misses of the planted corpus: the three copies under 0.7, at their reference Jaccard
+    rows, planted = corpus()
+    texts = [content(r) for r in rows]
+    near, proposed = cal.minhash_near_pairs(texts, MinhashSettings(), 0.4)
+    expected = sorted((planted[n][0], planted[n][1]) for n in ("b7", "b8", "b9"))
+    assert near.select("i", "j").rows() == expected and proposed >= 3
+    assert near["similarity"].to_list() == pytest.approx([planted[n][2] for n in ("b7", "b8", "b9")])
+    capped, same = cal.minhash_near_pairs(texts, MinhashSettings(), 0.4, max_candidates=1)
+    assert same == proposed and capped.height <= 1
     assert cal.band_low(np.array([0.85, 0.849]), "semantic").tolist() == [0.85, 0.8]
     # a curation stored before the dedup key compared the raw text: the page recomputes it that way
     old = cal.stage_settings(json.dumps({"curate": {"minhash": {"threshold": 0.6, "ngram": 5}}}), "minhash")

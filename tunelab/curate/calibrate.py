@@ -268,6 +268,8 @@ BANDS_PER_UNIT = {"minhash": 10, "semantic": 20}
 NEAR_MISS_SPAN = {"minhash": 0.3, "semantic": 0.15}
 # rows a near-miss search looks at: all of a curation up to this many, else a seeded sample (the page says so)
 NEAR_MISS_MAX_ROWS = {"minhash": 20_000, "semantic": 5_000}
+# LSH candidates verified with the exact Jaccard (~0.1 ms each): a seeded sample beyond this many
+NEAR_MISS_MAX_CANDIDATES = 50_000
 MARK_STAGES = ("minhash", "semantic")
 
 
@@ -314,33 +316,41 @@ def contents(samples: pl.DataFrame, kind: str) -> list[str]:
     return with_content(samples, kind)["content"].fill_null("").to_list()
 
 
-def minhash_near_pairs(texts: Sequence[str], cfg: MinhashSettings, low: float) -> pl.DataFrame:
+def minhash_near_pairs(
+    texts: Sequence[str], cfg: MinhashSettings, low: float, max_candidates: int = NEAR_MISS_MAX_CANDIDATES
+) -> tuple[pl.DataFrame, int]:
     """Pairs (i > j) whose exact Jaccard on the dedup key is in [low, cfg.threshold): the near misses.
 
     Candidates come from the stage's own LSH, banded for `low` instead of the threshold, and each is
     verified with the stage's exact Jaccard, so a pair's similarity is the number the stage would compute.
     LSH buckets give star pairs (each member with the bucket's first row), so this is a sample of the
-    pairs in each band, not all of them."""
+    pairs in each band, not all of them. Returns the pairs and how many candidates LSH proposed (at most
+    `max_candidates` of them, a seeded sample, are verified)."""
     from tunelab.curate import minhash
 
     schema = {"i": pl.Int64, "j": pl.Int64, "similarity": pl.Float64}
     keys = dedup_keys(list(texts), cfg.key)
     if len(keys) < 2 or low >= cfg.threshold:
-        return pl.DataFrame(schema=schema)
+        return pl.DataFrame(schema=schema), 0
     sig = minhash.signatures(keys, cfg.ngram, cfg.num_perm, cfg.seed)
     bands, rows = minhash.band_params(round(max(low, 0.05), 4), cfg.num_perm)
     pairs = minhash.candidate_pairs(sig, bands, rows, cfg.seed)
-    if len(pairs) == 0:
-        return pl.DataFrame(schema=schema)
+    proposed = len(pairs)
+    if proposed == 0:
+        return pl.DataFrame(schema=schema), 0
+    if proposed > max_candidates:
+        pick = np.random.default_rng(cfg.seed).choice(proposed, max_candidates, replace=False)
+        pairs = pairs[np.sort(pick)]
     sets = minhash.ShingleSets(keys, np.unique(pairs), cfg.ngram, cfg.seed)
     sims = np.array([sets.jaccard(int(a), int(b)) for a, b in pairs])
     keep = (sims >= low - 1e-12) & (sims < cfg.threshold - 1e-12)
     first, second = pairs[keep].max(axis=1), pairs[keep].min(axis=1)
-    return (
+    found = (
         pl.DataFrame({"i": first, "j": second, "similarity": sims[keep]}, schema=schema)
         .unique(["i", "j"])
         .sort(["i", "j"])
     )
+    return found, proposed
 
 
 def semantic_vectors(texts: Sequence[str], cfg: SemanticSettings, cache_dir: Path | None) -> np.ndarray:

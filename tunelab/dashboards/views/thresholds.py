@@ -47,7 +47,13 @@ top = st.columns([3, 2])
 curation_id = top[0].selectbox("Curation", list(by_id), key="curation", bind="query-params")
 curation = by_id[curation_id]
 recipe_stages = queries.recipe_stages(curation.get("recipe"))
-stages = [s for s in cal.MARK_STAGES if s in recipe_stages] or list(cal.MARK_STAGES)
+stages = [s for s in cal.MARK_STAGES if s in recipe_stages]
+if not stages:
+    st.info(
+        "This curation ran neither the minhash nor the semantic stage, so it has no near-duplicate threshold "
+        "to check. `tunelab audit FILE --minhash-thresholds 0.6,0.7,0.8` shows what each threshold would drop."
+    )
+    st.stop()
 stage = top[1].radio("Stage", stages, key="stage", horizontal=True, bind="query-params")
 settings = cal.stage_settings(curation.get("recipe"), stage)
 threshold = float(settings.threshold)
@@ -66,20 +72,21 @@ st.caption(
 @st.cache_data(show_spinner="Finding near misses under the threshold …", max_entries=16)
 def near_misses(
     warehouse: str, curation_id: str, created_at: str, stage: str, recipe: str | None, kind: str, low: float
-) -> tuple[pl.DataFrame, int, int]:
-    """(pairs under the threshold, rows searched, rows that reached the stage); `created_at` keys the cache
-    to this curation's samples (they never change under one id)."""
+) -> tuple[pl.DataFrame, int, int, int | None]:
+    """(pairs under the threshold, rows searched, rows that reached the stage, LSH candidates proposed);
+    `created_at` keys the cache to this curation's samples (they never change under one id)."""
     order = queries.recipe_stages(recipe)
     earlier = order[: order.index(stage)] if stage in order else []
     limit = cal.NEAR_MISS_MAX_ROWS[stage]
     rows = queries.stage_input_samples(Path(warehouse), curation_id, earlier, limit)
     if rows.height < 2:
-        return pl.DataFrame(schema=PAIR_SCHEMA), rows.height, rows.height
+        return pl.DataFrame(schema=PAIR_SCHEMA), rows.height, rows.height, None
     reached = int(rows["reached"][0])
     texts = cal.contents(rows.drop("reached"), kind)
     cfg = cal.stage_settings(recipe, stage)
+    proposed = None
     if stage == "minhash":
-        found = cal.minhash_near_pairs(texts, cfg, low)
+        found, proposed = cal.minhash_near_pairs(texts, cfg, low)
     else:
         vectors = cal.semantic_vectors(texts, cfg, Workspace(Path(warehouse).parent).embedding_cache)
         found = cal.semantic_near_pairs(vectors, low, float(cfg.threshold))
@@ -93,7 +100,7 @@ def near_misses(
         },
         schema=PAIR_SCHEMA,
     )
-    return pairs, rows.height, reached
+    return pairs, rows.height, reached, proposed
 
 
 def save_mark(
@@ -118,12 +125,12 @@ if "mark_error" in st.session_state:
     st.error(safetext.text(st.session_state.pop("mark_error")))
 
 drops = q(queries.threshold_drops, db, curation_id, stage).with_columns(source=pl.lit("dropped by the stage"))
-searched = reached = None
+searched = reached = proposed = None
 near = pl.DataFrame(schema=PAIR_SCHEMA)
 semantic_key = f"semantic_near|{curation_id}"
 if stage == "minhash" or st.session_state.get(semantic_key):
     try:
-        near, searched, reached = near_misses(
+        near, searched, reached, proposed = near_misses(
             str(db), curation_id, str(curation.get("created_at")), stage, curation.get("recipe"),
             str(curation.get("kind") or "sft"), lowest,
         )  # fmt: skip
@@ -142,7 +149,13 @@ if searched is not None:
     st.caption(
         f"Near misses: {near.height:,} pairs under {threshold:g} among {searched:,} rows{sampled}; "
         + (
-            "candidates from the stage's LSH banded for the lowest band, a sample of each band's pairs"
+            f"{proposed or 0:,} candidates from the stage's LSH banded for the lowest band"
+            + (
+                f" ({cal.NEAR_MISS_MAX_CANDIDATES:,} of them, a seeded sample, verified)"
+                if (proposed or 0) > cal.NEAR_MISS_MAX_CANDIDATES
+                else ""
+            )
+            + ", a sample of each band's pairs"
             if stage == "minhash"
             else "each row with its most similar other row under the threshold"
         )
@@ -181,7 +194,7 @@ for band in sorted(bands):
             "stage": "drops"
             if band >= threshold - 1e-9
             else "keeps"
-            if band + 1 / per_unit <= threshold
+            if band + 1 / per_unit <= threshold + 1e-9
             else "both",
             "dropped pairs": in_band.filter(pl.col("source") == "dropped by the stage").height,
             "near misses": in_band.filter(pl.col("source") != "dropped by the stage").height,
