@@ -359,6 +359,40 @@ def _write_predictions(path: Path, predictions: pl.DataFrame) -> Path:
     return path
 
 
+def test_the_same_answer_ties_without_a_call(canned: Canned, tmp_path: Path) -> None:
+    canned.start()
+    predictions = frame([
+        ("base", "s0", "질문 0", "같은 답 @same"), ("sft", "s0", "질문 0", "같은 답 @same "),
+        ("base", "s1", "질문 1", "base 답 @bad"), ("sft", "s1", "질문 1", "sft 답 @good"),
+    ])  # fmt: skip
+    outcome = run_judge(
+        predictions, settings(canned.endpoint), Workspace(tmp_path / "ws"), client_factory=fast
+    )
+    assert len(canned.requests()) == 2  # only s1, in both orders
+    verdicts = {r["sample_id"]: (r["verdict"], r["reason"]) for r in outcome.judgments.to_dicts()}
+    assert (
+        verdicts["s0"] == ("tie", "(the same answer: not sent to the judge)") and verdicts["s1"][0] == "win"
+    )
+
+
+def test_judge_flags_are_checked_in_one_line(tmp_path: Path) -> None:
+    from tunelab.evaluate.commands import judge_settings
+
+    assert judge_settings(None, None, None, None, None, wanted=False) is None
+    with pytest.raises(UserError, match=r"^--judge: no judge endpoint; pass --judge-endpoint"):
+        judge_settings(None, None, "m", None, None, wanted=True)
+    with pytest.raises(UserError, match=r"^--judge-endpoint: must be an http:// or https:// URL"):
+        judge_settings(None, "localhost:8000", "m", None, None, wanted=True)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "dataset: {path: d.jsonl, name: d}\nevaluate:\n  judge: {endpoint: 'http://h:1/v1', model: a, "
+        "mode: rubric, temperature: 0.3}\n",
+        encoding="utf-8",
+    )
+    merged = judge_settings(recipe, None, "b", None, None, wanted=True)  # a flag overrides the recipe's key
+    assert merged is not None and (merged.model, merged.mode, merged.temperature) == ("b", "rubric", 0.3)
+
+
 def test_unreachable_endpoint_is_one_line_and_exit_2(tmp_path: Path) -> None:
     file = _write_predictions(tmp_path / "preds.jsonl", PAIRWISE)
     closed = f"http://127.0.0.1:{free_port()}/v1"

@@ -164,7 +164,8 @@ def judge_settings(
     except ValueError as exc:  # pydantic's ValidationError: the first problem, on one line
         errors = getattr(exc, "errors", lambda: [])()
         first = errors[0] if errors else {"loc": ("judge",), "msg": str(exc)}
-        raise UserError(f"--judge-{first['loc'][0]}: {first['msg']}") from None
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise UserError(f"--judge-{first['loc'][0]}: {message}") from None
 
 
 def register(app: typer.Typer) -> None:

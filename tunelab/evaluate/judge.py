@@ -288,13 +288,21 @@ class JudgeClient:
     def preflight(self) -> None:
         """Fail at once, with one line, when nothing answers at the endpoint (no retries: nothing to wait for)."""
         models_url = self.url.removesuffix("/chat/completions") + "/models"
+        unreachable = (
+            self._httpx.ConnectError,
+            self._httpx.ConnectTimeout,
+            self._httpx.UnsupportedProtocol,
+            self._httpx.ProxyError,
+        )
         try:
             response = self._client.get(models_url, timeout=min(10.0, self.settings.timeout_s))
-        except self._httpx.TransportError as exc:
+        except unreachable as exc:
             raise UserError(
                 f"evaluate.judge.endpoint: cannot reach {self.url} ({_one_line(exc) or type(exc).__name__}); "
                 "start the judge server or fix the endpoint"
             ) from None
+        except self._httpx.TransportError:
+            return  # it answers, slowly or oddly: the calls themselves will wait and retry
         if response.status_code in (401, 403):
             raise UserError(
                 f"evaluate.judge: {self.url} answered HTTP {response.status_code} ({FATAL_STATUSES[response.status_code]}); "
@@ -538,11 +546,11 @@ def run_judge(
             a_row, b_row = mine[sid], theirs[sid]
             a_empty = degenerate_reason(a_row.get("prediction")) is not None
             b_empty = degenerate_reason(b_row.get("prediction")) is not None
-            if a_empty or b_empty:
+            a_text, b_text = _text(a_row["prediction"]), _text(b_row["prediction"])
+            if a_empty or b_empty or a_text.strip() == b_text.strip():
                 plan2.append((model, baseline, sid, None, None, (a_empty, b_empty)))
                 continue
             values = common(a_row)
-            a_text, b_text = _text(a_row["prediction"]), _text(b_row["prediction"])
             first = prompt_for({**values, "answer_a": a_text, "answer_b": b_text})  # model shown as A
             second = prompt_for({**values, "answer_a": b_text, "answer_b": a_text})  # model shown as B
             plan2.append((model, baseline, sid, first, second, None))
@@ -550,11 +558,12 @@ def run_judge(
     answers, calls = ask_all(wanted, settings, cache, show_progress, client_factory)
     for model, baseline, sid, first, second, empty in plan2:
         row = {**base, "sample_id": sid, "model": model, "opponent": baseline}
-        if empty is not None:
+        if empty is not None:  # decided without a call: an empty answer loses, the same answer ties
             a_empty, b_empty = empty
-            verdict = "tie" if a_empty and b_empty else "loss" if a_empty else "win"
+            verdict = "tie" if a_empty == b_empty else "loss" if a_empty else "win"
+            why = "the same answer" if not (a_empty or b_empty) else "an empty or degenerate answer"
             rows.append({**row, "verdict": verdict, "score": {"win": 1.0, "tie": 0.5, "loss": 0.0}[verdict],
-                         "reason": "(an empty or degenerate answer: not sent to the judge)"})  # fmt: skip
+                         "reason": f"({why}: not sent to the judge)"})  # fmt: skip
             continue
         reply_1, reply_2 = answers.get(first[0]), answers.get(second[0])
         # from the model's side: shown as A in the first order, as B in the second
