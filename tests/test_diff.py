@@ -9,9 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from tunelab.curate.config import CurateConfig
+from tunelab.curate.diff import diff_curations
 from tunelab.curate.diff_commands import compare
 from tunelab.curate.pipeline import curate_dataset
 from tunelab.records.config import DatasetConfig
@@ -142,3 +144,47 @@ def test_cli_json_table_and_unknown_id(curations: dict) -> None:
     assert len(lines) == 1 and lines[0].startswith("error: CURATION_A: no curation 'no-such-curation'")
     ambiguous = tunelab("diff", "tiny-", curations["b"], "-w", ws)
     assert ambiguous.returncode == 2 and "give more of it" in ambiguous.stderr
+
+
+def outcomes(hashes: list[str], dropped: dict[int, str] | None = None) -> pl.DataFrame:
+    dropped = dropped or {}
+    return pl.DataFrame(
+        {
+            "sample_id": [f"d:{i}" for i in range(len(hashes))],
+            "content_hash": hashes,
+            "outcome": ["dropped" if i in dropped else "kept" for i in range(len(hashes))],
+            "stage": ["quality" if i in dropped else None for i in range(len(hashes))],
+            "reason": [dropped.get(i) for i in range(len(hashes))],
+            "evidence": [None] * len(hashes),
+            "split": [None if i in dropped else "train" for i in range(len(hashes))],
+        }
+    )
+
+
+def test_pairing_of_an_edited_file_in_memory() -> None:
+    """3,000 rows with a repeated boilerplate text; B inserts a line on top, deletes row 1000 and rewrites
+    row 2000: rows before 1000 pair by content (their ids moved), rows after by id, the rewritten one by id
+    with another text."""
+    a_hash = [f"h{i}" for i in range(3000)]
+    for i in (10, 20, 30):
+        a_hash[i] = "boilerplate"
+    b_hash = ["new"] + a_hash[:1000] + a_hash[1001:]
+    b_hash[2000] = "rewritten"
+    empty = pl.DataFrame(schema={"stage": pl.String, "reason": pl.String, "kept": pl.Boolean, "n": pl.Int64})
+    info = {"curation_id": "x", "dataset": "d", "read": 3000}
+    found = diff_curations(
+        info,
+        outcomes(a_hash),
+        empty,
+        info,
+        outcomes(b_hash, {2000: "quality:truncated", 11: "quality:refusal"}),
+        empty,
+    )
+    assert (found.paired_by_content, found.paired_by_id, found.content_changed) == (1000, 1999, 1)
+    assert found.added["sample_id"].to_list() == ["d:0"] and found.removed["sample_id"].to_list() == [
+        "d:1000"
+    ]
+    assert found.changes.select("change", "sample_id_a", "sample_id_b", "paired_by").rows() == [
+        ("kept_to_dropped", "d:10", "d:11", "content"),  # the first boilerplate copy meets the first copy
+        ("kept_to_dropped", "d:2000", "d:2000", "id"),
+    ]

@@ -7,8 +7,9 @@ or writes anything.
 How rows are paired. A sample id is `<dataset name>:<source row>` (records/loader.py): it names a row by its
 position, so an inserted line renumbers every row below it, and a renamed dataset renames every id. Rows
 are therefore paired the way a text diff pairs lines, in three passes:
-1. the two sequences of content hashes, in source order, are aligned (difflib: the longest matching
-   blocks), which pairs unchanged rows even when lines were inserted or deleted above them, and pairs
+1. the two sequences of content hashes, in source order, are aligned like a text diff (patience diff:
+   texts found once on each side anchor the alignment, difflib's matching blocks fill the gaps between
+   anchors), which pairs unchanged rows even when lines were inserted or deleted above them, and pairs
    repeated texts copy by copy in order;
 2. what is left is paired by content hash, k-th copy with k-th copy (rows that moved);
 3. what is still left is paired by sample id: the same row with another text (`content_changed`: the file
@@ -18,7 +19,10 @@ Unpaired rows were added (only in B) or removed (only in A).
 
 from __future__ import annotations
 
+import bisect
 import difflib
+import itertools
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,19 +91,55 @@ def _outcomes(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.select(OUTCOME_COLUMNS).with_columns(pl.int_range(pl.len()).alias("order"))
 
 
-def _aligned(a: pl.DataFrame, b: pl.DataFrame) -> pl.DataFrame:
-    """(i, j) row positions of A and B that a sequence alignment of their content hashes pairs.
+# a gap between two anchors is aligned with difflib only up to this many cells (rows of A x rows of B):
+# difflib is quadratic at worst, and the rows of a larger gap are still paired by the two passes after
+GAP_CELLS = 4_000_000
 
-    autojunk stays on: a text repeated in more than 1 % of the rows is left to the copy-by-copy pass, which
-    keeps the alignment near-linear on a large file full of one boilerplate answer."""
+
+def _increasing(pairs: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The longest subsequence of `pairs` (sorted by i) whose j increase as well (patience sorting)."""
+    tail_j: list[int] = []  # tail_j[k]: the smallest j that ends an increasing run of length k + 1
+    tail_at: list[int] = []  # ... and the index of that pair
+    before = [-1] * len(pairs)
+    for index, (_, j) in enumerate(pairs):
+        k = bisect.bisect_left(tail_j, j)
+        if k:
+            before[index] = tail_at[k - 1]
+        if k == len(tail_j):
+            tail_j.append(j)
+            tail_at.append(index)
+        else:
+            tail_j[k], tail_at[k] = j, index
+    run, index = [], tail_at[-1] if tail_at else -1
+    while index >= 0:
+        run.append(pairs[index])
+        index = before[index]
+    return run[::-1]
+
+
+def _aligned(a: pl.DataFrame, b: pl.DataFrame) -> pl.DataFrame:
+    """(i, j) row positions of A and B paired by aligning their content hashes in source order.
+
+    Patience diff: the texts found exactly once in A and once in B, in an order both files agree on, are
+    anchors (near-linear on a million rows, where difflib alone went quadratic); each gap between two
+    anchors is then aligned with difflib's matching blocks, which pairs repeated texts copy by copy."""
     a_hash = [h if h is not None else f"a:{i}" for i, h in enumerate(a["content_hash"].to_list())]
     b_hash = [h if h is not None else f"b:{j}" for j, h in enumerate(b["content_hash"].to_list())]
-    matcher = difflib.SequenceMatcher(None, a_hash, b_hash, autojunk=True)
-    i, j = [], []
-    for block in matcher.get_matching_blocks():
-        i.extend(range(block.a, block.a + block.size))
-        j.extend(range(block.b, block.b + block.size))
-    return pl.DataFrame({"order": i, "order_b": j}, schema={"order": pl.Int64, "order_b": pl.Int64})
+    in_a, in_b = Counter(a_hash), Counter(b_hash)
+    unique_b = {h: j for j, h in enumerate(b_hash) if in_b[h] == 1}
+    anchors = _increasing([(i, unique_b[h]) for i, h in enumerate(a_hash) if in_a[h] == 1 and h in unique_b])
+    i_found, j_found = [i for i, _ in anchors], [j for _, j in anchors]
+    bounds = [(-1, -1), *anchors, (len(a_hash), len(b_hash))]
+    for (i0, j0), (i1, j1) in itertools.pairwise(bounds):
+        gap_a, gap_b = a_hash[i0 + 1 : i1], b_hash[j0 + 1 : j1]
+        if not gap_a or not gap_b or len(gap_a) * len(gap_b) > GAP_CELLS:
+            continue
+        for block in difflib.SequenceMatcher(None, gap_a, gap_b, autojunk=False).get_matching_blocks():
+            i_found.extend(range(i0 + 1 + block.a, i0 + 1 + block.a + block.size))
+            j_found.extend(range(j0 + 1 + block.b, j0 + 1 + block.b + block.size))
+    return pl.DataFrame(
+        {"order": i_found, "order_b": j_found}, schema={"order": pl.Int64, "order_b": pl.Int64}
+    )
 
 
 def _by_copy(a: pl.DataFrame, b: pl.DataFrame) -> pl.DataFrame:
