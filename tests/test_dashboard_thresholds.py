@@ -321,3 +321,19 @@ def test_semantic_near_misses_on_request(tmp_path: Path, curated: tuple[Path, st
         assert "under the threshold" in shown
     finally:
         os.environ["TUNELAB_WAREHOUSE"] = previous
+
+
+def test_a_file_made_before_the_view_gets_it_with_its_first_mark(tmp_path: Path) -> None:
+    import duckdb
+
+    db = tmp_path / "tunelab.duckdb"
+    samples = pl.DataFrame({"sample_id": ["s:0", "s:1"], "source_row": [0, 1], "prompt": ["가", "가"]})
+    store.ingest_curation(db, {"curation_id": "c", "dataset": "s", "kind": "sft"}, samples, pl.DataFrame(
+        {"sample_id": ["s:1"], "stage": ["minhash"], "kept": [False]}), pl.DataFrame())  # fmt: skip
+    with duckdb.connect(str(db)) as con:
+        con.execute("DROP VIEW v_threshold_precision")  # as in a version-7 file from before the view
+    assert store.threshold_precision(db, "c", "minhash").height == 0  # no error, nothing marked
+    store.add_threshold_mark(db, "c", "minhash", "s:1", "s:0", 0.75, True, reviewer="kim")
+    assert store.threshold_precision(db, "c", "minhash").select("band_low", "n", "precision").rows() == [
+        (0.7, 1, 1.0)
+    ]

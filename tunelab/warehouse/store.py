@@ -654,12 +654,19 @@ def threshold_marks(db: Path, curation_id: str, stage: str) -> pl.DataFrame:
 
 def threshold_precision(db: Path, curation_id: str, stage: str) -> pl.DataFrame:
     """Per similarity band: marked pairs, those marked duplicate, precision and its 95 % Wilson interval."""
-    return query(
-        db,
-        """SELECT band_low, band_high, n, duplicates, precision, ci_low, ci_high
-           FROM v_threshold_precision WHERE curation_id = $cid AND stage = $stage ORDER BY band_low""",
-        {"cid": curation_id, "stage": stage},
-    )
+    try:
+        return query(
+            db,
+            """SELECT band_low, band_high, n, duplicates, precision, ci_low, ci_high
+               FROM v_threshold_precision WHERE curation_id = $cid AND stage = $stage ORDER BY band_low""",
+            {"cid": curation_id, "stage": stage},
+        )
+    except duckdb.CatalogException:
+        # a version-7 file made before the view existed, and never marked (the first mark creates the view)
+        return pl.DataFrame(
+            schema={"band_low": pl.Float64, "band_high": pl.Float64, "n": pl.Int64, "duplicates": pl.Int64,
+                    "precision": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64}
+        )  # fmt: skip
 
 
 def curation_samples(db: Path, curation_id: str, sample_ids: list[str] | None = None) -> pl.DataFrame:

@@ -141,8 +141,8 @@ else:
         f"Find near misses under {threshold:g}",
         key="semantic_near",
         on_click=lambda: st.session_state.update({semantic_key: True}),
-        help=f"embeds up to {cal.NEAR_MISS_MAX_ROWS['semantic']:,} rows with {settings.model}; vectors the "
-        "curation cached are reused",
+        help=f"embeds up to {cal.NEAR_MISS_MAX_ROWS['semantic']:,} rows with {safetext.text(settings.model)}; "
+        "vectors the curation cached are reused",
     )
 if searched is not None:
     sampled = "" if searched == reached else f" (a seeded sample of the {reached:,} that reached the stage)"
