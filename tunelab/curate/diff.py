@@ -13,7 +13,8 @@ are therefore paired the way a text diff pairs lines, in three passes:
    repeated texts copy by copy in order;
 2. what is left is paired by content hash, k-th copy with k-th copy (rows that moved);
 3. what is still left is paired by sample id: the same row with another text (`content_changed`: the file
-   was edited there, or the normalize settings changed the text).
+   was edited there, or a stage rewrote the text on one side only: other normalize settings, pii masking,
+   since the warehouse keeps the text as curated).
 Unpaired rows were added (only in B) or removed (only in A).
 """
 
@@ -263,7 +264,7 @@ def diff_curations(
     if content_changed:
         notes.append(
             f"{content_changed:,} rows paired by sample id have another text: the file changed there, "
-            "or the normalize settings did"
+            "or a stage rewrote it on one side only (normalize settings, pii masking)"
         )
     quarantined = (a_info.get("quarantined") or 0, b_info.get("quarantined") or 0)
     if quarantined[0] != quarantined[1]:
