@@ -414,7 +414,7 @@ def ask_all(
         with progress(None if show_progress else False) as bar:
             task = bar.add_task("judge calls", total=len(missing), status=f"{calls.cached} cached")
             pool = ThreadPoolExecutor(max_workers=settings.max_concurrency)
-            aborted = False
+            finished = False
             try:
                 futures: dict[Future, str] = {pool.submit(client.complete, p): k for k, p in missing}
                 pending = set(futures)
@@ -426,7 +426,6 @@ def ask_all(
                             calls.failed += 1
                             errors.append(str(exc))
                         elif exc is not None:  # a refused run (UserError) or a bug: stop asking
-                            aborted = True
                             raise exc
                         else:
                             content = future.result()
@@ -437,9 +436,10 @@ def ask_all(
                             else:
                                 cache.put(futures[future], content, settings.model)
                         bar.advance(task)
+                finished = True
             finally:
-                # on a refused run, calls not started are dropped instead of waited for
-                pool.shutdown(wait=not aborted, cancel_futures=aborted)
+                # a refused run or Ctrl-C: calls not started are dropped instead of waited for
+                pool.shutdown(wait=finished, cancel_futures=not finished)
     finally:
         client.close()
     if calls.failed:
