@@ -34,6 +34,9 @@ from tunelab.warehouse import store
 PAGE = Path(__file__).resolve().parents[1] / "tunelab" / "dashboards" / "views" / "thresholds.py"
 KEY = DedupKeySettings()
 REVIEWER = "검토자-kim"
+# every row ends with markup that would fetch from 127.0.0.1 if it were rendered rather than shown as text
+HOSTILE = ' <img src="http://127.0.0.1:9/x.png"> ![y](http://127.0.0.1:9/y.png)'
+
 # (name, lowest, highest similarity) of each planted copy: four in 0.7-0.8 for the 3-of-4 precision check
 PLANTED = [
     ("b1", 0.9, 1.0),
@@ -68,7 +71,7 @@ def corpus() -> tuple[list[dict[str, str]], dict[str, tuple[int, int, float]]]:
         return [vocab[int(i)] for i in rng.integers(0, len(vocab), 40)]
 
     bases = {name: words() for name, _, _ in PLANTED} | {"lone": words()}
-    rows = [{"prompt": " ".join(w[:10]), "response": " ".join(w[10:]) + " OK."} for w in bases.values()]
+    rows = [{"prompt": " ".join(w[:10]), "response": " ".join(w[10:]) + HOSTILE} for w in bases.values()]
     index = {name: i for i, name in enumerate(bases)}
     planted: dict[str, tuple[int, int, float]] = {}
     for name, low, high in PLANTED:
@@ -77,7 +80,7 @@ def corpus() -> tuple[list[dict[str, str]], dict[str, tuple[int, int, float]]]:
             copy = list(base)
             for p in range(k):
                 copy[(p * 7 + 3) % 40] = vocab[int(rng.integers(0, len(vocab)))]
-            row = {"prompt": " ".join(copy[:10]), "response": " ".join(copy[10:]) + " OK."}
+            row = {"prompt": " ".join(copy[:10]), "response": " ".join(copy[10:]) + HOSTILE}
             j = reference_jaccard(content(rows[index[name]]), content(row))
             if j < high:
                 break
@@ -141,6 +144,9 @@ def test_bands_hold_the_planted_pairs_and_marks_give_precision(curated: tuple[Pa
     shown = html.unescape("\n".join(m.value for m in at.markdown))
     assert f"{base}** ⇄ **{copy}** · similarity {j:.3f} (stage)" in shown
     assert "under the threshold" in shown and "<mark>" in shown and "<del>" in shown
+    # dataset text is text: the markup arrives as character references, never as a tag or a Markdown image
+    raw = "\n".join(m.value for m in at.markdown)
+    assert HOSTILE in shown and "<img" not in raw and "](" not in raw and "&#60;img src&#61;" in raw
 
     # the four pairs of 0.7-0.8 are the stage's drops; mark three duplicate and the least similar one not
     at.selectbox(key="band").select("0.70–0.80").run()
