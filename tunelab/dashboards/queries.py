@@ -536,16 +536,18 @@ def latest_reviews(db: Path, eval_id: str, sample_ids: list[str]) -> pl.DataFram
     )
 
 
-def paired_scores(db: Path, eval_id: str, metric: str, model: str, baseline: str) -> pl.DataFrame:
-    """Per-sample `metric` of `model` and `baseline` on the prompts both were scored on (a paired test's input)."""
+def paired_scores(db: Path, eval_id: str, baseline: str) -> pl.DataFrame:
+    """Every other model's per-sample score next to `baseline`'s, per metric, on the prompts both were
+    scored on (the input of a paired test), in one query."""
     return run(
         db,
-        """SELECT t.sample_id, CAST(t.value AS DOUBLE) AS value, CAST(b.value AS DOUBLE) AS base_value
+        """SELECT t.metric, t.model, t.sample_id, CAST(t.value AS DOUBLE) AS value,
+                  CAST(b.value AS DOUBLE) AS base_value
            FROM scores t JOIN scores b ON b.eval_id = t.eval_id AND b.sample_id = t.sample_id AND b.metric = t.metric
-           WHERE t.eval_id = $eid AND t.metric = $metric AND t.model = $model AND b.model = $baseline
+           WHERE t.eval_id = $eid AND b.model = $baseline AND t.model <> $baseline
              AND t.value IS NOT NULL AND b.value IS NOT NULL
-           ORDER BY t.sample_id""",
-        {"eid": eval_id, "metric": metric, "model": model, "baseline": baseline},
+           ORDER BY t.metric, t.model, t.sample_id""",
+        {"eid": eval_id, "baseline": baseline},
     )
 
 

@@ -27,23 +27,25 @@ db = common.page_start(
 )
 
 
-@st.cache_data(show_spinner=False, max_entries=256)
-def _computed_delta(
-    db_path: str, stamp: tuple[int, ...], eval_id: str, metric: str, model: str, baseline: str
-) -> dict[str, Any] | None:
-    """A pair `tunelab evaluate` did not store, computed here with the same paired bootstrap and
-    approximate-randomization test and seed (per-sample metrics only; corpus BLEU/chrF need the texts)."""
-    pairs = queries.paired_scores(Path(db_path), eval_id, metric, model, baseline)
-    if pairs.height == 0:
-        return None
-    est = stats.paired_difference(pairs["value"].to_list(), pairs["base_value"].to_list())
-    base_value = float(pairs["base_value"].mean())
-    meaningful = stats.relative_change_is_meaningful(base_value, SCALE.get(metric, 1.0))
-    return {
-        "delta": est.value, "ci_low": est.ci_low, "ci_high": est.ci_high, "p_value": est.p_value, "n": est.n,
-        "significant": est.significant, "delta_pct": 100.0 * est.value / abs(base_value) if meaningful else None,
-        "source": "computed here",
-    }  # fmt: skip
+@st.cache_data(show_spinner=False, max_entries=64)
+def _computed_deltas(
+    db_path: str, stamp: tuple[int, ...], eval_id: str, baseline: str
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """(metric, model) -> model − baseline for every per-sample metric, computed here with the same paired
+    bootstrap, approximate-randomization test and seed as `tunelab evaluate` (for the pairs it did not
+    store; corpus BLEU/chrF need the texts and are left out)."""
+    scores = queries.paired_scores(Path(db_path), eval_id, baseline)
+    found = {}
+    for (metric, model), group in scores.group_by("metric", "model"):
+        est = stats.paired_difference(group["value"].to_list(), group["base_value"].to_list())
+        base_value = float(group["base_value"].mean())
+        meaningful = stats.relative_change_is_meaningful(base_value, SCALE.get(metric, 1.0))
+        found[(metric, model)] = {
+            "delta": est.value, "ci_low": est.ci_low, "ci_high": est.ci_high, "p_value": est.p_value,
+            "n": est.n, "significant": est.significant, "source": "computed here",
+            "delta_pct": 100.0 * est.value / abs(base_value) if meaningful else None,
+        }  # fmt: skip
+    return found
 
 
 def delta_against(
@@ -74,7 +76,7 @@ def delta_against(
             "source": "stored (reversed)",
         }  # fmt: skip
     if metric in per_sample:
-        return _computed_delta(str(db), common._stamp(db), eval_id, metric, model, baseline)
+        return _computed_deltas(str(db), common._stamp(db), eval_id, baseline).get((metric, model))
     return None
 
 
@@ -156,15 +158,26 @@ def comparison_section() -> None:
     significance = [
         (r["metric"], r["model"], r["baseline"], r) for r in pairs.to_dicts() if r["p_value"] is not None
     ] + lines
-    if significance:
-        st.markdown(
-            "  \n".join(
-                f"**{safetext.text(metric)}** · {safetext.text(model)} − {safetext.text(base)}: "
-                f"{d['delta']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}], p = {d['p_value']:.4f} · "
-                + ("distinguishable from noise" if d["significant"] else "not distinguishable from noise")
-                for metric, model, base, d in significance
-            )
+
+    def in_words(rows: list) -> str:
+        return "  \n".join(
+            f"**{safetext.text(metric)}** · {safetext.text(model)} − {safetext.text(base)}: "
+            f"{d['delta']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}], p = {d['p_value']:.4f} · "
+            + ("distinguishable from noise" if d["significant"] else "not distinguishable from noise")
+            for metric, model, base, d in rows
         )
+
+    # the distinguishable deltas are the news; the rest are one click away (16 metrics x 3 pairs is a wall)
+    distinguishable = [row for row in significance if row[3]["significant"]]
+    if distinguishable:
+        st.markdown(in_words(distinguishable))
+    elif significance:
+        st.markdown("No delta is distinguishable from noise (p < 0.05).")
+    if len(distinguishable) < len(significance):
+        with st.expander(
+            f"Every delta in words ({len(significance) - len(distinguishable)} not distinguishable from noise)"
+        ):
+            st.markdown(in_words(significance))
 
     # metrics live on different scales (BLEU 0-100, ROUGE 0-1): one small panel per metric with its own
     # y axis, wrapped four to a row so 16 metrics don't run off the page; the rule is the 95 % interval
@@ -243,6 +256,8 @@ def curve_chart(curves: pl.DataFrame, series: list[str], title: str, per_run: bo
             )
             .properties(width=220, height=140)
             .facet(facet=alt.Facet("run_id:N", title=None), columns=3, title=title)
+            # each run's own steps fill its panel (a 20-step DPO run next to a 2,000-step SFT run)
+            .resolve_scale(x="independent")
         )
     return (
         alt.Chart(frame, title=title)
