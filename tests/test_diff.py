@@ -16,6 +16,7 @@ from tunelab.curate.config import CurateConfig
 from tunelab.curate.diff import diff_curations
 from tunelab.curate.diff_commands import compare
 from tunelab.curate.pipeline import curate_dataset
+from tunelab.errors import UserError
 from tunelab.records.config import DatasetConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -126,24 +127,33 @@ def tunelab(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_cli_json_table_and_unknown_id(curations: dict) -> None:
+    from typer.testing import CliRunner
+
+    from tunelab.cli import app
+
     ws = str(curations["workspace"])
-    result = tunelab("diff", curations["a"], curations["b"], "-w", ws, "--format", "json")
-    assert result.returncode == 0, result.stderr
+    runner = CliRunner()
+    result = runner.invoke(app, ["diff", curations["a"], curations["b"], "-w", ws, "--format", "json"])
+    assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["changes"] == {"kept_to_dropped": 2, "dropped_to_kept": 1, "reason_changed": 1}
     assert {row["sample_id_b"] for row in data["changed_rows"]} == {"tiny:1", "tiny:2", "tiny:3", "tiny:4"}
 
-    table = tunelab("diff", curations["a"][:-3], curations["b"], "-w", ws)  # a unique prefix names it
-    assert table.returncode == 0, table.stderr
+    # a unique prefix names a curation
+    table = runner.invoke(
+        app, ["diff", curations["a"][:-3], curations["b"], "-w", ws], env={"COLUMNS": "200"}
+    )
+    assert table.exit_code == 0, table.output
     assert "kept → dropped" in table.stdout and "exact · exact_dup" in table.stdout
     assert "주말에 뭐 할까요?" in table.stdout  # the changed row's text
+    with pytest.raises(UserError, match="give more of it"):
+        compare(curations["db"], "tiny-", curations["b"])
 
+    # through the real entry point: one line on stderr, exit code 2, nothing on stdout
     missing = tunelab("diff", "no-such-curation", curations["b"], "-w", ws)
     assert missing.returncode == 2 and missing.stdout == ""
     lines = missing.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: CURATION_A: no curation 'no-such-curation'")
-    ambiguous = tunelab("diff", "tiny-", curations["b"], "-w", ws)
-    assert ambiguous.returncode == 2 and "give more of it" in ambiguous.stderr
 
 
 def outcomes(hashes: list[str], dropped: dict[int, str] | None = None) -> pl.DataFrame:

@@ -5,9 +5,6 @@ after the flagged rows were read (docs/curate.md "Signals on the shared datasets
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -65,13 +62,13 @@ def test_audit_counts_reasons_with_examples_and_hides_personal_information(tmp_p
 
 
 def test_audit_prints_examples_as_text_never_as_markup(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from tunelab.cli import app
+
     path = write_rows(tmp_path / "hand.jsonl", HAND_ROWS)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "COLUMNS": "250"}
-    shown = subprocess.run(
-        [sys.executable, "-m", "tunelab.cli", "audit", str(path), "-w", str(tmp_path / "ws")],
-        capture_output=True, text=True, env=env, timeout=300,
-    )  # fmt: skip
-    assert shown.returncode == 0, shown.stderr
+    shown = CliRunner().invoke(app, ["audit", str(path), "-w", str(tmp_path / "ws")], env={"COLUMNS": "250"})
+    assert shown.exit_code == 0, shown.output
     out = shown.stdout
     assert "reasons with examples" in out and "quality · quality:refusal" in out
     assert "[bold red]마크업[/bold red]" in out and "[link=http://x]링크[/link]" in out  # printed as written
