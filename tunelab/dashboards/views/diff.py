@@ -4,11 +4,13 @@ Both curations are kept in the URL (?a=...&b=...), so a comparison can be shared
 and the counts come from tunelab/curate/diff.py, the same code as the command.
 """
 
+from pathlib import Path
+
 import polars as pl
 import streamlit as st
 
 from tunelab import safetext
-from tunelab.curate.diff import CHANGES, diff_curations
+from tunelab.curate.diff import CHANGES, CurationDiff, diff_curations
 from tunelab.dashboards import common, queries
 from tunelab.dashboards.common import q
 from tunelab.dashboards.diffview import compare_texts
@@ -42,14 +44,24 @@ if a_id == b_id:
     st.info("Pick two different curations.")
     st.stop()
 
-found = diff_curations(
-    by_id[a_id],
-    q(queries.diff_outcomes, db, a_id),
-    q(queries.diff_reason_counts, db, a_id),
-    by_id[b_id],
-    q(queries.diff_outcomes, db, b_id),
-    q(queries.diff_reason_counts, db, b_id),
-)
+
+@st.cache_data(show_spinner="Comparing the two curations…", max_entries=16)
+def compared(db_path: str, stamp: tuple[int, ...], a: dict, b: dict) -> CurationDiff:
+    """The diff, cached per warehouse state: the pager and the pickers rerun the page, and pairing 200k
+    rows takes seconds."""
+    path = Path(db_path)
+    a_id, b_id = a["curation_id"], b["curation_id"]
+    return diff_curations(
+        a,
+        queries.diff_outcomes(path, a_id),
+        queries.diff_reason_counts(path, a_id),
+        b,
+        queries.diff_outcomes(path, b_id),
+        queries.diff_reason_counts(path, b_id),
+    )
+
+
+found = compared(str(db), common._stamp(db), by_id[a_id], by_id[b_id])
 
 cols = st.columns(4)
 for col, key in zip(cols, ("read", "kept", "dropped", "quarantined"), strict=True):
