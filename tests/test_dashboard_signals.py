@@ -230,3 +230,24 @@ def test_diff_page_curations_from_the_url(db: Path) -> None:
     assert metrics["Kept → dropped"] == "1"  # row 2: kept in sig-b, lang:en in sig-a
     at.selectbox(key="a").select("sig-a").run()
     assert any("Pick two different curations" in i.value for i in at.info)
+
+
+def test_unbounded_signal_histogram_keeps_the_outlier_in_the_last_bin(tmp_path: Path) -> None:
+    db = tmp_path / "ratios.duckdb"
+    values = [float(v) for v in range(1, 101)] + [10_000.0]  # rejected/chosen length ratios, one outlier
+    ids = [f"p:{i}" for i in range(len(values))]
+    store.ingest_curation(
+        db,
+        {"curation_id": "ratios", "dataset": "p", "kind": "dpo", "read": len(ids), "kept": len(ids),
+         "dropped": 0, "quarantined": 0, "report": {}},
+        pl.DataFrame({"sample_id": ids}),
+        pl.DataFrame({"sample_id": ids, "stage": ["final"] * len(ids), "kept": [True] * len(ids)}),
+        pl.DataFrame(),
+        pl.DataFrame({"sample_id": ids, "stage": "pairs", "field": None, "signal": "length_ratio", "value": values},
+                     schema_overrides={"field": pl.String}),
+    )  # fmt: skip
+    hist = queries.signal_histogram(db, "ratios", "pairs", "length_ratio", None, bins=10)
+    assert hist["kept"].sum() == 101 and hist.height == 10  # equal bins up to the 99th percentile (100.0)
+    assert hist["bin_start"][0] == 1.0 and hist["bin_end"][0] == pytest.approx(10.9)
+    last = hist.row(-1, named=True)
+    assert last["bin_end"] == 10_000.0 and last["kept"] == 11  # 91..100 and the outlier

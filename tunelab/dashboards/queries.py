@@ -258,28 +258,34 @@ def signal_overview(db: Path, curation_id: str) -> pl.DataFrame:
 def signal_histogram(
     db: Path, curation_id: str, stage: str, signal: str, field: str | None, bins: int = 30
 ) -> pl.DataFrame:
-    """Equal-width histogram of one signal between its min and max: rows per bin, and how many of them the
-    curation dropped (at any stage) or kept. One value everywhere: a single bin."""
+    """Equal-width histogram of one signal: rows per bin, and how many of them the curation dropped (at any
+    stage) or kept. Shares (max <= 1) are binned between their min and max; an unbounded signal (a length
+    ratio, a count) up to its 99th percentile, the last bin holding everything above (its end is the max),
+    so one outlier does not squash every other bar into the first. One value everywhere: a single bin."""
     return run(
         db,
         f"""WITH v AS (
                 SELECT sample_id, value FROM signals WHERE {_SIGNAL_WHERE}
             ), r AS (
-                SELECT min(value) AS lo, max(value) AS hi FROM v
+                SELECT min(value) AS lo,
+                       CASE WHEN max(value) <= 1 THEN max(value)
+                            ELSE greatest(quantile_cont(value, 0.99), min(value)) END AS hi,
+                       max(value) AS top
+                FROM v
             ), dropped AS (
                 SELECT DISTINCT sample_id FROM decisions WHERE curation_id = $cid AND NOT kept
             ), b AS (
                 SELECT CASE WHEN r.hi > r.lo
                             THEN least(floor((v.value - r.lo) / (r.hi - r.lo) * $bins), $bins - 1)
                             ELSE 0 END::BIGINT AS bin,
-                       r.lo, r.hi, v.sample_id IN (SELECT sample_id FROM dropped) AS is_dropped
+                       r.lo, r.hi, r.top, v.sample_id IN (SELECT sample_id FROM dropped) AS is_dropped
                 FROM v, r
             )
             SELECT bin,
                    CAST(any_value(lo) + bin * (any_value(hi) - any_value(lo)) / $bins AS DOUBLE) AS bin_start,
-                   CAST(CASE WHEN any_value(hi) > any_value(lo)
-                             THEN any_value(lo) + (bin + 1) * (any_value(hi) - any_value(lo)) / $bins
-                             ELSE any_value(hi) END AS DOUBLE) AS bin_end,
+                   CAST(CASE WHEN bin = $bins - 1 OR any_value(hi) <= any_value(lo) THEN any_value(top)
+                             ELSE any_value(lo) + (bin + 1) * (any_value(hi) - any_value(lo)) / $bins
+                             END AS DOUBLE) AS bin_end,
                    count(*) FILTER (WHERE NOT is_dropped) AS kept,
                    count(*) FILTER (WHERE is_dropped) AS dropped
             FROM b GROUP BY bin ORDER BY bin""",
