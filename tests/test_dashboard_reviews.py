@@ -30,7 +30,7 @@ BLIND = "Blind A/B review"
 # neutral answers (no model name in them), so the page itself is all that could reveal a model
 ANSWERS = {
     "base": ["", "<|im_end|>", "부산은 항구 도시예요.", "잘 모르겠어요."],
-    "sft": ["서울은 한국의 수도예요.", "김치찌개는 김치를 볶아요.", "부산에는 바다가 있어요.", "산책을 추천해요."],
+    "sft": ["서울은 <b>수도</b>예요. ![x](http://127.0.0.1:9/x.png)", "김치찌개는 김치를 볶아요.", "부산에는 바다가 있어요.", "산책을 추천해요."],
     "dpo": ["수도는 서울입니다, 반가워요!", "먼저 김치와 고기를 볶으세요.", "부산은 바다와 시장이 유명해요.", "공원 산책 어때요?"],
 }  # fmt: skip
 PROMPTS = ["한국의 수도는?", "김치찌개 끓이는 법?", "부산은 어떤 곳?", "주말에 뭐 할까?"]
@@ -365,6 +365,7 @@ def test_blind_review_in_chromium(tmp_path: Path) -> None:
     left, right = agreement.blind_sides(reviewer, BLIND_EVAL, sid, "dpo", "sft")
     # before the rating: both answers, no model name on the page's review area; after: revealed
     review_area = before.split("Answer A", 1)[1]
+    # both answers as the text they are (the sft one holds HTML and a Markdown image: shown, not rendered)
     assert ANSWERS[left][0] in review_area and ANSWERS[right][0] in review_area
     assert not re.search(r"\b(dpo|sft)\b", review_area.split("Results so far", 1)[0])
     assert f"A was {left}, B was {right}; you chose B ({right})" in after
