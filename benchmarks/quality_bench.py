@@ -59,9 +59,19 @@ def sources() -> tuple[pl.DataFrame, pl.DataFrame]:
     return normalize.transform(sft, NormalizeSettings()), normalize.transform(dpo, NormalizeSettings())
 
 
-def cycled(frame: pl.DataFrame, rows: int, name: str) -> pl.DataFrame:
+def cycled(frame: pl.DataFrame, rows: int, name: str, distinct: bool = True) -> pl.DataFrame:
+    """`rows` rows, the source repeated; with `distinct`, every copy after the first has its copy number
+    put before each text, so no text repeats (the stage measures each distinct text once: exact copies
+    would flatter it against a peer that does not)."""
     reps = -(-rows // frame.height)
-    out = pl.concat([frame] * reps).head(rows)
+    texts = [c for c in ("prompt", "response", "chosen", "rejected") if c in frame.columns]
+    copies = []
+    for k in range(reps):
+        copy = frame
+        if distinct and k:
+            copy = frame.with_columns((pl.lit(f"({k}) ") + pl.col(c)).alias(c) for c in texts)
+        copies.append(copy)
+    out = pl.concat(copies).head(rows)
     ids = pl.Series("sample_id", [f"{name}:{i}" for i in range(out.height)])
     return out.drop("sample_id", strict=False).with_columns(ids)
 
@@ -109,11 +119,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--no-peer", action="store_true", help="skip datatrove")
+    parser.add_argument("--repeated", action="store_true", help="exact copies instead of distinct texts")
     args = parser.parse_args()
     sft, dpo = sources()
-    sft, dpo = cycled(sft, args.rows, "s"), cycled(dpo, args.rows, "d")
+    parser_distinct = not args.repeated
+    sft, dpo = cycled(sft, args.rows, "s", parser_distinct), cycled(dpo, args.rows, "d", parser_distinct)
     chars = int(sft["prompt"].str.len_chars().sum() + sft["response"].str.len_chars().sum())
-    print(f"{sft.height:,} sft rows ({chars / sft.height:.0f} characters a row), {dpo.height:,} dpo rows")
+    kind = "exact copies of" if args.repeated else "distinct texts cycled from"
+    print(
+        f"{sft.height:,} sft rows ({chars / sft.height:.0f} characters a row), {dpo.height:,} dpo rows, {kind} the sources"
+    )
     out, seconds = timed(quality.run, sft, QualitySettings(), StageContext(kind="sft"))
     found = dict(out.decisions.group_by("reason").len().sort("reason").iter_rows())
     print(f"quality (all checks)      {seconds:7.2f} s  {sft.height / seconds:10,.0f} rows/s  {found}")

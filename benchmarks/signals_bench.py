@@ -16,7 +16,8 @@ Peers (same texts, same process):
   and Data-Juicer's use fastText / GlotLID weights).
 - pii: datatrove's PIIFormatter (e-mail + public IPv4, `pip install datatrove`) over every text, against
   the pii stage with the same two kinds and with all six.
-- quality: see the marked place below.
+- quality: datatrove's GopherRepetitionFilter + GopherQualityFilter (whitespace word tokenizer) on every
+  text.
 """
 
 from __future__ import annotations
@@ -154,11 +155,55 @@ def pii_peer(frame: pl.DataFrame) -> dict[str, Any]:
     }
 
 
-# >>> quality peer: the quality engineer adds a function here (e.g. datatrove's GopherRepetitionFilter /
-# FineWebQualityFilter or Data-Juicer's character_repetition_filter on the same texts) and names it in PEERS
+# >>> quality peer
+def quality_peer(frame: pl.DataFrame) -> dict[str, Any]:
+    """datatrove's GopherRepetitionFilter + GopherQualityFilter over every text (the checks closest to the
+    quality stage: repeated lines, paragraphs and n-grams, symbol ratio, bullet / ellipsis lines). Its
+    English and Korean word tokenizers need spacy / kiwi models, so it gets a whitespace tokenizer, the
+    cheapest it can have (benchmarks/quality_bench.py runs the same peer on the shared datasets)."""
+    try:
+        from datatrove.data import Document
+        from datatrove.pipeline.filters import GopherQualityFilter, GopherRepetitionFilter
+        from datatrove.utils.word_tokenizers import WordTokenizer
+    except ImportError:
+        return {"peer": "datatrove Gopher filters", "skipped": "datatrove is not installed (pip install datatrove)"}
+    import re
+
+    class Whitespace(WordTokenizer):
+        sentence = re.compile(r"[^.!?\n]+[.!?\n]*")
+
+        def word_tokenize(self, text: str) -> list[str]:
+            return text.split()
+
+        def sent_tokenize(self, text: str) -> list[str]:
+            return [s.strip() for s in self.sentence.findall(text) if s.strip()]
+
+        def span_tokenize(self, text: str) -> list[tuple[int, int]]:
+            return [m.span() for m in self.sentence.finditer(text)]
+
+    tokenizer = Whitespace("ko")
+    repetition = GopherRepetitionFilter(language=tokenizer)  # type: ignore[arg-type]
+    gopher = GopherQualityFilter(language=tokenizer)  # type: ignore[arg-type]
+    docs = [Document(text=t, id=str(i)) for i, t in enumerate(texts_of(frame))]
+
+    def both() -> int:
+        return sum(1 for d in docs if repetition.filter(d) is not True or gopher.filter(d) is not True)
+
+    seconds, dropped_texts = timed(both)
+    return {
+        "peer": "datatrove GopherRepetitionFilter + GopherQualityFilter",
+        "seconds": seconds,
+        "dropped_texts": dropped_texts,
+    }
+
+
 # <<< quality peer
 
-PEERS: dict[str, Callable[[pl.DataFrame], dict[str, Any]]] = {"language": language_peer, "pii": pii_peer}
+PEERS: dict[str, Callable[[pl.DataFrame], dict[str, Any]]] = {
+    "language": language_peer,
+    "pii": pii_peer,
+    "quality": quality_peer,
+}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -262,6 +262,14 @@ def _check(cfg: QualitySettings) -> None:
         raise UserError(f"curate.quality.flag_only: {stray[0]!r} is not in curate.quality.checks")
 
 
+def _distinct(texts: pl.Series) -> tuple[pl.Series, np.ndarray]:
+    """(the distinct texts, for each row the index of its text among them)."""
+    frame = pl.DataFrame({"t": texts})
+    distinct = frame.unique("t", maintain_order=True).with_row_index("u")
+    back = frame.join(distinct, on="t", how="left", maintain_order="left")["u"].to_numpy()
+    return distinct["t"], back.astype(np.int64)
+
+
 class _Findings:
     """The first finding per row, in check order (later findings never overwrite earlier ones)."""
 
@@ -317,16 +325,20 @@ def run(frame: pl.DataFrame, cfg: QualitySettings, ctx: StageContext) -> StageOu
     present = {f: every[f].is_not_null().to_numpy() for f in fields}
     if "repetition" in checks:
         for f in fields:
-            texts = measured[f]
-            ratio = dup_ngram_ratio(texts.to_list(), cfg.ngram)
-            lines = dup_line_ratio(texts)
-            runs = longest_runs(texts.to_list(), cfg.max_repeats, cfg.max_repeats_jamo)
-            run_rows = np.array(sorted(runs), dtype=np.int64)
+            # measured once per distinct text: templated and duplicated rows (chat data, shared prompts of
+            # multi-turn preference data) are common, and dedup has not run yet
+            distinct, back = _distinct(measured[f])
+            ratio = dup_ngram_ratio(distinct.to_list(), cfg.ngram)[back]
+            lines = dup_line_ratio(distinct)[back]
+            runs = longest_runs(distinct.to_list(), cfg.max_repeats, cfg.max_repeats_jamo)
+            has_run = np.zeros(distinct.len(), dtype=bool)
+            has_run[list(runs)] = True
+            run_rows = np.flatnonzero(has_run[back])
             found.add(
                 run_rows,
                 "quality:repetition",
-                [f"{f}: {runs[i][0]!r} x{runs[i][1]}" for i in run_rows.tolist()],
-                np.array([float(runs[i][1]) for i in run_rows.tolist()]),
+                [f"{f}: {runs[back[i]][0]!r} x{runs[back[i]][1]}" for i in run_rows.tolist()],
+                np.array([float(runs[back[i]][1]) for i in run_rows.tolist()]),
                 flagged("repetition"),
             )
             rows = np.flatnonzero(lines > cfg.max_dup_line_ratio)
