@@ -166,7 +166,10 @@ def quality_peer(frame: pl.DataFrame) -> dict[str, Any]:
         from datatrove.pipeline.filters import GopherQualityFilter, GopherRepetitionFilter
         from datatrove.utils.word_tokenizers import WordTokenizer
     except ImportError:
-        return {"peer": "datatrove Gopher filters", "skipped": "datatrove is not installed (pip install datatrove)"}
+        return {
+            "peer": "datatrove Gopher filters",
+            "skipped": "datatrove is not installed (pip install datatrove)",
+        }
     import re
 
     class Whitespace(WordTokenizer):
