@@ -17,9 +17,10 @@ Output, per answerable question (RAFT, Zhang et al. 2024):
   `<ANSWER>: answer` (the sentence at answer_start when the file gives it); a row whose answer is in no
   sentence of its document (PubMedQA's yes/no) uses its long answer as the reason, else gets no cot.
 - `oracle_context`: the golden document (read back as the row's `golden` field: split groups by it).
-BM25 over an embedding model: on this machine bm25s indexes and queries 10k documents in about a second,
-where e5-small embeds ~100 documents a second on CPU; and BM25's term overlap is what makes a distractor
-hard for a reader (the same names and dates as the golden document).
+BM25 rather than an embedding model: it needs no model (nothing to load or embed first), and its term
+overlap is what makes a distractor hard for a reader (the same names, dates and places as the golden
+document). Measured on 1,000 PubMedQA abstracts on the shared 2-core machine under load: tokenizing 0.8 s,
+indexing 1.7 s, 200 queries 0.28 s.
 """
 
 from __future__ import annotations
