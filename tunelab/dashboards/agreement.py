@@ -113,6 +113,16 @@ def _kappa(first: np.ndarray, second: np.ndarray) -> float:
         return float(cohen_kappa_score(first, second, labels=sorted(CATEGORIES.values())))
 
 
+def _kappa_resampled(first: np.ndarray, second: np.ndarray, picks: np.ndarray) -> np.ndarray:
+    """Cohen's kappa of each resample (rows of `picks`), vectorised: (p_o - p_e) / (1 - p_e), the formula
+    cohen_kappa_score computes from its confusion matrix (one sklearn call per resample took ~15 ms)."""
+    a, b = first[picks], second[picks]
+    observed = (a == b).mean(axis=1)
+    expected = sum((a == c).mean(axis=1) * (b == c).mean(axis=1) for c in CATEGORIES.values())
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(expected < 1, (observed - expected) / (1 - expected), np.nan)
+
+
 def pairwise_agreement(votes: pl.DataFrame, n_resamples: int = N_RESAMPLES, seed: int = SEED) -> pl.DataFrame:
     """For each two raters who rated some of the same prompts: n, raw agreement, Cohen's kappa with a
     bootstrap interval over those prompts. `kind` says whether a judge is one of the two."""
@@ -127,9 +137,8 @@ def pairwise_agreement(votes: pl.DataFrame, n_resamples: int = N_RESAMPLES, seed
         kappa = _kappa(first, second)
         low = high = None
         if math.isfinite(kappa):
-            rng = np.random.default_rng(seed)
-            picks = [rng.integers(0, len(shared), len(shared)) for _ in range(n_resamples)]
-            low, high = _percentile_interval([_kappa(first[p], second[p]) for p in picks])
+            picks = np.random.default_rng(seed).integers(0, len(shared), (n_resamples, len(shared)))
+            low, high = _percentile_interval(_kappa_resampled(first, second, picks).tolist())
         judges = sum(r.startswith("judge:") for r in (one, two))
         rows.append({
             "rater_1": one, "rater_2": two,

@@ -222,7 +222,7 @@ page_size = int(filters[4].number_input("Per page", 1, 50, 5, key="page_size"))
 def save_review(
     warehouse: str, eval_id: str, model: str, sample_id: str, rating: int, comment_key: str
 ) -> None:
-    """The dashboard's only write: a reviewer's rating through the warehouse API."""
+    """A reviewer's 👍/👎 on one answer, through the warehouse API."""
     comment = (st.session_state.get(comment_key) or "").strip() or None
     reviewer = st.session_state.get("reviewer") or None
     try:
