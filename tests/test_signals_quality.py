@@ -110,6 +110,8 @@ def test_refusals_and_ai_boilerplate_in_answers_only(tmp_path: Path) -> None:
     # the list is extendable from the recipe, "…" standing for a short gap inside one sentence
     cfg = QualitySettings(extra_refusal_phrases=["Sorry, I … help"])
     assert reasons(judge(tmp_path, responses, cfg, prompts))[7] == "quality:refusal"
+    # a typographic apostrophe matches a phrase written with a straight one (hh-rlhf writes I’m)
+    assert reasons(judge(tmp_path, ["I’m just an AI, so I can’t say."])) == {0: "quality:refusal"}
 
 
 def test_repetition_loops_runs_and_repeated_lines(tmp_path: Path) -> None:

@@ -100,9 +100,12 @@ def _texts(frame: pl.DataFrame, exprs: dict[str, pl.Expr]) -> pl.DataFrame:
 
 
 def phrase_regex(phrase: str) -> str:
-    """A refusal phrase as a regex: literal pieces, `…` = a short gap in one sentence, spaces flexible."""
+    """A refusal phrase as a regex: literal pieces, `…` = a short gap in one sentence, spaces flexible,
+    ' matching ’ too."""
     pieces = [re.escape(piece.strip()) for piece in phrase.split(GAP)]
     pieces = [re.sub(r"(\\ )+", r"\\s+", piece) for piece in pieces]
+    # typographic apostrophes are as common as straight ones (hh-rlhf writes I’m)
+    pieces = [piece.replace("'", "['’]") for piece in pieces]
     return GAP_PATTERN.join(piece for piece in pieces if piece)
 
 
