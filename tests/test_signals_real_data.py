@@ -23,7 +23,7 @@ HAND_ROWS = [
     ("What is the capital of France?", "The capital of France is Paris, a large city."),  # 1 English: allowed
     ("안녕하세요 반갑습니다", "저는 AI 언어 모델이기 때문에 감정을 느낄 수 없습니다."),  # 2 refusal
     ("노래 불러줘", "아" * 35),  # 3 repetition
-    ("오늘 날씨 어때?", "맑고 따뜻한 날씨가 이어지겠습니다.<|endoftext|>"),  # 4 special token
+    ("오늘 날씨 어때?", "맑고 따뜻한 날씨가<|im_end|> 이어지겠습니다."),  # 4 special token inside the answer
     (
         "[bold red]마크업[/bold red] 테스트",
         "[link=http://x]링크[/link] 010-9876-5432 로 전화",
