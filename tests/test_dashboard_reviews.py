@@ -14,6 +14,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -193,6 +194,10 @@ def test_agreement_on_known_sets() -> None:
     kappa = agreement.pairwise_agreement(some, n_resamples=300).to_dicts()[0]
     assert kappa["kappa"] == pytest.approx(17 / 23) and kappa["agreement"] == pytest.approx(5 / 6)
     assert kappa["kappa_low"] <= kappa["kappa"] <= kappa["kappa_high"]
+    # the vectorised resampling computes sklearn's kappa: the whole set as one "resample" gives 17/23
+    codes = {"a": 0, "tie": 1, "b": 2}
+    first, second = (np.array([codes[w] for w in r]) for r in (r1, r2))
+    assert agreement._kappa_resampled(first, second, np.arange(6)[None, :])[0] == pytest.approx(17 / 23)
     alpha = agreement.krippendorff_alpha(some, n_resamples=300)
     assert alpha["alpha"] == pytest.approx(1 - 22 / 90)
     assert alpha["ci_low"] <= alpha["alpha"] <= alpha["ci_high"]
