@@ -122,8 +122,9 @@ def test_tunelab_curate_on_a_tiny_dpo_file(tmp_path: Path) -> None:
         pair("라면 끓이는 법", BAD, "물이 끓으면 면과 스프를 넣고 4분 끓여요."),
         pair("기분이 어때?", "저는 AI 언어 모델이기 때문에 감정이 없습니다.", BAD),
         pair("노래 불러줘", "아아아아아아아아아아", BAD),
-        pair("인사해줘", "안녕하세요! 좋은 하루 보내세요.<|endoftext|>", BAD),
+        pair("인사해줘", "안녕하세요!<|im_end|> 좋은 하루 보내세요.", BAD),  # a leak inside: the row goes
         pair("비빔밥 재료는?", "밥, 나물, 고추장, 참기름, 달걀이 들어갑니다.", BAD),
+        pair("인사 한 번 더", "반갑습니다. 좋은 하루 되세요.<|endoftext|>", BAD),  # at the end: cut, kept
     ]
     lines = [json.dumps(r, ensure_ascii=False) for r in rows]
     lines.insert(4, '{"prompt": "broken')
@@ -157,9 +158,12 @@ def test_tunelab_curate_on_a_tiny_dpo_file(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     curation = json.loads(proc.stdout)["curations"][0]
     counts = curation["counts"]
-    assert (counts["read"], counts["kept"], counts["dropped"], counts["quarantined"]) == (10, 2, 7, 1)
+    assert (counts["read"], counts["kept"], counts["dropped"], counts["quarantined"]) == (11, 3, 7, 1)
     assert counts["kept"] + counts["dropped"] + counts["quarantined"] == counts["read"]
-    decisions = pl.read_parquet(Path(curation["out_dir"]) / "decisions.parquet").filter(~pl.col("kept"))
+    out_dir = Path(curation["out_dir"])
+    train = [json.loads(line) for line in (out_dir / "train.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [r["chosen"] for r in train][-1] == "반갑습니다. 좋은 하루 되세요."  # the trailing token is gone
+    decisions = pl.read_parquet(out_dir / "decisions.parquet").filter(~pl.col("kept"))
     # source rows: the broken line is row 4, so the rows after it move down one
     assert dict(decisions.select("sample_id", "reason").iter_rows()) == {
         "prefs:1": "pair:empty_rejected",

@@ -147,9 +147,32 @@ def test_special_tokens_in_any_field(tmp_path: Path) -> None:
     prompts = [PROMPT, PROMPT, "<|im_start|>user 안녕<|im_end|>", PROMPT, PROMPT, PROMPT, PROMPT]
     found = judge(tmp_path, responses, prompts=prompts)
     assert reasons(found) == {k: "quality:special_tokens" for k in range(5)}, found
-    assert found[0][1] == "response: <|endoftext|> at 11"
-    assert found[2][1] == "prompt: <|im_start|> at 0"
+    # a token only at the end of a text is removed and the row stays; anywhere else the row goes
+    assert found[0] == ("quality:special_tokens", "response: trailing <|endoftext|> removed", True)
+    assert found[1] == ("quality:special_tokens", "response: trailing </s> removed", True)
+    assert found[2] == ("quality:special_tokens", "prompt: <|im_start|> at 0", False)
+    assert [kept for _, _, kept in (found[3], found[4])] == [False, False]
+    kept_all = judge(tmp_path, responses, QualitySettings(strip_trailing_tokens=False), prompts)
+    assert kept_all[0] == ("quality:special_tokens", "response: <|endoftext|> at 11", False)
     assert reasons(judge(tmp_path, responses, QualitySettings(bar_tokens=False), prompts)).get(4) is None
+
+
+def test_trailing_tokens_are_cut_from_the_curated_text(tmp_path: Path) -> None:
+    """The issue's Korean preference set: <|endoftext|> ends 1,022 chosen answers. The token goes, the pair
+    stays; an answer that is nothing but tokens is not 'cleaned' into an empty one."""
+    rows = [
+        {"prompt": PROMPT, "chosen": "김치찌개는 이렇게 끓여요. <|endoftext|>", "rejected": "몰라요."},
+        {"prompt": PROMPT, "chosen": "네, 가능합니다.</s><|endoftext|>", "rejected": "안 돼요."},
+        {"prompt": PROMPT, "chosen": "<|endoftext|>", "rejected": "안 돼요."},
+    ]
+    frame = load(tmp_path, rows, "dpo")
+    out = quality.run(frame, QualitySettings(), StageContext(kind="dpo"))
+    assert out.frame["chosen"].to_list() == ["김치찌개는 이렇게 끓여요.", "네, 가능합니다."]
+    assert out.decisions.select("sample_id", "kept", "evidence").rows() == [
+        ("q:0", True, "chosen: trailing <|endoftext|> removed"),
+        ("q:1", True, "chosen: trailing </s><|endoftext|> removed"),
+        ("q:2", False, "chosen: <|endoftext|> at 0"),
+    ]
 
 
 def test_symbol_digit_and_url_ratios(tmp_path: Path) -> None:

@@ -119,6 +119,10 @@ class QualitySettings(Strict):
     flag_only: list[QualityCheck] = Field(default_factory=list)
     special_tokens: list[str] = Field(default_factory=lambda: list(SPECIAL_TOKENS))
     bar_tokens: bool = True  # any <|name|> is a special token too
+    # tokens only at the end of a text field ("...입니다.<|endoftext|>": a generation saved with its end-of-text
+    # marker) are removed and the row stays (a kept=true quality:special_tokens decision says so); a token
+    # anywhere else, or a text that is nothing but tokens, drops the row. Conversations are never rewritten
+    strip_trailing_tokens: bool = True
     # repetition: character n-grams; above these shares of repeated n-grams / of characters in repeated
     # lines a text loops (0.5: the shared datasets' legal answers reach 0.4 with legitimately repeated phrases)
     ngram: int = Field(10, ge=2, le=64)

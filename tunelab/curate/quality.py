@@ -5,6 +5,8 @@ Checks (each can be switched off with `quality.checks`, or made an annotation wi
 - `special_tokens` (every text field): a tokenizer's special token inside the text (`<|endoftext|>`, `</s>`,
   `<|im_end|>`, `[INST]`, any `<|name|>` ...): the template was applied twice, or a generation was saved
   with its end-of-text marker. Reason `quality:special_tokens`, evidence = field, token, character offset.
+  Tokens that only end a string field are cut from the text instead (`strip_trailing_tokens`), the row
+  kept with a kept=true `quality:special_tokens` decision (`chosen: trailing <|endoftext|> removed`).
 - `repetition` (every text field): the share of character n-gram occurrences (n = `ngram`, 10) that repeat an
   earlier one in the same text (`quality:repetition`, a looping generation), the share of characters in
   lines that repeat an earlier line, and runs of one short unit (`아아아아아아아아`, `hahaha...`).
@@ -259,6 +261,38 @@ def truncation(texts: pl.Series, min_chars: int) -> pl.Series:
 # ----------------------------------------------------------------------------------------- the stage
 
 
+def strip_trailing(
+    frame: pl.DataFrame, fields: list[str], tokens: str
+) -> tuple[pl.DataFrame, dict[int, list[str]]]:
+    """The frame with special tokens removed from the end of its string fields, where that leaves some
+    text and no other token; {row: ["chosen: trailing <|endoftext|> removed", ...]}."""
+    notes: dict[int, list[str]] = {}
+    if not tokens:
+        return frame, notes
+    trailing = f"(?:\\s*(?:{tokens}))+\\s*$"
+    updates = []
+    for f in fields:
+        if frame.schema[f] != pl.String:  # conversations and lists: judged, never rewritten
+            continue
+        texts = frame[f]
+        ends = texts.str.contains(f"(?:{tokens})\\s*$").fill_null(False)
+        if not ends.any():
+            continue
+        rows = ends.arg_true()
+        cut = texts.gather(rows).str.replace(trailing, "")
+        fine = (~cut.str.contains(tokens)) & (cut.str.strip_chars().str.len_chars() > 0)
+        rows, cut = rows.filter(fine), cut.filter(fine)
+        if rows.len() == 0:
+            continue
+        for i, before, after in zip(rows.to_list(), texts.gather(rows).to_list(), cut.to_list(), strict=True):
+            notes.setdefault(i, []).append(f"{f}: trailing {before[len(after) :].strip()} removed")
+        updates.append(texts.scatter(rows, cut))
+    if updates:
+        # the text changed: content / content_hash are recomputed by the pipeline for the stages comparing them
+        frame = frame.with_columns(updates).drop("content", "content_hash", strict=False)
+    return frame, notes
+
+
 def _check(cfg: QualitySettings) -> None:
     stray = [c for c in cfg.flag_only if c not in cfg.checks]
     if stray:
@@ -301,6 +335,9 @@ def run(frame: pl.DataFrame, cfg: QualitySettings, ctx: StageContext) -> StageOu
     n = frame.height
     ids = frame["sample_id"]
     fields = text_fields(frame, ctx.kind)
+    stripped: dict[int, list[str]] = {}
+    if "special_tokens" in cfg.checks and cfg.strip_trailing_tokens:
+        frame, stripped = strip_trailing(frame, fields, _tokens(tuple(cfg.special_tokens), cfg.bar_tokens))
     answers = [f for f in ANSWER_FIELDS.get(ctx.kind, ()) if f in fields]
     every = _texts(frame, {f: field_text(f) for f in fields})
     answer = _texts(frame, {f: answer_text(f) for f in answers})
@@ -402,6 +439,9 @@ def run(frame: pl.DataFrame, cfg: QualitySettings, ctx: StageContext) -> StageOu
                 evidence = [f"{f}: {name.replace('_', ' ')} {values[i]:.2f} > {limit}" for i in rows]
                 found.add(rows, f"quality:{name}", evidence, values[rows], flagged("symbol_ratio"))
 
+    # rows whose trailing tokens were removed and nothing else was found: kept, and the decision says so
+    rows = np.array(sorted(stripped), dtype=np.int64)
+    found.add(rows, "quality:special_tokens", ["; ".join(stripped[i]) for i in rows.tolist()], None, True)
     hit = np.flatnonzero(found.reason != None)  # noqa: E711
     out = decisions(
         ids.gather(hit),
