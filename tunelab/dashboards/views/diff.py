@@ -130,7 +130,7 @@ else:
         common.html_table(
             shown,
             ["sample (A → B)", "A", "B", "evidence (A / B)", "text (B)"],
-            text_columns=("sample (A → B)", "A", "B", "evidence (A / B)", "text (B)"),
+            text_columns=("evidence (A / B)", "text (B)"),  # the rest is short: no wrapping mid-word
         ),
         unsafe_allow_html=True,
     )
