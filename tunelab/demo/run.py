@@ -17,9 +17,12 @@ from tunelab.train.dpo import run_dpo
 from tunelab.train.sft import run_sft
 from tunelab.workspace import Workspace, as_workspace
 
+# the bundled recipe of each demo model: same data and loop, sized for the model (see recipe-smollm2.yaml)
+DEMO_RECIPES = {"tunelab-tiny": "recipe.yaml", "smollm2-135m": "recipe-smollm2.yaml"}
 
-def demo_recipe_path() -> Path:
-    return Path(str(resources.files("tunelab.demo") / "recipe.yaml"))
+
+def demo_recipe_path(model: str = "tunelab-tiny") -> Path:
+    return Path(str(resources.files("tunelab.demo") / DEMO_RECIPES[model]))
 
 
 @dataclass
@@ -51,7 +54,7 @@ def run_demo(
     summary.seconds["curate"] = time.perf_counter() - started
     sft_curation = summary.curations[0]
 
-    console.rule("[bold]2. train SFT (QLoRA recipe, tiny model on CPU)")
+    console.rule(f"[bold]2. train SFT (LoRA on {recipe.train.base_model}, CPU)")
     started = time.perf_counter()
     summary.sft_run = run_sft(recipe, ws, curation_id=sft_curation.curation_id)
     summary.seconds["sft"] = time.perf_counter() - started
