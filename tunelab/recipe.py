@@ -163,6 +163,9 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
         fix(block(curate, "decontaminate"), "eval_path")
         fix_model(block(curate, "length"), "tokenizer")
     fix_model(train, "base_model")
+    for trainer in (block(train, "sft"), block(train, "dpo")):  # DeepSpeed / FSDP config files
+        for key in ("deepspeed", "fsdp_config"):
+            fix(trainer, key)
     fix(block(block(train, "dpo"), "dataset"), "path")
     fix(block(block(data, "evaluate"), "eval_set"), "path")
     # the judge's template: a shipped name (rubric.ko) stays a name; a file is found beside the recipe

@@ -16,6 +16,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from tunelab.progress import progress
+from tunelab.train import distributed
 from tunelab.warehouse import store
 
 # trl/transformers log keys -> train_log columns; anything else lands in `extra`
@@ -88,6 +89,8 @@ class WarehouseLogCallback(TrainerCallback):
         self._stack: ExitStack | None = None
         self._bar: Any = None
         self._task: Any = None
+        # under `accelerate launch` every process trains, but only rank 0 logs and shows progress
+        self.active = distributed.is_main()
 
     def flush(self) -> None:
         if not self.pending:
@@ -109,7 +112,7 @@ class WarehouseLogCallback(TrainerCallback):
         return "" if self.last_loss is None else f"loss {self.last_loss:.4f}"
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self._stack is None:
+        if self._stack is None and self.active:
             self._stack = ExitStack()
             self._bar = self._stack.enter_context(progress(self.show_progress))
             self._task = self._bar.add_task(
@@ -123,7 +126,7 @@ class WarehouseLogCallback(TrainerCallback):
     def on_log(
         self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any
     ) -> None:
-        if not logs or state.global_step in self.skip_steps:
+        if not logs or state.global_step in self.skip_steps or not self.active:
             return
         row = train_log_row(logs, state.global_step, state.epoch)
         if isinstance(row.get("loss"), float):

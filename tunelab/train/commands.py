@@ -38,6 +38,10 @@ NoteOption = Annotated[
 
 
 def _print_result(result: object) -> None:
+    from tunelab.train import distributed
+
+    if not distributed.is_main():  # `accelerate launch`: the run id once, from rank 0
+        return
     metrics = getattr(result, "metrics", {}) or {}
     parts = [
         f"{key} {metrics[key]:.4f}"

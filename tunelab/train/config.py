@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -35,6 +35,11 @@ class TrainerSettings(Strict):
     seed: int = 42
     # experiment trackers besides the warehouse (passed to trl as is): mlflow, tensorboard, wandb, ...
     report_to: list[ReportTo] = Field(default_factory=list)
+    # several GPUs under `accelerate launch`: a DeepSpeed config (a JSON file beside the recipe, or the
+    # mapping itself) and/or FSDP ("full_shard auto_wrap" + fsdp_config), handed to trl as they are
+    deepspeed: str | dict[str, Any] | None = None
+    fsdp: str | None = None
+    fsdp_config: str | dict[str, Any] | None = None
 
 
 class SFTSettings(TrainerSettings):

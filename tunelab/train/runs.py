@@ -26,6 +26,7 @@ from tunelab.modeling.loading import (
     torch_dtype,
 )
 from tunelab.records.config import DatasetConfig
+from tunelab.train import distributed
 from tunelab.train.callbacks import WarehouseLogCallback
 from tunelab.train.config import TrainConfig, TrainerSettings
 from tunelab.warehouse import store
@@ -219,7 +220,52 @@ def prepare_run(
 ) -> PreparedRun:
     """The one run set-up of SFT and DPO: resume target or new id, the curation and its splits, the run folder
     and the warehouse row to start. `base_model(train_frame, previous)` gives (base model, revision);
-    `note` is the user's words about the run (`--note`), shown by `tunelab runs`."""
+    `note` is the user's words about the run (`--note`), shown by `tunelab runs`.
+
+    Under `accelerate launch`, rank 0 does all of this and the other ranks get its run row (one run id,
+    one curation, one warehouse row); a mistake rank 0 reports ends the other ranks quietly (exit 2)."""
+    quiet_libraries()  # in every process: the other ranks' loading bars would interleave with rank 0's
+    if not distributed.is_main():
+        status, payload = distributed.from_main(None)
+        if status == "error":
+            raise SystemExit(2)  # rank 0 prints the one line
+        run, previous = payload
+        train_frame = read_split(workspace, run["curation_id"], "train")
+        return PreparedRun(run, train_frame, read_split(workspace, run["curation_id"], "val"), previous)
+    try:
+        prepared = _prepare_on_main(
+            recipe,
+            workspace,
+            kind,
+            dataset,
+            curation_id,
+            resume,
+            show_progress,
+            base_model,
+            parent_run_id,
+            note,
+        )
+    except BaseException as exc:
+        if distributed.world_size() > 1:
+            distributed.from_main(("error", str(exc)))
+        raise
+    if distributed.world_size() > 1:
+        distributed.from_main(("ok", (prepared.run, prepared.previous)))
+    return prepared
+
+
+def _prepare_on_main(
+    recipe: Recipe,
+    workspace: Workspace,
+    kind: str,
+    dataset: DatasetConfig,
+    curation_id: str | None,
+    resume: str | None,
+    show_progress: bool,
+    base_model: Callable[[pl.DataFrame, dict[str, Any] | None], tuple[str, str | None]],
+    parent_run_id: str | None,
+    note: str | None,
+) -> PreparedRun:
     workspace.ensure_writable()
     quiet_libraries()
     previous = resume_target(workspace.warehouse, resume, kind) if resume else None
@@ -289,6 +335,17 @@ def common_training_args(
         "report_to": list(settings.report_to) or "none",
         "disable_tqdm": True,  # our progress display (tunelab.progress, on stderr) replaces it
         **device_training_args(train_cfg, settings.optim),
+        # every LoRA weight takes part in each forward pass: DDP's search for unused ones is wasted work
+        **({"ddp_find_unused_parameters": False} if distributed.world_size() > 1 else {}),
+        **{
+            key: value
+            for key, value in (
+                ("deepspeed", settings.deepspeed),
+                ("fsdp", settings.fsdp),
+                ("fsdp_config", settings.fsdp_config),
+            )
+            if value is not None
+        },
     }
 
 
@@ -302,7 +359,11 @@ def quiet_trainer(trainer: Any) -> None:
 
 @contextmanager
 def warehouse_run(db: Path, run: dict[str, Any], resuming: bool) -> Iterator[None]:
-    """Run row lifecycle: 'running' at start, 'failed' with the error on any exception (Ctrl-C included)."""
+    """Run row lifecycle: 'running' at start, 'failed' with the error on any exception (Ctrl-C included).
+    Only rank 0 writes it (the other ranks of an `accelerate launch` train without touching the warehouse)."""
+    if not distributed.is_main():
+        yield
+        return
     if resuming:
         store.reopen_run(db, run["run_id"])
     else:
@@ -435,6 +496,7 @@ def train_and_save(
 ) -> RunResult:
     """The end SFT and DPO share: train, save adapter (+ merged model) and run card, mark the run finished."""
     metrics = {**train_from_checkpoint(trainer, callback, prepared), **length_metrics(prepared)}
+    metrics["world_size"] = float(distributed.world_size())  # processes that trained (accelerate launch)
     run, out_dir = prepared.run, prepared.output_dir
     card = {
         "run_id": run["run_id"],
@@ -451,9 +513,13 @@ def train_and_save(
         "metrics": metrics,
         "linear4bit_modules": count_4bit_modules(trainer.model),
     }
+    if not distributed.is_main():  # rank 0 saves the adapter (every rank holds the same weights after DDP)
+        distributed.wait_for_main()
+        return RunResult(run["run_id"], run["kind"], out_dir, out_dir / ADAPTER_DIR, metrics)
     adapter_dir, merged_dir = save_outputs(
         trainer, tokenizer, out_dir, card, merge, run["base_model"], require_train(recipe)
     )
+    distributed.wait_for_main()
     store.finish_run(
         workspace.warehouse, run["run_id"], "finished", metrics=metrics, adapter_path=str(adapter_dir)
     )
