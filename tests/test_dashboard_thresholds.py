@@ -329,7 +329,7 @@ def test_semantic_near_misses_on_request(tmp_path: Path, curated: tuple[Path, st
         os.environ["TUNELAB_WAREHOUSE"] = previous
 
 
-def test_a_file_made_before_the_view_gets_it_with_its_first_mark(tmp_path: Path) -> None:
+def test_a_file_made_before_the_view_gets_it_when_next_opened(tmp_path: Path) -> None:
     import duckdb
 
     db = tmp_path / "tunelab.duckdb"
@@ -339,6 +339,8 @@ def test_a_file_made_before_the_view_gets_it_with_its_first_mark(tmp_path: Path)
     with duckdb.connect(str(db)) as con:
         con.execute("DROP VIEW v_threshold_precision")  # as in a version-7 file from before the view
     assert store.threshold_precision(db, "c", "minhash").height == 0  # no error, nothing marked
+    views = store.query(db, "SELECT view_name FROM duckdb_views() WHERE NOT internal")["view_name"]
+    assert "v_threshold_precision" in views.to_list()  # the read above put the missing view back
     store.add_threshold_mark(db, "c", "minhash", "s:1", "s:0", 0.75, True, reviewer="kim")
     assert store.threshold_precision(db, "c", "minhash").select("band_low", "n", "precision").rows() == [
         (0.7, 1, 1.0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -164,7 +165,7 @@ def read_connection(db: str | Path) -> Iterator[duckdb.DuckDBPyConnection]:
     if not db.exists():
         raise UserError(f"{db}: no warehouse here yet (run `tunelab curate` first, or pass --warehouse FILE)")
     con = with_lock_retry(db, lambda: duckdb.connect(str(db), read_only=True, config=dict(READ_CONFIG)))
-    if schema_version(con) < SCHEMA_VERSION:
+    if schema_version(con) < SCHEMA_VERSION or views_missing(con):
         # read-only connections cannot migrate: upgrade once through a write connection, then reopen
         con.close()
         with write_connection(db):
@@ -189,10 +190,22 @@ def _sql_file(name: str) -> str:
     return resources.files("tunelab.warehouse").joinpath(name).read_text(encoding="utf-8")
 
 
+def views_missing(con: duckdb.DuckDBPyConnection) -> bool:
+    """A view of views.sql the file lacks: a file written by a tunelab of the same schema version that had
+    fewer views (views change without a migration, so they are checked by name on every open)."""
+    wanted = set(re.findall(r"CREATE OR REPLACE VIEW\s+(\w+)", _sql_file("views.sql")))
+    present = {
+        row[0] for row in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()
+    }
+    return not wanted <= present
+
+
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Create a fresh file's schema, or apply the missing migration steps, in one transaction."""
     current = schema_version(con)
     if current == SCHEMA_VERSION:
+        if views_missing(con):
+            con.execute(_sql_file("views.sql"))
         return
     if current > SCHEMA_VERSION:
         raise UserError(

@@ -40,7 +40,7 @@ CURATION_KEYS = (
 )  # fmt: skip
 RUN_KEYS = (
     "run_id", "kind", "status", "curation_id", "parent_run_id", "base_model", "base_revision",
-    "recipe", "git_sha", "adapter_path", "output_dir", "started_at",
+    "recipe", "git_sha", "adapter_path", "output_dir", "started_at", "note",
 )  # fmt: skip
 TRAIN_LOG_COLUMNS = (
     "step", "epoch", "loss", "eval_loss", "learning_rate", "grad_norm", "rewards_chosen",
@@ -613,16 +613,7 @@ def add_threshold_mark(
     if not sample_id or not ref_sample_id or sample_id == ref_sample_id:
         raise UserError("threshold mark: a pair needs two different sample ids")
     reviewer = (reviewer or "").strip() or default_reviewer()
-    with write_connection(db) as con:
-        # views are made when a file is created or migrated: a version-7 file made before
-        # v_threshold_precision existed gets it here, before its first mark
-        has_view = con.execute(
-            "SELECT count(*) FROM duckdb_views() WHERE view_name = 'v_threshold_precision'"
-        ).fetchall()[0][0]
-        if not has_view:
-            from tunelab.warehouse.connection import _sql_file
-
-            con.execute(_sql_file("views.sql"))
+    with write_connection(db) as con:  # (a file lacking a view of views.sql gets it on open)
         found = con.execute(
             "SELECT count(DISTINCT sample_id) FROM samples WHERE curation_id = ? AND sample_id IN (?, ?)",
             [curation_id, sample_id, ref_sample_id],
