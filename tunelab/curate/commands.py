@@ -8,6 +8,7 @@ one exception to top-level imports here): `tunelab --help` stays light.
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -27,8 +28,9 @@ from tunelab.cliopts import (
     WorkspaceOption,
     print_json,
 )
+from tunelab.curate.config import CurateConfig
 from tunelab.errors import UserError
-from tunelab.recipe import load_recipe, workspace_for
+from tunelab.recipe import Recipe, load_recipe, workspace_for
 from tunelab.records.config import DatasetConfig
 
 if TYPE_CHECKING:
@@ -78,10 +80,37 @@ def _summary_table(result: CurationResult, title: str) -> Table:
     return table
 
 
+class Executor(StrEnum):
+    local = "local"
+    ray = "ray"
+
+
+def _with_executor(recipe: Recipe, executor: Executor | None, address: str | None) -> None:
+    """--executor / --ray-address over the recipe's curate blocks (the DPO block too, when it has its own)."""
+    update: dict[str, str] = {}
+    if executor is not None:
+        update["executor"] = executor.value
+    if address is not None:
+        update["ray_address"] = address
+    if not update:
+        return
+    recipe.curate = recipe.curate.model_copy(update=update)
+    dpo = recipe.train.dpo if recipe.train is not None else None
+    if dpo is not None and isinstance(dpo.curate, CurateConfig):
+        dpo.curate = dpo.curate.model_copy(update=update)
+
+
 def curate_command(
     recipe: Annotated[Path, typer.Argument(help="recipe YAML")],
     workspace: WorkspaceOption = None,
     output: FormatOption = OutputFormat.table,
+    executor: Annotated[
+        Executor | None, typer.Option("--executor", help="where the stages run (default: curate.executor)")
+    ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option("--ray-address", help="auto, HOST:PORT or ray://HOST:PORT (default: curate.ray_address)"),
+    ] = None,
 ) -> None:
     """Curate the recipe's dataset (and its DPO dataset): splits, a decision per row, a report, the warehouse.
 
@@ -90,6 +119,7 @@ def curate_command(
     from tunelab.curate.report import summary
 
     loaded = load_recipe(recipe)
+    _with_executor(loaded, executor, ray_address)
     results = curate_recipe(loaded, loaded.workspace_at(workspace))
     datasets = [loaded.dataset] + ([loaded.train.dpo.dataset] if loaded.train and loaded.train.dpo else [])
     if output is OutputFormat.json:

@@ -328,6 +328,11 @@ class CurateConfig(Strict):
     split: SplitSettings = Field(default_factory=SplitSettings)
     # above this share of records read going to quarantine, curate/audit still write but exit 3 (curate/guard.py)
     max_quarantine_ratio: float = Field(0.05, ge=0.0, le=1.0)
+    # where the stages run: this process, or a Ray cluster (curate/executors/ray.py; same decisions either
+    # way). Neither key is part of the data version: the same data curated on either executor is one version.
+    executor: Literal["local", "ray"] = "local"
+    # ray.init's address: auto (the cluster this machine belongs to), HOST:PORT or ray://HOST:PORT
+    ray_address: str = "auto"
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 

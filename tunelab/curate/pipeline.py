@@ -14,6 +14,7 @@ import json
 import secrets
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,7 @@ import xxhash
 from tunelab.curate import decontaminate, normalize, registry, split
 from tunelab.curate.common import StageContext, empty_signals, with_content
 from tunelab.curate.config import CurateConfig
+from tunelab.curate.executors import ray as ray_executor
 from tunelab.curate.outputs import finish_interrupted, write_outputs
 from tunelab.curate.report import build_report
 from tunelab.curate.result import CurationResult
@@ -38,6 +40,11 @@ if TYPE_CHECKING:
     from tunelab.recipe import Recipe
 
 __all__ = ["CurationResult", "curate_dataset", "curate_frame", "curate_recipe", "run_stages"]
+
+# run_stages' signature: (frame, curate, ctx, show_progress) -> (survivors, decisions, per-stage counts)
+StageRunner = Callable[
+    [pl.DataFrame, CurateConfig, StageContext, bool], tuple[pl.DataFrame, pl.DataFrame, dict[str, dict[str, Any]]]
+]
 
 OUTPUT_META = ("sample_id", "dataset", "source_row", "source_line", "source_id", "label", "content_hash")
 
@@ -130,7 +137,9 @@ def data_version(survivors: pl.DataFrame, dataset: DatasetConfig, curate: Curate
         digest.update(f"{sample_id}\t{content_hash}\n".encode())
     settings = {
         "dataset": dataset.model_dump(mode="json", exclude={"path"}),
-        "curate": curate.model_dump(mode="json", by_alias=True),
+        # where the stages ran is not the data: local and Ray give one version (and versions made before
+        # the executor keys existed stay the same)
+        "curate": curate.model_dump(mode="json", by_alias=True, exclude={"executor", "ray_address"}),
     }
     digest.update(json.dumps(settings, sort_keys=True, ensure_ascii=False).encode("utf-8"))
     return digest.hexdigest()
@@ -146,8 +155,11 @@ def curate_frame(
     eval_rows: tuple[list[str], list[str], list[str]] | None = None,
     show_progress: bool = False,
     ctx: StageContext | None = None,
+    runner: StageRunner | None = None,
 ) -> CurationResult:
-    """Curate an already loaded frame in memory (audit, sweeps and tests use this; nothing is written)."""
+    """Curate an already loaded frame in memory (audit, sweeps and tests use this; nothing is written).
+
+    `runner` runs the stages (default `run_stages`, this process); the Ray executor passes its own."""
     ctx = ctx or StageContext()
     ctx.kind, ctx.dataset_name, ctx.show_progress = dataset.kind, dataset.name, show_progress
     if workspace is not None and ctx.cache_dir is None:
@@ -157,7 +169,7 @@ def curate_frame(
     if eval_rows is not None:
         ctx.eval_texts, ctx.eval_prompts, ctx.eval_ids = eval_rows
     started = time.perf_counter()
-    survivors, all_decisions, per_stage = run_stages(loaded_frame, curate, ctx, show_progress)
+    survivors, all_decisions, per_stage = (runner or run_stages)(loaded_frame, curate, ctx, show_progress)
     kept, dropped, oversampled = _account(read, survivors, all_decisions, quarantine.height)
     if "content_hash" not in survivors.columns:
         survivors = with_content(survivors, dataset.kind)
@@ -254,7 +266,11 @@ def curate_dataset(
         ws.ensure_writable()  # one line now, not a traceback after the whole run
         for curation_id, note in finish_interrupted(ws):
             print(f"note: curation {curation_id}: {note}", file=sys.stderr)
-    loaded = load_dataset_records(dataset)
+    runner = None
+    if curate.executor == "ray":  # sharded reading and the stages on the cluster (curate/executors/ray.py)
+        loaded, runner = ray_executor.prepare(dataset, curate, show_progress)
+    else:
+        loaded = load_dataset_records(dataset)
     eval_rows = None
     if "decontaminate" in curate.stages:
         if eval_texts is not None:
@@ -270,6 +286,7 @@ def curate_dataset(
         ws,
         eval_rows,
         show_progress,
+        runner=runner,
     )
     result.report["source"] = loaded.source  # how the file was read (format, encoding, notes)
     if write:

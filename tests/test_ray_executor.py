@@ -1,0 +1,275 @@
+"""`curate.executor: ray` gives the local executor's decisions, on a real Ray cluster this test starts.
+
+One cluster per test session (`ray start --head --block --num-cpus 2` on free ports, its own temp dir),
+shared by every test here and stopped by its process id afterwards; inputs come as several files so the
+cluster reads and processes at least two blocks at once. Skipped when the `ray` extra is not installed
+(`make test` installs it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from tunelab.curate.config import CurateConfig
+from tunelab.curate.pipeline import curate_dataset
+from tunelab.recipe import load_recipe
+from tunelab.records.config import DatasetConfig
+from tunelab.workspace import Workspace
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "tunelab" / "demo"
+VENV_BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _cluster_pids(temp_dir: str) -> list[int]:
+    """Processes of this cluster: their command line names its temp dir (ray::Worker processes are
+    stopped by their raylet, which is one of these)."""
+    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+    return [int(line.split(None, 1)[0]) for line in out.splitlines() if temp_dir in line]
+
+
+@pytest.fixture(scope="session")
+def ray_address() -> Iterator[str]:
+    pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'tunelab[ray]')")
+    ray_cli = VENV_BIN / "ray"
+    if not ray_cli.exists():
+        pytest.skip(f"{ray_cli} absent")
+    temp_dir = tempfile.mkdtemp(prefix="tlray")  # short: ray's unix sockets live under it
+    port = _free_port()
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    head = subprocess.Popen(
+        [
+            str(ray_cli), "start", "--head", "--block", "--num-cpus", "2", "--port", str(port),
+            "--ray-client-server-port", str(_free_port()), "--include-dashboard=false",
+            "--object-store-memory", str(200 * 2**20), "--temp-dir", temp_dir, "--disable-usage-stats",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
+    )  # fmt: skip
+    address = f"127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if head.poll() is not None or time.monotonic() > deadline:
+                head.kill()
+                pytest.fail(f"ray start --head did not come up on {address} (exit {head.poll()})")
+            time.sleep(0.5)
+    try:
+        yield address
+    finally:
+        import ray
+
+        ray.shutdown()
+        # --block: ray start stops what it started on SIGTERM; its session (start_new_session) holds the
+        # agents too, so the whole process group goes, by the id this fixture made
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(head.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        head.wait()
+        for pid in _cluster_pids(temp_dir):  # anything it left behind, by id
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def _shards(source: Path, folder: Path, parts: int) -> Path:
+    """`source` cut into `parts` files (lines as they are, broken ones included); returns the glob."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = source.read_text(encoding="utf-8").splitlines(keepends=True)
+    size = -(-len(lines) // parts)
+    for k in range(parts):
+        (folder / f"part-{k}.jsonl").write_text("".join(lines[k * size : (k + 1) * size]), encoding="utf-8")
+    return folder / "part-*.jsonl"
+
+
+def _assert_same(local, ray) -> None:  # noqa: ANN001 (two CurationResults)
+    # frame-equal in the local order: same ids dropped, same reason, ref_sample_id, score, evidence
+    assert ray.decisions.equals(local.decisions)
+    assert ray.train.equals(local.train)
+    assert ray.val.equals(local.val)
+    assert ray.quarantine.equals(local.quarantine)
+    sort = ["stage", "sample_id", "field", "signal"]
+    assert ray.signals.sort(sort).equals(local.signals.sort(sort))
+    assert (ray.read, ray.kept, ray.dropped, ray.quarantined) == (
+        local.read, local.kept, local.dropped, local.quarantined,
+    )  # fmt: skip
+    assert ray.data_version == local.data_version
+
+    # (sorted: report.py orders reasons of equal count as polars' group_by happens to, on either executor)
+    def reasons(result) -> list:  # noqa: ANN001
+        return sorted(tuple(r.values()) for r in result.report["reasons"])
+
+    assert reasons(ray) == reasons(local)
+
+
+def _both(dataset: DatasetConfig, curate: CurateConfig, address: str, tmp: Path, **kwargs):  # noqa: ANN202
+    ws = Workspace(tmp / "ws")
+    local = curate_dataset(dataset, curate, ws, write=False, show_progress=False, **kwargs)
+    on_ray = curate.model_copy(update={"executor": "ray", "ray_address": address})
+    ray = curate_dataset(dataset, on_ray, ws, write=False, show_progress=False, **kwargs)
+    return local, ray
+
+
+def test_demo_data_same_decisions_on_ray(ray_address: str, tmp_path: Path) -> None:
+    recipe = load_recipe(DEMO / "recipe.yaml")
+    glob = _shards(DEMO / "sft.jsonl", tmp_path / "demo", 2)
+    dataset = recipe.dataset.model_copy(update={"path": glob})
+    local, ray = _both(dataset, recipe.curate, ray_address, tmp_path, eval_set=recipe.evaluate.eval_set)
+    _assert_same(local, ray)
+    # the demo's planted duplicates and its broken lines are found, by both
+    reasons = set(local.decisions["reason"].drop_nulls())
+    assert {"exact_dup", "near_dup_minhash"} <= reasons
+    assert local.quarantined > 0
+    # rows in and dropped per stage (seconds differ: the cluster's are summed over workers)
+    counts = [[(s["stage"], s["in"], s["dropped"]) for s in r.report["stages"]] for r in (local, ray)]
+    assert counts[0] == counts[1]
+    assert ray.report["source"]["executor"] == "ray"
+
+
+def _noisy_corpus(path: Path, docs: int) -> None:
+    """Near-dup-heavy Korean/English documents from benchmarks/minhash_bench.py, as SFT rows with labels,
+    plus rows each row-local stage drops (PII, repetition, too short, Japanese) and a broken line."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from minhash_bench import make_corpus
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    texts = make_corpus(docs, seed=3)
+    lines = []
+    for i, text in enumerate(texts):
+        cut = len(text) // 5
+        row = {"prompt": text[:cut] + "?", "response": text[cut:] + ".", "label": "ab"[i % 3 == 0]}
+        if i % 97 == 5:
+            row["response"] += " 연락처는 010-1234-5678 입니다."
+        elif i % 89 == 7:
+            row["response"] = "같은 말 " * 60
+        elif i % 83 == 11:
+            row["response"] = "네"
+        elif i % 79 == 13:
+            row["response"] = "これは日本語の回答です。よろしくお願いします。ありがとうございました。"
+        lines.append(json.dumps(row, ensure_ascii=False))
+    lines.insert(docs // 2, '{"prompt": "broken')
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def test_noisy_near_dup_corpus_same_decisions_on_ray(ray_address: str, tmp_path: Path) -> None:
+    source = tmp_path / "noisy.jsonl"
+    _noisy_corpus(source, 800)
+    glob = _shards(source, tmp_path / "noisy", 3)
+    dataset = DatasetConfig(path=glob, name="noisy", kind="sft")
+    curate = CurateConfig.model_validate(
+        {
+            "stages": [
+                "schema", "normalize", "language", "pii", "quality", "length", "exact", "minhash", "balance",
+                "split",
+            ],
+            "length": {"min_chars": {"response": 5}},
+            "pii": {"action": "drop"},
+            "exact": {"key": {}},
+            "minhash": {"threshold": 0.7, "keep": "longest"},
+            "balance": {"label": "label", "max_per_label": 250, "seed": 1},
+            "split": {"val_ratio": 0.2, "stratify": "label", "seed": 7},
+        }
+    )  # fmt: skip
+    local, ray = _both(dataset, curate, ray_address, tmp_path)
+    _assert_same(local, ray)
+    dropped = local.decisions.filter(~pl.col("kept"))
+    stages = set(dropped["stage"])
+    # every kind of stage decided something here: row-local on the cluster, grouping on the driver
+    assert {"pii", "quality", "length", "language", "exact", "minhash", "balance"} <= stages
+    assert dropped.filter(pl.col("stage") == "minhash")["ref_sample_id"].null_count() == 0
+    assert local.report["counts"]["val"] > 0
+
+
+def test_cli_curate_executor_ray_writes_the_curation(ray_address: str, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from tunelab.cli import app
+    from tunelab.warehouse import store
+
+    glob = _shards(DEMO / "sft.jsonl", tmp_path / "cli", 2)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        f"dataset: {{path: '{glob}', name: cli, kind: sft}}\n"
+        "curate: {stages: [schema, normalize, length, exact, split], length: {min_chars: {response: 5}}}\n",
+        encoding="utf-8",
+    )
+    ws = tmp_path / "ws"
+    result = CliRunner().invoke(
+        app, ["curate", str(recipe), "-w", str(ws), "--executor", "ray", "--ray-address", ray_address]
+    )
+    assert result.exit_code == 0, result.output
+    curation_id = result.output.strip().splitlines()[-1]
+    assert (ws / "curations" / curation_id / "decisions.parquet").is_file()
+    rows = store.query(
+        Workspace(ws).warehouse, "select count(*) as n from decisions where curation_id = ?", [curation_id]
+    )
+    assert rows["n"][0] > 0
+
+
+def test_unreachable_cluster_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'tunelab[ray]')")
+    from tunelab.cli import main
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"dataset: {{path: '{DEMO / 'sft.jsonl'}', name: x, kind: sft}}\n", encoding="utf-8")
+    port = _free_port()  # nothing listens there; ray.init itself would wait minutes on it
+    started = time.monotonic()
+    with pytest.raises(SystemExit) as exit_:
+        main(["curate", str(recipe), "-w", str(tmp_path / "ws"), "--executor", "ray", "--ray-address",
+              f"127.0.0.1:{port}"])  # fmt: skip
+    assert exit_.value.code == 2
+    assert time.monotonic() - started < 30
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"error: recipe.yaml: curate.ray_address: no Ray cluster answers at '127.0.0.1:{port}' (Connection "
+        "refused); start one with `ray start --head` or give its address"
+    ]
+
+
+def test_missing_ray_extra_names_it(tmp_path: Path) -> None:
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        f"dataset: {{path: '{DEMO / 'sft.jsonl'}', name: x, kind: sft}}\ncurate: {{executor: ray}}\n",
+        encoding="utf-8",
+    )
+    # `import ray` fails as it does where the extra is not installed
+    code = (
+        "import sys; sys.modules['ray'] = None; from tunelab.cli import main; "
+        f"main(['curate', {str(recipe)!r}, '-w', {str(tmp_path / 'ws')!r}])"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "pip install 'tunelab[ray]'" in lines[0]
+    assert "Traceback" not in done.stderr

@@ -1,0 +1,369 @@
+"""The Ray executor (`curate.executor: ray`): the same stage functions as the local loop, over a Ray cluster.
+
+What runs where, and why:
+
+- **Reading** is sharded: one Ray task per data file of the source (a glob, a folder, several shards), each
+  calling the tunelab loader on that one file, so encodings, field maps, the quarantine and source lines are
+  exactly the loader's. Two things the loader decides over all files are redone on the driver from narrow
+  columns: the sample id of a multi-file source (`<name>:<file index>-<row>`) and the 0/1 -> false/true
+  label unification (the distinct labels of each shard, a few bytes).
+- **Row-local stages** (schema, normalize, language, pii, quality, and length without a tokenizer) run
+  in Ray Data `map_batches`: each block goes through the stages' own `run` (polars <-> arrow), so a stage's
+  per-batch logic is one function that both executors call. A run of consecutive row-local stages is one
+  map_batches pass. Each batch writes its decisions, signals and per-stage counts as Parquet/JSON shards
+  named by (segment, stage, first row), read back in that order: the same order the local loop produces.
+- **Grouping stages** (pairs, exact, minhash, semantic, decontaminate, balance, split, and length with a
+  tokenizer, which may be built from all texts) run on the driver with the stage's own `run` on the rows
+  that are left. This is exact by construction (the local function on the same rows in the same order),
+  and it is where this executor stops scaling: the surviving rows must fit the driver. The distributed
+  versions (band-key grouping for minhash, a connected-components step) are the plan in docs/scale.md;
+  minhash's keep order (greedy over LSH components in rank order) and split's seeded walk over groups in
+  first-appearance order both depend on the global row order, which is why a driver step holds `_order`.
+- Rows carry a hidden `_order` column (their position in the frame the local loop would see; the shards
+  are concatenated in file order, as the loader reads them): every collect sorts by it, so the driver
+  stages see the rows in the local order and make the same choices (same representative, same
+  ref_sample_id, same split). It is renumbered after each driver step (balance appends its copies last).
+
+Ray is imported inside functions: `tunelab --help` and the local executor never load it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from tunelab.curate import registry, split
+from tunelab.curate.common import StageContext, empty_decisions, empty_signals, with_content
+from tunelab.curate.config import CurateConfig
+from tunelab.errors import UserError
+from tunelab.progress import progress
+from tunelab.records.config import DatasetConfig
+from tunelab.records.loader import LoadResult, _unify_labels, load_dataset_records, source_files
+
+ORDER = "_order"
+# stages whose decision for a row depends on that row alone (and the settings): safe on any batch
+ROW_LOCAL = ("schema", "normalize", "language", "pii", "quality", "length")
+INSTALL_HINT = "curate.executor: ray needs the ray extra: pip install 'tunelab[ray]'"
+
+
+def is_row_local(name: str, curate: CurateConfig) -> bool:
+    """Whether stage `name` may run on any batch of rows with the same result as on all of them."""
+    if name == "length" and curate.length.tokenizer:
+        return False  # tunelab-tiny is built from the texts of the whole frame when the workspace has none
+    return name in ROW_LOCAL
+
+
+def segments(curate: CurateConfig) -> list[tuple[bool, list[str]]]:
+    """The stages in recipe order, cut into runs: (on_ray, names)."""
+    out: list[tuple[bool, list[str]]] = []
+    for name in curate.stages:
+        local = is_row_local(name, curate)
+        if out and out[-1][0] == local:
+            out[-1][1].append(name)
+        else:
+            out.append((local, [name]))
+    return out
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """HOST:PORT and ray://HOST:PORT must answer a TCP connect: ray.init waits on an unreachable GCS for
+    minutes (measured: still waiting after 200 s), which is not an answer."""
+    import socket
+
+    if address in ("auto", "local", ""):
+        return  # ray.init says at once when this machine belongs to no cluster
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        raise UserError(f"curate.ray_address: {address!r} is not auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise UserError(
+            f"curate.ray_address: no Ray cluster answers at {address!r} ({exc.strerror or exc}); "
+            "start one with `ray start --head` or give its address"
+        ) from None
+
+
+def connect(address: str) -> Any:
+    """`ray` after ray.init(address); an existing connection is reused. Missing extra or cluster: one line."""
+    try:
+        import ray
+    except ImportError:
+        raise UserError(INSTALL_HINT) from None
+    _check_reachable(address)  # also when connected: a wrong address is said, not ignored
+    if not ray.is_initialized():
+        try:
+            ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise UserError(
+                f"curate.ray_address: cannot connect to a Ray cluster at {address!r}: {first}"
+            ) from None
+    from ray.data import DataContext
+
+    context = DataContext.get_current()
+    context.enable_progress_bars = False  # tunelab's own progress goes to stderr
+    context.execution_options.preserve_order = True
+    return ray
+
+
+# ---------------------------------------------------------------- reading
+
+
+def _load_file(cfg: DatasetConfig, file: str, file_index: int, many: bool) -> dict[str, Any]:
+    """One file through the tunelab loader; sample ids as the loader names them in a multi-file source."""
+    try:
+        loaded = load_dataset_records(cfg.model_copy(update={"path": Path(file)}))
+    except UserError as exc:
+        if ": no records:" not in str(exc):
+            raise
+        return {"frame": None, "quarantine": None, "read": 0, "source": {}, "labels": []}
+    frame = loaded.frame
+    if many:
+        frame = frame.with_columns(
+            sample_id=pl.format(f"{cfg.name}:{file_index}-{{}}", pl.col("source_row").cast(pl.String))
+        )
+    return {
+        "frame": frame.to_arrow(),
+        "quarantine": loaded.quarantine.to_arrow(),
+        "read": loaded.read,
+        "source": loaded.source,
+        "labels": frame["label"].drop_nulls().unique().to_list() if "label" in frame.columns else [],
+    }
+
+
+def _merged_source(parts: list[dict[str, Any]], files: list[Path]) -> dict[str, Any]:
+    def joined(key: str) -> str | None:
+        values = [v for p in parts for v in (p.get(key) or "").split(", ") if v]
+        return ", ".join(dict.fromkeys(values)) or None
+
+    source: dict[str, Any] = {
+        "format": joined("format"),
+        "encoding": joined("encoding"),
+        "notes": [n for p in parts for n in p.get("notes", [])],
+        "executor": "ray",
+    }
+    if len(files) > 1:
+        source["files"] = [str(f) for f in files]
+    return source
+
+
+def prepare(
+    dataset: DatasetConfig, curate: CurateConfig, show_progress: bool = False
+) -> tuple[LoadResult, Callable[..., tuple[pl.DataFrame, pl.DataFrame, dict[str, dict[str, Any]]]]]:
+    """Read `dataset` with one Ray task per file; returns the LoadResult (the loader's, file by file) and
+    the stage runner for pipeline.curate_frame."""
+    ray = connect(curate.ray_address)
+    files = source_files(Path(dataset.path))
+    many = len(files) > 1
+    load = ray.remote(_load_file)
+    with progress(show_progress) as bar:
+        task = bar.add_task(f"ray: reading {len(files)} files", total=None, status="")
+        parts = ray.get([load.remote(dataset, str(f), i, many) for i, f in enumerate(files)])
+        bar.update(task, status="done")
+    read = sum(p["read"] for p in parts)
+    if read == 0:
+        load_dataset_records(dataset)  # the loader's own message for an empty source
+    frames = [pl.from_arrow(p["frame"]) for p in parts if p["frame"] is not None]
+    frame = pl.concat(frames, how="vertical_relaxed")
+    pairs = _unify_labels([label for p in parts for label in p["labels"]])
+    if pairs:  # 0/1 in one shard and true/false in another: one pair of classes, as the loader makes it
+        frame = frame.with_columns(pl.col("label").replace(pairs))
+    quarantine = pl.concat(
+        [pl.from_arrow(p["quarantine"]) for p in parts if p["quarantine"] is not None], how="vertical_relaxed"
+    )
+    loaded = LoadResult(frame, quarantine, read, _merged_source([p["source"] for p in parts], files))
+
+    def runner(
+        frame: pl.DataFrame, curate: CurateConfig, ctx: StageContext, show_progress: bool = False
+    ) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, dict[str, Any]]]:
+        return run_stages(frame, curate, ctx, show_progress, blocks=max(len(files), 2))
+
+    return loaded, runner
+
+
+# ---------------------------------------------------------------- stages
+
+
+def run_batch(
+    table: Any, names: list[str], curate: CurateConfig, ctx: StageContext, shard_dir: str, segment: int
+) -> Any:
+    """The row-local stages `names` on one block (a pyarrow table), by their own `run`; decisions, signals
+    and counts go to `shard_dir`, the survivors come back. Names are deterministic, so a retried task
+    overwrites its own shards."""
+    frame = pl.from_arrow(table)
+    if frame.height == 0:
+        return table
+    first = int(frame[ORDER].min())
+    ctx = replace(ctx, stats={}, clusters={}, signals=empty_signals(), show_progress=False)
+    counts: dict[str, dict[str, Any]] = {}
+    out_dir = Path(shard_dir)
+    for index, name in enumerate(names):
+        stage = registry.stage(name)
+        if stage.needs_content and "content_hash" not in frame.columns:
+            frame = with_content(frame, ctx.kind)
+        started, rows_in = time.perf_counter(), frame.height
+        out = stage.run(frame, curate.settings_for(name), ctx)
+        tag = f"{segment:03d}-{index:03d}-{first:020d}"
+        out.decisions.write_parquet(out_dir / f"decisions-{tag}.parquet")
+        if out.signals is not None and out.signals.height:
+            out.signals.write_parquet(out_dir / f"signals-{tag}.parquet")
+        counts[name] = {"in": rows_in, "seconds": time.perf_counter() - started, "skipped": out.skipped}
+        frame = out.frame
+    (out_dir / f"counts-{segment:03d}-{first:020d}.json").write_text(
+        json.dumps({"counts": counts, "stats": ctx.stats}, default=str)
+    )
+    return frame.to_arrow()
+
+
+def _read_shards(shard_dir: Path, kind: str, segment: int, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    files = sorted(shard_dir.glob(f"{kind}-{segment:03d}-*.parquet"))  # (stage, first row): local order
+    if not files:
+        return pl.DataFrame(schema=schema)
+    return pl.concat([pl.read_parquet(f) for f in files], how="vertical_relaxed").cast(schema)  # type: ignore[arg-type]
+
+
+def merge_stats(into: dict[str, Any], part: dict[str, Any]) -> None:
+    """Per-batch ctx.stats into one: counts add up; `max` takes the max; other values (settings echoed,
+    field lists, per-batch means and percentiles) keep the first batch's."""
+    for key, value in part.items():
+        if key not in into:
+            into[key] = value
+        elif isinstance(value, dict) and isinstance(into[key], dict):
+            merge_stats(into[key], value)
+        elif key == "max" and isinstance(value, int | float):
+            into[key] = max(into[key], value)
+        elif isinstance(value, int) and not isinstance(value, bool) and isinstance(into[key], int):
+            into[key] += value
+
+
+def _on_ray(
+    frame: pl.DataFrame,
+    names: list[str],
+    curate: CurateConfig,
+    ctx: StageContext,
+    segment: int,
+    blocks: int,
+    shard_dir: Path,
+) -> tuple[pl.DataFrame, list[pl.DataFrame], list[pl.DataFrame], dict[str, dict[str, Any]]]:
+    import ray
+    import ray.data
+
+    size = max(1, -(-frame.height // blocks))
+    tables = [frame.slice(k, size).to_arrow() for k in range(0, max(frame.height, 1), size)]
+    data = ray.data.from_arrow(tables).map_batches(
+        run_batch,
+        batch_format="pyarrow",
+        batch_size=None,  # a whole block per call: the stages vectorise over as many rows as they get
+        zero_copy_batch=True,
+        fn_kwargs={
+            "names": names,
+            "curate": curate,
+            "ctx": replace(ctx, stats={}, clusters={}, signals=empty_signals()),
+            "shard_dir": str(shard_dir),
+            "segment": segment,
+        },
+    )
+    parts = [pl.from_arrow(t) for t in ray.get(data.to_arrow_refs())]
+    parts = [p for p in parts if isinstance(p, pl.DataFrame) and p.width]
+    out = pl.concat(parts, how="vertical_relaxed").sort(ORDER) if parts else frame.head(0)
+    per_stage: dict[str, dict[str, Any]] = {}
+    for file in sorted(shard_dir.glob(f"counts-{segment:03d}-*.json")):
+        batch = json.loads(file.read_text())
+        for name, c in batch["counts"].items():
+            into = per_stage.setdefault(name, {"in": 0, "seconds": 0.0})
+            into["in"] += c["in"]
+            into["seconds"] += c["seconds"]
+            if c["skipped"]:
+                into["skipped"] = c["skipped"]
+        merge_stats(ctx.stats, batch["stats"])
+    decisions = _read_shards(shard_dir, "decisions", segment, dict(empty_decisions().schema))
+    signals = _read_shards(shard_dir, "signals", segment, dict(empty_signals().schema))
+    by_stage = [decisions.filter(pl.col("stage") == name) for name in names]
+    return out, by_stage, [signals], per_stage
+
+
+def run_stages(
+    frame: pl.DataFrame,
+    curate: CurateConfig,
+    ctx: StageContext,
+    show_progress: bool = False,
+    blocks: int = 2,
+) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, dict[str, Any]]]:
+    """pipeline.run_stages on Ray: the same return value, the same decisions."""
+    connect(curate.ray_address)
+    if ORDER not in frame.columns:
+        frame = frame.with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias(ORDER))
+    all_decisions: list[pl.DataFrame] = []
+    all_signals: list[pl.DataFrame] = [empty_signals()]
+    per_stage: dict[str, dict[str, Any]] = {}
+    # every worker writes here: on a multi-node cluster the workspace is on storage all nodes share (as its
+    # curation folders must be); without a workspace (tests, audit) a temporary folder on this machine
+    root = Path(ctx.workspace.embedding_cache).parent if ctx.workspace is not None else None
+    if root is not None:
+        root.mkdir(parents=True, exist_ok=True)
+    shard_dir = Path(tempfile.mkdtemp(prefix="tunelab-ray-", dir=root))
+    try:
+        with progress(show_progress) as bar:
+            task = bar.add_task("curate on ray", total=len(curate.stages), status="")
+            for segment, (on_ray, names) in enumerate(segments(curate)):
+                rows_in = frame.height
+                bar.update(task, description=f"curate: {', '.join(names)}", status=f"{rows_in:,} rows")
+                if on_ray:
+                    frame, decided, signals, counts = _on_ray(
+                        frame, names, curate, ctx, segment, blocks, shard_dir
+                    )
+                    for name, out in zip(names, decided, strict=True):
+                        all_decisions.append(out)
+                        per_stage[name] = {
+                            "in": counts.get(name, {}).get("in", 0),
+                            "dropped": int((~out["kept"]).sum()),
+                            # summed over the batches: worker-seconds, not wall time
+                            "seconds": round(counts.get(name, {}).get("seconds", 0.0), 3),
+                        }
+                        if counts.get(name, {}).get("skipped"):
+                            per_stage[name]["skipped"] = counts[name]["skipped"]
+                    all_signals.extend(signals)
+                    bar.advance(task, len(names))
+                    continue
+                for name in names:  # on the driver: the local function on the rows left, in local order
+                    stage = registry.stage(name)
+                    started, rows_in = time.perf_counter(), frame.height
+                    if stage.needs_content and "content_hash" not in frame.columns:
+                        frame = with_content(frame, ctx.kind)
+                    out = stage.run(frame, curate.settings_for(name), ctx)
+                    all_decisions.append(out.decisions)
+                    if out.signals is not None:
+                        all_signals.append(out.signals)
+                    frame = out.frame
+                    per_stage[name] = {
+                        "in": rows_in,
+                        "dropped": int((~out.decisions["kept"]).sum()),
+                        "seconds": round(time.perf_counter() - started, 3),
+                    }
+                    if out.skipped:
+                        per_stage[name]["skipped"] = out.skipped
+                    bar.advance(task)
+                # balance appends oversampled copies at the end: the order is now the frame's own
+                frame = frame.with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias(ORDER))
+    finally:
+        shutil.rmtree(shard_dir, ignore_errors=True)
+    if "split" not in frame.columns:
+        out = split.everything_trains(frame)
+        all_decisions.append(out.decisions)
+        frame = out.frame
+    ctx.signals = pl.concat(all_signals, how="vertical_relaxed")
+    ctx.stats["executor"] = {
+        "name": "ray",
+        "on_ray": [n for on_ray, names in segments(curate) if on_ray for n in names],
+        "note": "row-local stages' stats: counts summed over batches, other numbers from the first batch",
+    }
+    return frame.drop(ORDER), pl.concat(all_decisions, how="vertical_relaxed"), per_stage
