@@ -253,3 +253,22 @@ def test_the_command_writes_rows_and_reports_sizes(
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "no answerable question" in err and "\n" not in err
+
+
+def test_curating_a_squad_file_as_is_says_to_build_raft_rows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tunelab.cli import main
+
+    source = squad_file(tmp_path / "korquad.json")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        f"dataset: {{path: {source.name}, name: kq, kind: raft}}\ncurate: {{stages: [schema, split]}}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(SystemExit) as exit_info:
+        main(["curate", str(recipe), "-w", str(tmp_path / "ws")])
+    assert exit_info.value.code != 0
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: kq") and "SQuAD/KorQuAD JSON" in err
+    assert "tunelab raft build korquad.json --out raft.jsonl" in err

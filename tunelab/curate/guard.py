@@ -98,6 +98,10 @@ def guard_message(
             f"{first['source_line']}); {_hint(first['error'], first, earliest, dataset, source)}"
         )
     if read and result.kept == 0:
+        source_notes = (result.report.get("source") or {}).get("notes") or []
+        squad = next((n for n in source_notes if "SQuAD/KorQuAD JSON" in n), None)
+        if squad is not None:  # a QA file read whole: say how to get its questions (records/formats.py)
+            return f"{name}: 0 of {read:,} records kept; {squad}"
         reasons = [r for r in result.report.get("reasons", []) if not r["kept"]]
         if reasons:
             top_reason = max(reasons, key=lambda r: r["count"])

@@ -9,7 +9,7 @@ Output, per answerable question (RAFT, Zhang et al. 2024):
 - `context`: a seeded share `p_golden` of the rows (exactly round(p * n), drawn with the seed) holds the
   golden document plus `k` distractors; the rest hold `k + 1` distractors and no golden document, which
   teaches the model to answer from what it learned when retrieval misses. Documents are shuffled.
-- distractors `hard` (default): drawn with the seed from the 2k nearest other documents by BM25
+- distractors `hard` (default): drawn with the seed from the 2(k + 1) nearest other documents by BM25
   (bm25s over words, Hangul words as character bigrams so "서울이" and "서울은" share "서울"), topped up
   at random when fewer than that share a term; `random`: drawn from all other documents. Never the
   golden document, nor a document with its text.

@@ -258,6 +258,11 @@ def _iter_lines(text: str) -> Iterator[tuple[str, int]]:
         yield text[start:], start
 
 
+def _is_squad(doc: dict[str, Any]) -> bool:
+    data = doc.get("data")
+    return isinstance(data, list) and bool(data) and isinstance(data[0], dict) and "paragraphs" in data[0]
+
+
 def json_records(doc: Any, path: Path, selector: str | None, notes: list[str]) -> Iterator[_Record]:
     if selector is not None:
         notes.append(f"{path.name}: records from {selector}, with their parents' scalar fields merged in")
@@ -267,6 +272,13 @@ def json_records(doc: Any, path: Path, selector: str | None, notes: list[str]) -
             else:
                 yield _Record(index, index + 1, None, problem, _dump(value))
         return
+    if isinstance(doc, dict) and _is_squad(doc):
+        # read as below it is one record per article (or one for the file): say how to get questions
+        notes.append(
+            f"{path.name}: SQuAD/KorQuAD JSON (data -> paragraphs -> qas); for RAFT rows run "
+            f"`tunelab raft build {path.name} --out raft.jsonl`, or read each question with "
+            "dataset.records: data[].paragraphs[].qas[]"
+        )
     if isinstance(doc, dict):
         # {"data": [...]} wrappers, or records keyed by id (PubMedQA: {pmid: {...}})
         lists = [(k, v) for k, v in doc.items() if isinstance(v, list)]
