@@ -17,7 +17,8 @@ OutOption = Annotated[
 ]
 
 # the metric `tunelab runs` headlines, in order of preference: the first one an evaluation of the run has
-HEADLINE_METRICS = ("rougeL", "chrf_corpus", "cosine", "judge", "label_acc")
+# (token F1 exists only for RAG answers, where it is the number that matters)
+HEADLINE_METRICS = ("token_f1", "rougeL", "chrf_corpus", "cosine", "judge", "label_acc")
 
 RUNS_SQL = f"""
 WITH last_loss AS (
