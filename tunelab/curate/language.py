@@ -36,6 +36,7 @@ the Hangul shortcut).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
@@ -43,7 +44,7 @@ from typing import Any
 import polars as pl
 
 from tunelab.curate.common import SIGNAL_SCHEMA, StageContext, StageOutput, decisions, survivors
-from tunelab.curate.config import LanguageSettings
+from tunelab.curate.config import SPECIAL_TOKENS, LanguageSettings
 from tunelab.errors import UserError
 from tunelab.records.fields import CANONICAL_FIELDS, LIST_FIELDS, MESSAGE_FIELDS
 
@@ -58,7 +59,10 @@ NON_LATIN = {
     "ko", "ja", "zh", "ru", "uk", "bg", "be", "mk", "sr", "kk", "mn", "ar", "fa", "ur", "he", "el", "hi", "mr",
     "bn", "th", "ka", "hy", "ta", "te", "gu", "pa",
 }  # fmt: skip
-NOT_PROSE = r"(?s)```.*?```|`[^`\n]*`|https?://\S+|www\.\S+"
+# tokenizer control tokens are no language either: "싫어요<|endoftext|>" has 3 Hangul of 12 letters and read
+# as lang:hangul_ratio<0.3 before the quality stage (which runs later) could cut the trailing token
+CONTROL_TOKENS = "|".join([r"<\|[A-Za-z0-9_.:-]{1,40}\|>", *(re.escape(token) for token in SPECIAL_TOKENS)])
+NOT_PROSE = r"(?s)```.*?```|`[^`\n]*`|https?://\S+|www\.\S+|" + CONTROL_TOKENS
 # the role of each flat field: a question, an answer to the last question, or neither
 QUESTIONS = {"prompt", "question"}
 ANSWERS = {"response", "chosen", "rejected", "answer", "cot"}
