@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import polars as pl
 
 from tunelab.curate import language
+from tunelab.curate.calibrate import read_pairs
 from tunelab.curate.common import StageContext
 from tunelab.curate.config import LanguageSettings
 
@@ -32,3 +35,19 @@ def test_language_does_not_count_special_tokens_as_latin_letters() -> None:
     dropped = out.decisions.filter(~pl.col("kept"))
     assert dropped["sample_id"].to_list() == ["d:2"]  # a real English answer is still a finding
     assert out.frame["sample_id"].to_list() == ["d:0", "d:1"]
+
+
+def test_calibrate_reads_a_tsv_whose_text_opens_with_a_quote(tmp_path: Path) -> None:
+    # KorSTS-style TSV: a sentence starting with a quoted word made the CSV quote rule swallow the rest
+    path = tmp_path / "pairs.tsv"
+    path.write_text(
+        "score\ttext_a\ttext_b\n"
+        '5.0\t한 남자가 춤을 추고 있다.\t"한" 남자가 춤을 추고 있다.\n'
+        '0.5\t"일반화된 행성"에 대한 정의\t고양이가 잔다.\n'
+        "4.5\t아이가 말을 타고 있다.\t어린아이가 말을 타고 있다.\n",
+        encoding="utf-8",
+    )
+    pairs = read_pairs(path)
+    assert pairs.text_a[1] == '"일반화된 행성"에 대한 정의'
+    assert pairs.text_b[0] == '"한" 남자가 춤을 추고 있다.'
+    assert pairs.positive.tolist() == [True, False, True]

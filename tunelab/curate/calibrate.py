@@ -98,8 +98,11 @@ def read_pairs(path: Path, positive_score: float = 4.0) -> Pairs:
         elif suffix == ".json":
             frame = pl.DataFrame(json.loads(path.read_text(encoding="utf-8")))
         elif suffix in (".csv", ".tsv"):
+            # TSV has no quoting: KorSTS sentences open with a quoted word ("일반화된 행성"에 ...), which
+            # a quote character would swallow up to the next quote, and the file failed to read
+            tsv = suffix == ".tsv"
             frame = pl.read_csv(
-                path, separator="\t" if suffix == ".tsv" else ",", infer_schema=False, quote_char='"'
+                path, separator="\t" if tsv else ",", infer_schema=False, quote_char=None if tsv else '"'
             )
         else:
             raise UserError(f"{path}: expected a .csv, .tsv, .jsonl or .json file of pairs")
