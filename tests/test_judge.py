@@ -127,6 +127,11 @@ PAIRWISE = frame([
         ("<think>[[A]]일까?</think>최종: [[B]]", "B"),  # a reasoning model's thoughts are not the verdict
         ("<think>[[A]] 아직 생각 중", None),  # cut off while thinking
         ("판정: A", "A"),
+        (
+            "A가 더 낫다면 [[A]], B가 더 낫다면 [[B]], 우열을 가리기 어렵다면 [[C]]",
+            None,
+        ),  # the options echoed
+        ("A가 더 낫다면 [[A]], B가 더 낫다면 [[B]]\n설명.\n[[B]]", "B"),
         ("Verdict: tie", "tie"),
         ("A와 B 모두 좋다", None),
         ("[[D]]", None),

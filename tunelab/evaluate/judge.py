@@ -159,9 +159,14 @@ def parse_pairwise(text: str | None) -> str | None:
     if not text:
         return None
     visible = _visible(text)
-    found = [m.group(1) for m in _VERDICT.finditer(visible)] or [
-        m.group(1) for m in _VERDICT_LINE.finditer(visible)
-    ]
+    found: list[str] = []
+    for line in visible.splitlines():
+        tokens = [m.group(1).upper() for m in _VERDICT.finditer(line)]
+        # a line naming two different verdicts is the template's option list echoed back (small judges
+        # parrot "A가 더 낫다면 [[A]], B가 더 낫다면 [[B]] ..."), not a verdict
+        if len({"tie" if t not in ("A", "B") else t for t in tokens}) == 1:
+            found.extend(tokens)
+    found = found or [m.group(1) for m in _VERDICT_LINE.finditer(visible)]
     if not found:
         return None
     last = found[-1].upper()
