@@ -425,8 +425,6 @@ def run_evaluate(
         check_judge(cfg.judge)  # an unreachable judge fails now, not after an hour of generation
     elif cfg.judge is not None:
         print("note: evaluate.judge is set but evaluate.metrics leaves out judge: no judging", file=sys.stderr)
-    elif cfg.judge is not None:
-        print("note: evaluate.judge is set but evaluate.metrics leaves out judge: no judging", file=sys.stderr)
     frames = []
     with progress(None if show_progress else False) as bar:
         task = bar.add_task("generating rows", total=len(model_refs) * rows.height, status="")
