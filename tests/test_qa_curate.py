@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import polars as pl
@@ -10,6 +11,7 @@ from tunelab.curate import language
 from tunelab.curate.calibrate import read_pairs
 from tunelab.curate.common import StageContext
 from tunelab.curate.config import LanguageSettings
+from tunelab.errors import UserError
 
 
 def dpo(*rows: tuple[str, str, str]) -> pl.DataFrame:
@@ -51,3 +53,46 @@ def test_calibrate_reads_a_tsv_whose_text_opens_with_a_quote(tmp_path: Path) -> 
     assert pairs.text_a[1] == '"일반화된 행성"에 대한 정의'
     assert pairs.text_b[0] == '"한" 남자가 춤을 추고 있다.'
     assert pairs.positive.tolist() == [True, False, True]
+
+
+def test_raft_build_refuses_to_write_over_its_input_or_the_warehouse(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from tunelab.cli import app
+
+    qa = tmp_path / "qa.json"
+    original = json.dumps(
+        {
+            "data": [
+                {
+                    "paragraphs": [
+                        {
+                            "context": "서울은 대한민국의 수도이다.",
+                            "qas": [{"id": "q1", "question": "수도는?", "answers": [{"text": "서울"}]}],
+                        },
+                        {
+                            "context": "부산은 항구 도시이다.",
+                            "qas": [{"id": "q2", "question": "항구 도시는?", "answers": [{"text": "부산"}]}],
+                        },
+                    ]
+                }
+            ]
+        },
+        ensure_ascii=False,
+    )
+    qa.write_text(original, encoding="utf-8")
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "tunelab.duckdb").write_bytes(b"not to be replaced")
+    runner = CliRunner()
+    for out in (qa, ws / "tunelab.duckdb", ws / "curations" / "raft.jsonl"):
+        result = runner.invoke(app, ["raft", "build", str(qa), "--out", str(out), "-w", str(ws)])
+        # in-process the UserError surfaces as such; tunelab's entry point prints it as one line, exit 2
+        assert isinstance(result.exception, UserError), result.output
+    assert qa.read_text(encoding="utf-8") == original
+    assert (ws / "tunelab.duckdb").read_bytes() == b"not to be replaced"
+    ok = runner.invoke(app, ["raft", "build", str(qa), "--out", str(tmp_path / "raft.jsonl"), "-w", str(ws)])
+    assert ok.exit_code == 0, ok.output
+    assert (
+        json.loads((tmp_path / "raft.jsonl").read_text(encoding="utf-8").splitlines()[0])["answer"] == "서울"
+    )

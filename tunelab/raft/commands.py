@@ -100,6 +100,7 @@ def build_command(
         k=k, p_golden=p_golden, distractors=distractors.value, cot=cot, seed=seed, instruction=instruction
     )
     settings.check()
+    _guard_out(out, qa_file, workspace)  # before the build: a refused path costs nothing
     read = build.read_qa(qa_file, input_format.value)
     for reason, count in read.skipped.items():
         build.note(f"{count:,} questions skipped: {reason} (first at {read.first_skipped[reason]})")
@@ -121,6 +122,16 @@ def build_command(
         print_json(report)
         return
     _print_report(report)
+
+
+def _guard_out(out: Path, qa_file: Path, workspace_dir: Path | None) -> None:
+    """--out must not be the QA file itself (it was replaced by its RAFT rows), the warehouse or a folder
+    tunelab manages; an existing other file is still replaced, as the documented rebuild does."""
+    from tunelab.workspace import as_workspace, guard_output
+
+    if out.expanduser().resolve() == qa_file.expanduser().resolve():
+        raise UserError(f"{out}: that is the QA file being read; write the RAFT rows somewhere else")
+    guard_output(out, as_workspace(workspace_dir).warehouse, force=True)
 
 
 def _print_report(report: dict[str, Any]) -> None:
