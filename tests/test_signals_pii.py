@@ -3,6 +3,7 @@ and `tunelab curate` / `tunelab audit` on a small file (reasons in decisions.par
 
 from __future__ import annotations
 
+import html
 import json
 import os
 from pathlib import Path
@@ -220,6 +221,19 @@ def test_cli_curate_and_audit_show_language_and_pii_reasons(tmp_path: Path) -> N
     report = json.loads((folder / "report.json").read_text())
     counts = report["counts"]
     assert (counts["read"], counts["kept"], counts["dropped"], counts["quarantined"]) == (7, 4, 2, 1)
+    # the report lists masked rows (kept, with their reason) beside the drops
+    listed = {
+        (r["reason"], r["kept"], r["count"]) for r in report["reasons"] if r["stage"] in ("language", "pii")
+    }
+    assert listed == {
+        ("lang:en", False, 1),
+        ("lang:ja", False, 1),
+        ("pii:phone", True, 1),
+        ("pii:kr_rrn", True, 1),
+    }
+    assert "pii:phone" in html.unescape(
+        (folder / "report.md").read_text(encoding="utf-8")
+    )  # cells are char refs
     decisions = pl.read_parquet(folder / "decisions.parquet")
     by_reason = dict(
         decisions.filter(pl.col("stage").is_in(["language", "pii"])).select("reason", "sample_id").iter_rows()

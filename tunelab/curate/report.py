@@ -90,9 +90,9 @@ def build_report(
     out, the stages' own numbers (`stage_stats`, StageContext.stats) and the largest duplicate clusters."""
     decisions = result.decisions
     reasons = (
-        decisions.filter(
-            ~pl.col("kept") | (pl.col("reason") == "normalized") | (pl.col("reason") == "oversampled")
-        )
+        # drops, and the annotations of rows kept with a reason: normalized, oversampled, masked personal
+        # information (pii:*), quality findings kept by flag_only, trailing special tokens cut
+        decisions.filter(~pl.col("kept") | ((pl.col("stage") != "final") & pl.col("reason").is_not_null()))
         .group_by("stage", "reason", "kept")
         .len()
         .sort(["stage", "len"], descending=[False, True])
