@@ -96,3 +96,34 @@ def test_raft_build_refuses_to_write_over_its_input_or_the_warehouse(tmp_path: P
     assert (
         json.loads((tmp_path / "raft.jsonl").read_text(encoding="utf-8").splitlines()[0])["answer"] == "서울"
     )
+
+
+def test_audit_threshold_sweep_pairs_hide_personal_information(tmp_path: Path) -> None:
+    # the sweep runs on the rows before the pii stage: its "pairs just above" printed raw phone numbers
+    # and e-mail addresses while the reason examples beside them were masked
+    from tunelab.curate.audit import audit, default_config
+    from tunelab.records.config import DatasetConfig
+    from tunelab.workspace import Workspace
+
+    path = tmp_path / "dup.jsonl"
+    rows = [
+        {
+            "prompt": f"제 연락처는 010-{1000 + i}-5678 입니다{tail} 상담 예약",
+            "response": f"메일 u{i}@naver.com 로 보냈어요.",
+        }
+        for i in range(4)
+        for tail in ("", ".")
+    ]
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
+    found = audit(
+        DatasetConfig(path=path, name="dup"),
+        default_config(),
+        Workspace(tmp_path / "ws"),
+        minhash_thresholds=(0.5,),
+        show_progress=False,
+    )
+    pairs = [pair for result in found.sweep.results for pair in result.examples]
+    assert pairs, "the planted near-duplicates give the sweep example pairs"
+    text = json.dumps(pairs, ensure_ascii=False)
+    assert "010-" not in text and "@naver.com" not in text
+    assert "<PII:phone>" in text and "<PII:email>" in text

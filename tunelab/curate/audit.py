@@ -106,6 +106,7 @@ def threshold_sweep(
         survivors = with_content(survivors, ctx.kind)
     texts = survivors["content"].fill_null("").to_list()
     sweep = Sweep(after=before, rows=len(texts))
+    checksum = curate.pii.rrn_checksum if hasattr(curate, "pii") else True
     if minhash_thresholds:
         cfg = curate.minhash
         keys = dedup_keys(texts, cfg.key)  # what the minhash stage compares (curate/dedup_key.py)
@@ -113,7 +114,7 @@ def threshold_sweep(
         rank = keep_order(survivors, cfg.keep, survivors["content"]).to_numpy()
         for threshold in minhash_thresholds:
             ref, score, *_ = minhash.cluster(keys, sig, cfg.model_copy(update={"threshold": threshold}), rank)
-            examples = examples_above(texts, ref, score, threshold)
+            examples = _masked_pairs(examples_above(texts, ref, score, threshold), checksum)
             sweep.results.append(SweepRow("minhash", threshold, int((ref >= 0).sum()), examples))
     if semantic_thresholds:
         cfg_sem = curate.semantic
@@ -121,9 +122,22 @@ def threshold_sweep(
         order = keep_order(survivors, cfg_sem.keep, survivors["content"]).to_numpy().argsort(kind="stable")
         for threshold in semantic_thresholds:
             ref, score = semantic.greedy_near_dups(vectors, order, threshold, cfg_sem.block_size)
-            examples = examples_above(texts, ref, score, threshold)
+            examples = _masked_pairs(examples_above(texts, ref, score, threshold), checksum)
             sweep.results.append(SweepRow("semantic", threshold, int((ref >= 0).sum()), examples))
     return sweep
+
+
+def _masked_pairs(examples: list[dict[str, Any]], rrn_checksum: bool) -> list[dict[str, Any]]:
+    """The sweep's example pairs with personal information replaced by <PII:kind>, as reason_examples
+    does: the sweep runs before the pii stage, and its pairs are printed and pasted into tickets too."""
+    masked = []
+    for pair in examples:
+        kept, dropped = (
+            pii.mask(text, pii.find(text, rrn_checksum=rrn_checksum))
+            for text in (pair["kept"], pair["dropped"])
+        )
+        masked.append({**pair, "kept": kept, "dropped": dropped})
+    return masked
 
 
 def reason_examples(
