@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 import polars as pl
 
@@ -32,9 +34,13 @@ def write_outputs(
     curate: CurateConfig,
     loaded: pl.DataFrame,
     workspace: Workspace,
+    samples_writer: Callable[[Path], None] | None = None,
 ) -> None:
     """WORKSPACE/curations/<id>/{train,val}.{parquet,jsonl}, decisions/quarantine parquet, report.{json,md};
-    then the warehouse ingest (one transaction)."""
+    then the warehouse ingest (one transaction).
+
+    `samples_writer(folder)` (the Ray executor) writes the warehouse's samples of the read rows as Parquet
+    shards into `folder` instead of this process; the ingest then reads them by their glob."""
     final = result.out_dir
     out = workspace.pending_curation_dir(result.curation_id)
     claim(out)
@@ -50,15 +56,45 @@ def write_outputs(
         json.dumps(result.report, ensure_ascii=False, indent=2), encoding="utf-8"
     )
     (out / "report.md").write_text(report_markdown(result.report), encoding="utf-8")
-    # the warehouse keeps every read row, dropped or not, with the text and hash the outputs carry
+    copies = result.train.filter(pl.col("sample_id").str.contains("#dup", literal=True))
+    curation = _curation_row(result, dataset, curate, final)
+    if samples_writer is not None:  # the samples as shards from the workers, read by DuckDB by their glob
+        shards = out / ".samples"
+        shards.mkdir()
+        samples_writer(shards)
+        if copies.height:
+            copies.write_parquet(shards / "copies.parquet")
+        store.ingest_curation_shards(
+            workspace.warehouse, curation, str(shards / "*.parquet"),
+            result.decisions, result.quarantine, result.signals,
+        )  # fmt: skip
+        shutil.rmtree(shards)
+    else:
+        # the warehouse keeps every read row, dropped or not, with the text and hash the outputs carry
+        samples = warehouse_samples(loaded, dataset, curate)
+        if copies.height:
+            samples = pl.concat([samples, copies], how="diagonal_relaxed")
+        store.ingest_curation(
+            workspace.warehouse, curation, samples, result.decisions, result.quarantine, result.signals
+        )
+    os.replace(out, final)  # one rename: the folder appears complete, or not at all
+    release(final)
+    result.train_path, result.val_path = final / "train.parquet", final / "val.parquet"
+
+
+def warehouse_samples(loaded: pl.DataFrame, dataset: DatasetConfig, curate: CurateConfig) -> pl.DataFrame:
+    """The samples rows of `loaded` (any batch of read rows): the text the outputs carry (normalised,
+    personal information masked) and its hash."""
     shown = normalize.transform(loaded, curate.normalize) if "normalize" in curate.stages else loaded
     if "pii" in curate.stages:  # personal information never reaches the warehouse, dropped rows included
         shown = pii.masked(shown, dataset.kind, curate.pii)
-    samples = with_content(shown, dataset.kind).drop("content")
-    copies = result.train.filter(pl.col("sample_id").str.contains("#dup", literal=True))
-    if copies.height:
-        samples = pl.concat([samples, copies], how="diagonal_relaxed")
-    curation = {
+    return with_content(shown, dataset.kind).drop("content")
+
+
+def _curation_row(
+    result: CurationResult, dataset: DatasetConfig, curate: CurateConfig, final: Path
+) -> dict[str, object]:
+    return {
         "curation_id": result.curation_id,
         "dataset": dataset.name,
         "dataset_path": str(dataset.path),
@@ -79,12 +115,6 @@ def write_outputs(
         "report": json.dumps(result.report, ensure_ascii=False),
         "out_dir": str(final),
     }
-    store.ingest_curation(
-        workspace.warehouse, curation, samples, result.decisions, result.quarantine, result.signals
-    )
-    os.replace(out, final)  # one rename: the folder appears complete, or not at all
-    release(final)
-    result.train_path, result.val_path = final / "train.parquet", final / "val.parquet"
 
 
 def finish_interrupted(workspace: Workspace) -> list[tuple[str, str]]:

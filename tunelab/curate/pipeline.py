@@ -266,9 +266,9 @@ def curate_dataset(
         ws.ensure_writable()  # one line now, not a traceback after the whole run
         for curation_id, note in finish_interrupted(ws):
             print(f"note: curation {curation_id}: {note}", file=sys.stderr)
-    runner = None
+    runner = samples_writer = None
     if curate.executor == "ray":  # sharded reading and the stages on the cluster (curate/executors/ray.py)
-        loaded, runner = ray_executor.prepare(dataset, curate, show_progress)
+        loaded, runner, samples_writer = ray_executor.prepare(dataset, curate, show_progress)
     else:
         loaded = load_dataset_records(dataset)
     eval_rows = None
@@ -290,7 +290,7 @@ def curate_dataset(
     )
     result.report["source"] = loaded.source  # how the file was read (format, encoding, notes)
     if write:
-        write_outputs(result, dataset, curate, loaded.frame, ws)
+        write_outputs(result, dataset, curate, loaded.frame, ws, samples_writer)
     return result
 
 

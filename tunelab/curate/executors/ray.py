@@ -39,10 +39,13 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pyarrow as pa
+import xxhash
 
 from tunelab.curate import registry, split
 from tunelab.curate.common import StageContext, empty_decisions, empty_signals, with_content
 from tunelab.curate.config import CurateConfig
+from tunelab.curate.outputs import warehouse_samples
 from tunelab.errors import UserError
 from tunelab.progress import progress
 from tunelab.records.config import DatasetConfig
@@ -158,13 +161,18 @@ def _merged_source(parts: list[dict[str, Any]], files: list[Path]) -> dict[str, 
 
 def prepare(
     dataset: DatasetConfig, curate: CurateConfig, show_progress: bool = False
-) -> tuple[LoadResult, Callable[..., tuple[pl.DataFrame, pl.DataFrame, dict[str, dict[str, Any]]]]]:
-    """Read `dataset` with one Ray task per file; returns the LoadResult (the loader's, file by file) and
-    the stage runner for pipeline.curate_frame."""
+) -> tuple[
+    LoadResult,
+    Callable[..., tuple[pl.DataFrame, pl.DataFrame, dict[str, dict[str, Any]]]],
+    Callable[[Path], None],
+]:
+    """Read `dataset` with one Ray task per file; returns the LoadResult (the loader's, file by file), the
+    stage runner for pipeline.curate_frame and the samples writer for outputs.write_outputs."""
     ray = connect(curate.ray_address)
     files = source_files(Path(dataset.path))
     many = len(files) > 1
     load = ray.remote(_load_file)
+    started = time.perf_counter()
     with progress(show_progress) as bar:
         task = bar.add_task(f"ray: reading {len(files)} files", total=None, status="")
         parts = ray.get([load.remote(dataset, str(f), i, many) for i, f in enumerate(files)])
@@ -181,13 +189,46 @@ def prepare(
         [pl.from_arrow(p["quarantine"]) for p in parts if p["quarantine"] is not None], how="vertical_relaxed"
     )
     loaded = LoadResult(frame, quarantine, read, _merged_source([p["source"] for p in parts], files))
+    loaded.source["read_seconds"] = round(time.perf_counter() - started, 3)  # tasks + frames to the driver
 
     def runner(
         frame: pl.DataFrame, curate: CurateConfig, ctx: StageContext, show_progress: bool = False
     ) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, dict[str, Any]]]:
         return run_stages(frame, curate, ctx, show_progress, blocks=max(len(files), 2))
 
-    return loaded, runner
+    def samples_writer(folder: Path) -> None:
+        write_samples(loaded.frame, dataset, curate, folder, blocks=max(len(files), 2))
+
+    return loaded, runner, samples_writer
+
+
+def samples_batch(table: Any, dataset: DatasetConfig, curate: CurateConfig, folder: str) -> Any:
+    """The warehouse's samples rows of one block (outputs.warehouse_samples, the local executor's own
+    function), written as one Parquet shard named by its first sample id (a retried task overwrites it)."""
+    frame = pl.from_arrow(table)
+    if frame.height:
+        name = xxhash.xxh64_hexdigest(str(frame["sample_id"][0]).encode("utf-8"))
+        warehouse_samples(frame, dataset, curate).write_parquet(Path(folder) / f"samples-{name}.parquet")
+    return pa.table({"rows": [frame.height]})
+
+
+def write_samples(
+    loaded: pl.DataFrame, dataset: DatasetConfig, curate: CurateConfig, folder: Path, blocks: int
+) -> None:
+    """Every read row's samples row as Parquet shards in `folder`, written by the workers."""
+    import ray
+
+    size = max(1, -(-loaded.height // blocks))
+    tables = [loaded.slice(k, size).to_arrow() for k in range(0, max(loaded.height, 1), size)]
+    data = ray.data.from_arrow(tables).map_batches(
+        samples_batch,
+        batch_format="pyarrow",
+        batch_size=None,
+        fn_kwargs={"dataset": dataset, "curate": curate, "folder": str(folder)},
+    )
+    written = sum(t.column("rows").to_pylist()[0] for t in ray.get(data.to_arrow_refs()))
+    if written != loaded.height:
+        raise RuntimeError(f"samples shards hold {written} rows, {loaded.height} were read; a tunelab bug")
 
 
 # ---------------------------------------------------------------- stages
@@ -257,9 +298,13 @@ def _on_ray(
     import ray
     import ray.data
 
+    clock = time.perf_counter()
     size = max(1, -(-frame.height // blocks))
     tables = [frame.slice(k, size).to_arrow() for k in range(0, max(frame.height, 1), size)]
-    data = ray.data.from_arrow(tables).map_batches(
+    source = ray.data.from_arrow(tables)
+    timing = {"send_s": time.perf_counter() - clock}
+    clock = time.perf_counter()
+    data = source.map_batches(
         run_batch,
         batch_format="pyarrow",
         batch_size=None,  # a whole block per call: the stages vectorise over as many rows as they get
@@ -272,7 +317,10 @@ def _on_ray(
             "segment": segment,
         },
     )
-    parts = [pl.from_arrow(t) for t in ray.get(data.to_arrow_refs())]
+    refs = data.to_arrow_refs()  # runs the stages; the blocks stay in the object store
+    timing["run_s"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    parts = [pl.from_arrow(t) for t in ray.get(refs)]
     parts = [p for p in parts if isinstance(p, pl.DataFrame) and p.width]
     out = pl.concat(parts, how="vertical_relaxed").sort(ORDER) if parts else frame.head(0)
     per_stage: dict[str, dict[str, Any]] = {}
@@ -288,6 +336,8 @@ def _on_ray(
     decisions = _read_shards(shard_dir, "decisions", segment, dict(empty_decisions().schema))
     signals = _read_shards(shard_dir, "signals", segment, dict(empty_signals().schema))
     by_stage = [decisions.filter(pl.col("stage") == name) for name in names]
+    timing["collect_s"] = time.perf_counter() - clock  # survivors, decisions and signals to the driver
+    per_stage["_timing"] = {k: round(v, 3) for k, v in timing.items()}
     return out, by_stage, [signals], per_stage
 
 
@@ -305,6 +355,7 @@ def run_stages(
     all_decisions: list[pl.DataFrame] = []
     all_signals: list[pl.DataFrame] = [empty_signals()]
     per_stage: dict[str, dict[str, Any]] = {}
+    timings: list[dict[str, Any]] = []
     # every worker writes here: on a multi-node cluster the workspace is on storage all nodes share (as its
     # curation folders must be); without a workspace (tests, audit) a temporary folder on this machine
     root = Path(ctx.workspace.embedding_cache).parent if ctx.workspace is not None else None
@@ -315,12 +366,16 @@ def run_stages(
         with progress(show_progress) as bar:
             task = bar.add_task("curate on ray", total=len(curate.stages), status="")
             for segment, (on_ray, names) in enumerate(segments(curate)):
-                rows_in = frame.height
+                rows_in, clock = frame.height, time.perf_counter()
                 bar.update(task, description=f"curate: {', '.join(names)}", status=f"{rows_in:,} rows")
                 if on_ray:
                     frame, decided, signals, counts = _on_ray(
                         frame, names, curate, ctx, segment, blocks, shard_dir
                     )
+                    timings.append(
+                        {"stages": names, "on": "ray", "rows": rows_in, **counts.pop("_timing"),
+                         "wall_s": round(time.perf_counter() - clock, 3)}
+                    )  # fmt: skip
                     for name, out in zip(names, decided, strict=True):
                         all_decisions.append(out)
                         per_stage[name] = {
@@ -354,6 +409,14 @@ def run_stages(
                     bar.advance(task)
                 # balance appends oversampled copies at the end: the order is now the frame's own
                 frame = frame.with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias(ORDER))
+                timings.append(
+                    {
+                        "stages": names,
+                        "on": "driver",
+                        "rows": rows_in,
+                        "wall_s": round(time.perf_counter() - clock, 3),
+                    }
+                )
     finally:
         shutil.rmtree(shard_dir, ignore_errors=True)
     if "split" not in frame.columns:
@@ -365,5 +428,8 @@ def run_stages(
         "name": "ray",
         "on_ray": [n for on_ray, names in segments(curate) if on_ray for n in names],
         "note": "row-local stages' stats: counts summed over batches, other numbers from the first batch",
+        # per run of stages: wall time; on Ray also send (driver frame -> object store), run (map_batches),
+        # collect (survivors, decisions, signals back to the driver)
+        "segments": timings,
     }
     return frame.drop(ORDER), pl.concat(all_decisions, how="vertical_relaxed"), per_stage
