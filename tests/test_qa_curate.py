@@ -127,3 +127,18 @@ def test_audit_threshold_sweep_pairs_hide_personal_information(tmp_path: Path) -
     text = json.dumps(pairs, ensure_ascii=False)
     assert "010-" not in text and "@naver.com" not in text
     assert "<PII:phone>" in text and "<PII:email>" in text
+
+
+def test_language_does_not_count_an_email_address_as_english() -> None:
+    frame = pl.DataFrame(
+        {
+            "sample_id": ["s:0", "s:1"],
+            "prompt": ["이메일 형식 예시 알려줘", "이메일 형식 예시 알려줘"],
+            "response": [
+                "example.user@example.com 같은 형식입니다.",
+                "It looks like name at example dot com 형식",
+            ],
+        }
+    )
+    out = language.run(frame, LanguageSettings(), StageContext(kind="sft"))
+    assert out.frame["sample_id"].to_list() == ["s:0"]  # the English prose still reads as English

@@ -62,7 +62,9 @@ NON_LATIN = {
 # tokenizer control tokens are no language either: "싫어요<|endoftext|>" has 3 Hangul of 12 letters and read
 # as lang:hangul_ratio<0.3 before the quality stage (which runs later) could cut the trailing token
 CONTROL_TOKENS = "|".join([r"<\|[A-Za-z0-9_.:-]{1,40}\|>", *(re.escape(token) for token in SPECIAL_TOKENS)])
-NOT_PROSE = r"(?s)```.*?```|`[^`\n]*`|https?://\S+|www\.\S+|" + CONTROL_TOKENS
+# e-mail addresses neither: "example@example.com 같은 형식입니다." read as hangul_ratio 0.29
+EMAIL = r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"
+NOT_PROSE = r"(?s)```.*?```|`[^`\n]*`|https?://\S+|www\.\S+|" + EMAIL + "|" + CONTROL_TOKENS
 # the role of each flat field: a question, an answer to the last question, or neither
 QUESTIONS = {"prompt", "question"}
 ANSWERS = {"response", "chosen", "rejected", "answer", "cot"}
