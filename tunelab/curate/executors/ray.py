@@ -39,6 +39,7 @@ Ray is imported inside functions: `tunelab --help` and the local executor never 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import tempfile
 import time
@@ -122,7 +123,10 @@ def connect(address: str) -> Any:
     from ray.data import DataContext
 
     context = DataContext.get_current()
-    context.enable_progress_bars = False  # tunelab's own progress goes to stderr
+    # tunelab's own progress goes to stderr; Ray Data's per-dataset INFO lines and bars would drown it
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
     context.execution_options.preserve_order = True
     return ray
 
