@@ -142,3 +142,16 @@ def test_language_does_not_count_an_email_address_as_english() -> None:
     )
     out = language.run(frame, LanguageSettings(), StageContext(kind="sft"))
     assert out.frame["sample_id"].to_list() == ["s:0"]  # the English prose still reads as English
+
+
+def test_normalize_keeps_the_indentation_of_code_and_nested_lists() -> None:
+    from tunelab.curate import normalize
+    from tunelab.curate.config import NormalizeSettings
+    from tunelab.textnorm import normalize_text
+
+    code = "예시입니다:\n```python\nfor i in range(3):\n    if i:\n        print(i)\n```"
+    texts = [code, "- 과일\n  - 사과  \n\t- 배", "두  칸   띄어쓰기\t탭  \n\n\n\n 끝 "]
+    frame = pl.DataFrame({"sample_id": ["a", "b", "c"], "prompt": ["질문"] * 3, "response": texts})
+    clean = normalize.transform(frame, NormalizeSettings())["response"].to_list()
+    assert clean == [code, "- 과일\n  - 사과\n\t- 배", "두 칸 띄어쓰기 탭\n\n 끝"]
+    assert clean == [normalize_text(t) for t in texts]  # the reference agrees with the polars pass

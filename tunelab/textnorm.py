@@ -17,6 +17,11 @@ import polars as pl
 CONTROL_PATTERN = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200d\u2060\ufeff]"
 # horizontal whitespace only: newlines carry structure (lists, code) that a response must keep
 HORIZONTAL_SPACE_PATTERN = r"[ \t\u00a0\u2000-\u200a\u202f\u205f\u3000]+"
+# a run of horizontal space is collapsed only after a visible character: a line's leading indentation is
+# kept, since the Python code and nested lists in answers carry meaning in it ("    print(i)" stayed
+# "print(i)" before). An explicit class rather than \S, so polars' regex and Python's re agree exactly.
+SPACE_AFTER_TEXT = r"([^ \t\u00a0\u2000-\u200a\u202f\u205f\u3000\n])" + HORIZONTAL_SPACE_PATTERN
+TRAILING_SPACE = HORIZONTAL_SPACE_PATTERN + "\n"  # at a line's end, and lines of spaces only
 
 
 # a superset of what normalize_expr changes: rows that do not match are left alone (most rows of real
@@ -39,8 +44,8 @@ def normalize_expr(
     if collapse_whitespace:
         expr = (
             expr.str.replace_all("\r\n?", "\n")
-            .str.replace_all(HORIZONTAL_SPACE_PATTERN, " ")
-            .str.replace_all(" ?\n ?", "\n")
+            .str.replace_all(SPACE_AFTER_TEXT, "${1} ")
+            .str.replace_all(TRAILING_SPACE, "\n")
             .str.replace_all("\n{3,}", "\n\n")
         )
     return expr.str.strip_chars()
@@ -56,8 +61,8 @@ def normalize_text(
         text = re.sub(CONTROL_PATTERN, "", text)
     if collapse_whitespace:
         text = re.sub("\r\n?", "\n", text)
-        text = re.sub(HORIZONTAL_SPACE_PATTERN, " ", text)
-        text = re.sub(" ?\n ?", "\n", text)
+        text = re.sub(SPACE_AFTER_TEXT, r"\1 ", text)
+        text = re.sub(TRAILING_SPACE, "\n", text)
         text = re.sub("\n{3,}", "\n\n", text)
     return text.strip()
 
