@@ -7,6 +7,7 @@ stored in the warehouse (`eval_metrics` intervals, `eval_deltas`) and queryable 
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,6 +123,9 @@ def compare_models(
                 estimates.append(_estimate_row(model, metric, est, seed))
             for model, baseline in pairs:
                 shared = [i for i in texts[baseline] if i in texts[model]]
+                if not shared:
+                    _no_shared_prompts(model, baseline)
+                    continue
                 index = {sid: k for k, sid in enumerate(texts[model])}
                 base_index = {sid: k for k, sid in enumerate(texts[baseline])}
                 est = stats.corpus_difference(
@@ -147,6 +151,9 @@ def compare_models(
                 continue
             mine, theirs = per_sample[(model, metric)], per_sample[(baseline, metric)]
             shared = [i for i in theirs if i in mine]
+            if not shared:
+                _no_shared_prompts(model, baseline)
+                continue
             est = stats.paired_difference(
                 [mine[i] for i in shared], [theirs[i] for i in shared], n_resamples, seed
             )
@@ -154,6 +161,15 @@ def compare_models(
             deltas.append(_delta_row(model, baseline, metric, est, base_value, seed))
     return Comparison(
         pl.DataFrame(estimates, schema=ESTIMATE_COLUMNS), pl.DataFrame(deltas, schema=DELTA_COLUMNS)
+    )
+
+
+def _no_shared_prompts(model: str, baseline: str) -> None:
+    # a delta over 0 prompts is NaN: printed as "+nan", stored as NaN and written as invalid JSON
+    warnings.warn(
+        f"{model} and {baseline} share no sample_id, so there is no delta between them"
+        " (give both models' rows the same sample_id per prompt)",
+        stacklevel=3,
     )
 
 
@@ -180,7 +196,13 @@ def _number(value: float | None) -> str:
     return f"{value:.3f}" if abs(value) < 10 else f"{value:.2f}"
 
 
-def _delta_cell(row: dict[str, Any]) -> str:
+def _own_n(row: dict[str, Any], n: int) -> str:
+    # the title's n is the largest; a model that answered fewer prompts, or a delta over the prompts two
+    # models share, says its own n, so a mean over 2 prompts doesn't read as one over 60
+    return f" n={row['n']}" if row["n"] != n else ""
+
+
+def _delta_cell(row: dict[str, Any], n: int | None = None) -> str:
     color = "green" if row["delta"] > 0 else "red" if row["delta"] < 0 else "white"
     mark = " *" if row["significant"] else ""
     pct = f", {row['delta_pct']:+.0f}%" if row["delta_pct"] is not None else ""
@@ -188,6 +210,7 @@ def _delta_cell(row: dict[str, Any]) -> str:
     return (
         f"[{color}]{row['delta']:+.3f}{pct}[/{color}]{mark}\n"
         f"[{_number(row['ci_low'])}, {_number(row['ci_high'])}] p={p}"
+        + (_own_n(row, n) if n is not None else "")
     )
 
 
@@ -222,12 +245,13 @@ def print_comparison(
                 "–"
                 if row is None
                 else f"{_number(row['value'])}\n[{_number(row['ci_low'])}, {_number(row['ci_high'])}]"
+                + _own_n(row, n)
             )
         deltas = {
             (r["model"], r["baseline"]): r
             for r in comparison.deltas.filter(pl.col("metric") == metric).to_dicts()
         }
-        cells += [_delta_cell(deltas[pair]) if pair in deltas else "–" for pair in pairs]
+        cells += [_delta_cell(deltas[pair], n) if pair in deltas else "–" for pair in pairs]
         out.add_row(TABLE_LABELS.get(metric, metric), *cells)
     if degenerate:
         out.add_row(

@@ -35,9 +35,13 @@ def read_predictions_file(path: Path) -> pl.DataFrame:
             if not raw.strip():
                 continue
             try:
-                line = raw.decode("utf-8")
+                # utf-8-sig: a file saved by Windows tools opens with a BOM, which is not part of the JSON
+                line = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
             except UnicodeDecodeError as exc:
-                raise UserError(f"{path}:{line_no}: invalid UTF-8 at byte {exc.start}") from None
+                raise UserError(
+                    f"{path}:{line_no}: invalid UTF-8 at byte {exc.start}; save the file as UTF-8"
+                    " (a CP949/EUC-KR file: iconv -f cp949 -t utf-8)"
+                ) from None
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
@@ -51,6 +55,9 @@ def read_predictions_file(path: Path) -> pl.DataFrame:
                     raise UserError(
                         f"{path}:{line_no}: {field}: must be a string, got {type(record[field]).__name__}"
                     )
+            if not record["model"].strip():
+                # a nameless model is a blank column in the table and can't be picked as a baseline
+                raise UserError(f"{path}:{line_no}: model: empty; name the model that wrote the prediction")
             _normalise_optional_fields(record, f"{path}:{line_no}")
             # without ids, the n-th row of each model is sample n: one model's rows pair with another's
             nth = seen_per_model.get(record["model"], 0)

@@ -125,6 +125,7 @@ def export_command(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("sql")(sql_command)
+    # a query that opens with an SQL comment ("-- the newest eval ...") is the query, not an unknown option
+    app.command("sql", context_settings={"ignore_unknown_options": True})(sql_command)
     app.command("runs")(runs_command)
     app.command("export")(export_command)
