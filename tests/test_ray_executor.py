@@ -208,6 +208,9 @@ def test_noisy_near_dup_corpus_same_decisions_on_ray(ray_address: str, tmp_path:
     # every kind of stage decided something here: row-local on the cluster, grouping on the driver
     assert {"pii", "quality", "length", "language", "exact", "minhash", "balance"} <= stages
     assert dropped.filter(pl.col("stage") == "minhash")["ref_sample_id"].null_count() == 0
+    # exact ran grouped on the cluster (hash shuffle by its key), the row-local stages in map_batches
+    on_ray = ray.report["stage_stats"]["executor"]["on_ray"]
+    assert on_ray == ["schema", "normalize", "language", "pii", "quality", "length", "exact"]
     assert local.report["counts"]["val"] > 0
 
 
@@ -223,7 +226,7 @@ def test_cli_curate_executor_ray_writes_the_same_curation(ray_address: str, tmp_
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(
         f"dataset: {{path: '{glob}', name: cli, kind: sft}}\n"
-        "curate: {stages: [schema, normalize, pii, length, exact, balance, split], "
+        "curate: {stages: [schema, normalize, pii, length, balance, split], "
         "length: {min_chars: {response: 5}}, balance: {label: label, max_per_label: 60, oversample: true}}\n",
         encoding="utf-8",
     )

@@ -12,7 +12,11 @@ What runs where, and why:
   per-batch logic is one function that both executors call. A run of consecutive row-local stages is one
   map_batches pass. Each batch writes its decisions, signals and per-stage counts as Parquet/JSON shards
   named by (segment, stage, first row), read back in that order: the same order the local loop produces.
-- **Grouping stages** (pairs, exact, minhash, semantic, decontaminate, balance, split, and length with a
+- **exact** is grouped on the cluster: `map_batches` adds the content columns and the partition of each
+  row's key hash, a Ray Data hash shuffle (`groupby(partition)`) brings every copy of a key together, and
+  `map_groups` calls exact's own `run` on each partition sorted by `_order`: a key's copies are all in one
+  partition, in local order, so the representative, ref_sample_id and evidence are the local ones.
+- **Other grouping stages** (pairs, minhash, semantic, decontaminate, balance, split, and length with a
   tokenizer, which may be built from all texts) run on the driver with the stage's own `run` on the rows
   that are left. This is exact by construction (the local function on the same rows in the same order),
   and it is where this executor stops scaling: the surviving rows must fit the driver. The distributed
@@ -53,8 +57,9 @@ import pyarrow as pa
 import xxhash
 
 from tunelab.curate import registry, split
-from tunelab.curate.common import StageContext, empty_decisions, empty_signals, with_content
+from tunelab.curate.common import StageContext, StageOutput, empty_decisions, empty_signals, with_content
 from tunelab.curate.config import CurateConfig
+from tunelab.curate.dedup_key import dedup_keys
 from tunelab.curate.outputs import warehouse_samples
 from tunelab.errors import UserError
 from tunelab.progress import progress
@@ -354,6 +359,99 @@ def _on_ray(
     return out, by_stage, [signals], per_stage
 
 
+PART = "_part"
+
+
+def route_batch(table: Any, curate: CurateConfig, kind: str, parts: int) -> Any:
+    """Adds `content`/`content_hash` (common.with_content, as the local loop does before exact) and the
+    partition of each row's exact key: rows with one key meet in one group."""
+    frame = pl.from_arrow(table)
+    if "content_hash" not in frame.columns:
+        frame = with_content(frame, kind)
+    cfg = curate.exact
+    if cfg.key is None:
+        keys = frame["content_hash"]
+    else:  # the key exact compares (dedup_key.py), hashed as exact hashes it
+        keys = pl.Series(
+            [xxhash.xxh64_hexdigest(k.encode("utf-8")) for k in dedup_keys(frame["content"], cfg.key)]
+        )
+    part = keys.str.slice(0, 8).str.to_integer(base=16) % parts
+    return frame.with_columns(part.cast(pl.Int64).alias(PART)).to_arrow()
+
+
+def exact_group(table: Any, curate: CurateConfig, ctx: StageContext, shard_dir: str, segment: int) -> Any:
+    """exact's own `run` on every row of some keys, in local order: each key's copies are all here, so the
+    representative, ref_sample_id, copy count and evidence are the local ones."""
+    frame = pl.from_arrow(table).sort(ORDER).drop(PART)
+    if frame.height == 0:
+        return frame.to_arrow()
+    ctx = replace(ctx, stats={}, clusters={}, signals=empty_signals(), show_progress=False)
+    started = time.perf_counter()
+    out = registry.stage("exact").run(frame, curate.exact, ctx)
+    first = int(frame[ORDER].min())
+    tag = f"{segment:03d}-exact-{first:020d}"
+    out.decisions.join(frame.select("sample_id", ORDER), on="sample_id", how="left").write_parquet(
+        Path(shard_dir) / f"grouped-{tag}.parquet"
+    )
+    (Path(shard_dir) / f"grouped-counts-{tag}.json").write_text(
+        json.dumps({"seconds": time.perf_counter() - started, "stats": ctx.stats}, default=str)
+    )
+    return out.frame.to_arrow()
+
+
+def exact_on_ray(
+    frame: pl.DataFrame,
+    curate: CurateConfig,
+    ctx: StageContext,
+    segment: int,
+    blocks: int,
+    shard_dir: Path,
+) -> StageOutput:
+    """The exact stage grouped on the cluster: rows routed by their key's hash (map_batches), a Ray Data
+    hash shuffle on that partition (groupby), exact's own `run` per partition (map_groups)."""
+    import ray
+    import ray.data
+
+    parts = max(2, blocks)
+    size = max(1, -(-frame.height // blocks))
+    tables = [frame.slice(k, size).to_arrow() for k in range(0, frame.height, size)]
+    data = (
+        ray.data.from_arrow(tables)
+        .map_batches(
+            route_batch,
+            batch_format="pyarrow",
+            batch_size=None,
+            fn_kwargs={"curate": curate, "kind": ctx.kind, "parts": parts},
+        )
+        .groupby(PART, num_partitions=parts)
+        .map_groups(
+            exact_group,
+            batch_format="pyarrow",
+            fn_kwargs={
+                "curate": curate,
+                "ctx": replace(ctx, stats={}, clusters={}, signals=empty_signals()),
+                "shard_dir": str(shard_dir),
+                "segment": segment,
+            },
+        )
+    )
+    parts_out = [pl.from_arrow(t) for t in ray.get(data.to_arrow_refs())]
+    parts_out = [p for p in parts_out if isinstance(p, pl.DataFrame) and p.width]
+    survivors = pl.concat(parts_out, how="vertical_relaxed").sort(ORDER)
+    for file in sorted(shard_dir.glob(f"grouped-counts-{segment:03d}-exact-*.json")):
+        merge_stats(ctx.stats, json.loads(file.read_text())["stats"])
+    files = sorted(shard_dir.glob(f"grouped-{segment:03d}-exact-*.parquet"))
+    schema = dict(empty_decisions().schema)
+    if files:
+        found = pl.concat([pl.read_parquet(f) for f in files], how="vertical_relaxed").sort(ORDER)
+        decided = found.drop(ORDER).cast(schema)  # type: ignore[arg-type]
+    else:
+        decided = pl.DataFrame(schema=schema)
+    return StageOutput(
+        survivors.select(frame.columns + [c for c in survivors.columns if c not in frame.columns]), decided
+    )
+
+
 def run_stages(
     frame: pl.DataFrame,
     curate: CurateConfig,
@@ -405,9 +503,12 @@ def run_stages(
                 for name in names:  # on the driver: the local function on the rows left, in local order
                     stage = registry.stage(name)
                     started, rows_in = time.perf_counter(), frame.height
-                    if stage.needs_content and "content_hash" not in frame.columns:
-                        frame = with_content(frame, ctx.kind)
-                    out = stage.run(frame, curate.settings_for(name), ctx)
+                    if name == "exact" and frame.height:  # grouped on the cluster by its key
+                        out = exact_on_ray(frame, curate, ctx, segment, blocks, shard_dir)
+                    else:
+                        if stage.needs_content and "content_hash" not in frame.columns:
+                            frame = with_content(frame, ctx.kind)
+                        out = stage.run(frame, curate.settings_for(name), ctx)
                     all_decisions.append(out.decisions)
                     if out.signals is not None:
                         all_signals.append(out.signals)
@@ -439,7 +540,7 @@ def run_stages(
     ctx.signals = pl.concat(all_signals, how="vertical_relaxed")
     ctx.stats["executor"] = {
         "name": "ray",
-        "on_ray": [n for on_ray, names in segments(curate) if on_ray for n in names],
+        "on_ray": [n for on_ray, names in segments(curate) for n in names if on_ray or n == "exact"],
         "note": "row-local stages' stats: counts summed over batches, other numbers from the first batch",
         # per run of stages: wall time; on Ray also send (driver frame -> object store), run (map_batches),
         # collect (survivors, decisions, signals back to the driver)
