@@ -155,3 +155,15 @@ def test_normalize_keeps_the_indentation_of_code_and_nested_lists() -> None:
     clean = normalize.transform(frame, NormalizeSettings())["response"].to_list()
     assert clean == [code, "- 과일\n  - 사과\n\t- 배", "두 칸 띄어쓰기 탭\n\n 끝"]
     assert clean == [normalize_text(t) for t in texts]  # the reference agrees with the polars pass
+
+
+def test_truncation_reads_doubled_korean_chat_endings_as_complete() -> None:
+    from tunelab.curate.quality import truncation
+
+    texts = [
+        "흐음 이거 고민인데여;;",  # ;; is an emoticon (Question_pair train)
+        "여자친구와 헤어진지 어느덧 6개월이네,,",
+        "그래서 말인데,",  # a single comma still reads as cut
+        '그는 "안녕이라고 말했다.',  # and an odd straight quote
+    ]
+    assert truncation(pl.Series(texts), 200).to_list() == [None, None, "ends with ','", "unclosed '\"'"]

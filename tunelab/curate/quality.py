@@ -238,7 +238,11 @@ def truncation(texts: pl.Series, min_chars: int) -> pl.Series:
     # straight quotes open and close alike: only an odd count over the whole answer says one is open
     checks.append(((t.str.count_matches('"') % 2) == 1, pl.lit("unclosed '\"'")))
     checks.append((((t.str.count_matches("```") % 2) == 1), pl.lit("unclosed code block")))
-    checks.append((last.is_in([",", ":", ";", "、", "，"]), pl.lit("ends with '") + last + pl.lit("'")))
+    # a doubled mark is a Korean chat ending, not a cut: ";;" (embarrassment), ",," (trailing off)
+    doubled = t.str.contains(r"(?:,,|;;|、、|，，)$")
+    checks.append(
+        (last.is_in([",", ":", ";", "、", "，"]) & ~doubled, pl.lit("ends with '") + last + pl.lit("'"))
+    )
     # "... 합니다. 2." : the next list item was started and cut
     checks.append((t.str.contains(r"(?:[.!?。]\s+|\n\s*)\d{1,2}[.)]$"), pl.lit("ends on a list number")))
     last_line = t.str.extract(r"([^\n]*)$", 1).fill_null("")
