@@ -106,3 +106,16 @@ def test_sql_that_opens_with_a_comment_runs(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines() == ["answer", "42"]
+
+
+def test_model_and_eval_set_names_are_text_not_markup(capsys: pytest.CaptureFixture[str]) -> None:
+    # a model named "sft[/]" (or --eval-set "[/x]") was a rich MarkupError traceback after scoring
+    from tunelab.evaluate.compare import print_samples
+
+    preds, scores = _frames(["s0", "s1"])
+    preds = preds.with_columns(pl.col("model").replace("sft", "sft[/]"))
+    scores = scores.with_columns(pl.col("model").replace("sft", "sft[/]"))
+    print_comparison(compare_models(preds, scores, ("rouge1",)), "evaluation on [/x][bold]")
+    print_samples(preds.with_columns(pl.lit("질문").alias("prompt")))
+    out = capsys.readouterr().out
+    assert "on [/x][bold]" in out and out.count("sft[/]") >= 2

@@ -222,14 +222,16 @@ def print_comparison(
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
+    from rich.text import Text
 
     models = comparison.models
     console = Console()
     if not models:
-        console.print(f"{title}: no metrics")
+        console.print(Text(f"{title}: no metrics"))
         return
     n = int(comparison.estimates["n"].max() or 0)
-    out = Table(title=f"{title} · n = {n} prompts · 95 % intervals · * p < 0.05", show_lines=True)
+    # the title names the eval set (a file stem or --eval-set): text, not markup
+    out = Table(title=escape(f"{title} · n = {n} prompts · 95 % intervals · * p < 0.05"), show_lines=True)
     out.add_column("metric")
     for model in models:
         out.add_column(escape(model), justify="right")  # a model may be a path: text, not markup
@@ -270,7 +272,7 @@ def print_samples(predictions: pl.DataFrame, limit: int = 3) -> None:
     ids = list(dict.fromkeys(predictions["sample_id"].to_list()))[:limit]
     out = Table(title="sample predictions", show_lines=True)
     for column in ("prompt", "reference", *models):
-        out.add_column(column, overflow="fold", max_width=40)
+        out.add_column(Text(column), overflow="fold", max_width=40)  # a model name is text, not markup
     for sid in ids:
         rows = {row["model"]: row for row in predictions.filter(pl.col("sample_id") == sid).to_dicts()}
         first = next(iter(rows.values()))
