@@ -135,6 +135,7 @@ def one_size(rows: int, files: int, address: str, tmp: Path) -> dict:
         "local_wall_s": round(local_wall, 2),
         "local_stages": {s["stage"]: s["seconds"] for s in local.report["stages"]},
         "ray_wall_s": round(ray_wall, 2),
+        "ray_stages": {s["stage"]: s["seconds"] for s in ray.report["stages"]},  # row-local: worker-seconds
         "ray_read_s": ray.report["source"]["read_seconds"],
         "ray_segments": segments,
         "ray_rest_s": round(
