@@ -119,3 +119,34 @@ def test_model_and_eval_set_names_are_text_not_markup(capsys: pytest.CaptureFixt
     print_samples(preds.with_columns(pl.lit("질문").alias("prompt")))
     out = capsys.readouterr().out
     assert "on [/x][bold]" in out and out.count("sft[/]") >= 2
+
+
+class _ParrotJudge:
+    """A judge that answers without a verdict, like the tiny model behind `transformers serve`."""
+
+    def __init__(self, settings: object) -> None:
+        pass
+
+    def preflight(self) -> None:
+        pass
+
+    def complete(self, prompt: str) -> str:
+        return "안녕하세요 반갑습니다"
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("mode", ["pairwise", "rubric"])
+def test_judge_replies_without_a_verdict_are_a_warning(tmp_path: Path, mode: str) -> None:
+    # `tunelab score --judge` against the demo's tiny model: every reply unparsed, exit 0, and nothing on
+    # stderr but "n 0 · unparsed 4" deep in the table
+    from tunelab.evaluate.config import JudgeSettings
+    from tunelab.evaluate.judge import run_judge
+    from tunelab.workspace import Workspace
+
+    preds, _ = _frames(["s0", "s1"])
+    preds = preds.with_columns(pl.lit("질문").alias("prompt"))
+    settings = JudgeSettings(endpoint="http://127.0.0.1:9/v1", model="tiny", mode=mode)
+    with pytest.warns(UserWarning, match=r"judge tiny: \d+ of \d+ judgments had no verdict"):
+        run_judge(preds, settings, Workspace(tmp_path / "ws"), client_factory=_ParrotJudge)

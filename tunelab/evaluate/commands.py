@@ -73,7 +73,10 @@ def score_command(
         typer.Option("--tokenizer", help="ROUGE tokenizer (default: the file's, else auto)"),
     ] = None,
     eval_set: Annotated[
-        str | None, typer.Option("--eval-set", help="name stored with the evaluation (default: file stem)")
+        str | None,
+        typer.Option(
+            "--eval-set", help="name stored with the evaluation (default: the file's, else its stem)"
+        ),
     ] = None,
     embedding_model: Annotated[
         str | None, typer.Option("--embedding-model", help="default: the file's, else e5-small")
@@ -82,7 +85,7 @@ def score_command(
         list[MetricName] | None,
         typer.Option(
             "--metric",
-            help="a metric to compute (repeatable; default: the file's, else rouge, bleu, chrf, cosine)",
+            help="a metric to compute (repeatable; default: the file's, else rouge, bleu, chrf, cosine, korean_answer_rate)",
         ),
     ] = None,
     judge: Annotated[

@@ -24,6 +24,7 @@ import math
 import os
 import re
 import threading
+import warnings
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -541,6 +542,7 @@ def run_judge(
                          "verdict": None if score is not None else UNPARSED,
                          "reason": _clip(reason if reply is not None else "(no message text in the response)")})  # fmt: skip
         judgments = pl.DataFrame(rows, schema=JUDGMENT_SCHEMA)
+        _warn_unparsed(judgments, settings)
         return _rubric_outcome(judgments, models, signature, calls, settings, template, seed, n_resamples)
 
     pairs = comparisons(models)
@@ -584,7 +586,20 @@ def run_judge(
         rows.append({**row, "verdict": verdict, "consistent": one == two, "reason": reason,
                      "score": {"win": 1.0, "tie": 0.5, "loss": 0.0}[verdict]})  # fmt: skip
     judgments = pl.DataFrame(rows, schema=JUDGMENT_SCHEMA)
+    _warn_unparsed(judgments, settings)
     return _pairwise_outcome(judgments, pairs, signature, calls, settings, template, seed, n_resamples)
+
+
+def _warn_unparsed(judgments: pl.DataFrame, settings: JudgeSettings) -> None:
+    # replies without a verdict leave n; when most are, the table's "n 0 · unparsed 4" is easy to miss
+    unparsed = int((judgments["verdict"] == UNPARSED).sum())
+    if unparsed:
+        warnings.warn(
+            f"judge {settings.model}: {unparsed} of {judgments.height} judgments had no verdict in the reply "
+            "(stored as unparsed with the reply as reason, left out of n): "
+            "a stronger judge or a template whose reply format it follows",
+            stacklevel=3,
+        )
 
 
 def _summary_head(
