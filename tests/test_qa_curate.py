@@ -33,7 +33,8 @@ def test_language_does_not_count_special_tokens_as_latin_letters() -> None:
         ("인사해 주세요", "네, 맞아요.</s>", "아니요[|endofturn|]"),
         ("인사해 주세요", "안녕하세요 반가워요", "Hello there, nice to meet you all"),
     )
-    out = language.run(frame, LanguageSettings(), StageContext(kind="dpo"))
+    # with the chat-data floor on (the default is off): the tokens must not push the ratio under it
+    out = language.run(frame, LanguageSettings(min_hangul_ratio=0.3), StageContext(kind="dpo"))
     dropped = out.decisions.filter(~pl.col("kept"))
     assert dropped["sample_id"].to_list() == ["d:2"]  # a real English answer is still a finding
     assert out.frame["sample_id"].to_list() == ["d:0", "d:1"]
@@ -140,7 +141,7 @@ def test_language_does_not_count_an_email_address_as_english() -> None:
             ],
         }
     )
-    out = language.run(frame, LanguageSettings(), StageContext(kind="sft"))
+    out = language.run(frame, LanguageSettings(min_hangul_ratio=0.3), StageContext(kind="sft"))
     assert out.frame["sample_id"].to_list() == ["s:0"]  # the English prose still reads as English
 
 

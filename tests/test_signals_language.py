@@ -81,13 +81,25 @@ def test_hangul_ratio_floor_and_code_blocks() -> None:
         "정렬 코드는 다음과 같습니다.\n```python\nnumbers = sorted(numbers, key=lambda value: value.priority)\n"
         "print(numbers)\n```\n이 코드는 `numbers` 리스트를 우선순위로 정렬합니다. https://docs.python.org/3/howto/sorting.html"
     )
-    out = run(sft((mostly_english, "네 알겠습니다"), ("파이썬으로 정렬하는 법", code_answer)))
+    out = run(
+        sft((mostly_english, "네 알겠습니다"), ("파이썬으로 정렬하는 법", code_answer)), min_hangul_ratio=0.3
+    )
     found = dropped(out)
     assert set(found) == {"s:0"}
     assert found["s:0"][0] == "lang:hangul_ratio<0.3" and found["s:0"][1].startswith(
         "prompt: hangul_ratio 0.0"
     )
     assert dropped(run(sft((mostly_english, "네")), min_hangul_ratio=0.0)) == {}
+
+
+def test_the_hangul_floor_is_off_by_default_korean_developer_questions_stay() -> None:
+    """Ordinary Korean tech questions are mostly Latin letters (found by the new-user pass): by default only
+    the language itself decides, and these are Korean."""
+    questions = ("React에서 useState hook 어떻게 써요?", "Spring Boot application.yml 설정 예시 알려줘")
+    frame = sft(*((q, "예시 코드를 보여드릴게요.") for q in questions))
+    assert dropped(run(frame)) == {}
+    floor = dropped(run(frame, min_hangul_ratio=0.3))
+    assert {r for r, _ in floor.values()} == {"lang:hangul_ratio<0.3"} and set(floor) == {"s:0", "s:1"}
 
 
 def test_every_reason_starts_with_lang() -> None:

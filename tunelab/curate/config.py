@@ -55,10 +55,11 @@ class LanguageSettings(Strict):
     # rows "French"/"German" in low-accuracy mode and cost 100x in high-accuracy mode (docs/curate.md)
     detect: list[str] = Field(default_factory=lambda: ["ko", "en", "ja", "zh"])
     # a field with Hangul in it must have at least this share of its letters in Hangul (Korean text that is
-    # mostly foreign letters); 0 = off. Reason lang:hangul_ratio<X.
-    # 0.3: no field with Hangul in ChatbotData, HRC or HRC's counselling cases is under it (the lowest are
-    # 0.40 "SNS 흔적" and 0.43 "주말에 gogo."); code blocks, inline code and URLs are not counted
-    min_hangul_ratio: float = Field(0.3, ge=0.0, le=1.0)
+    # mostly foreign letters); 0 = off (the default). Reason lang:hangul_ratio<X. Off by default because
+    # ordinary Korean developer questions sit under any useful floor ("React에서 useState hook 어떻게 써요?"
+    # 0.29, "Spring Boot application.yml 설정 예시" 0.14) and so does English quoting a Korean word, which
+    # allow: [.., en] admits; 0.3 is a good floor for chat data (nothing in ChatbotData or HRC is under it)
+    min_hangul_ratio: float = Field(0.0, ge=0.0, le=1.0)
     # an answer (response, chosen, rejected, answer, cot, assistant turn) in another language than its
     # question (prompt, question, user turn) is a finding, even when both languages are allowed
     match_prompt: bool = True
