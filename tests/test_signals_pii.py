@@ -293,3 +293,32 @@ def test_shared_datasets_pii_counts() -> None:
     ctx = StageContext(kind="sft")
     pii.run(frame, PiiSettings(), ctx)
     assert ctx.stats["pii"]["matches"] == {}
+
+
+def test_a_malformed_line_never_carries_personal_information_into_the_quarantine(tmp_path: Path) -> None:
+    """Found in the new-user pass: a broken JSON line is quarantined raw — quarantine.parquet, the warehouse's
+    quarantine table and the exit-3 message showed the RRN and phone number the pii stage masks elsewhere."""
+    data = tmp_path / "leaky.jsonl"
+    good = [
+        json.dumps({"prompt": f"질문 {i}", "response": f"답 {i}입니다"}, ensure_ascii=False) for i in range(3)
+    ]
+    broken = f'{{"prompt": "제 주민번호는 {RRN} 이고 전화 010-2222-3333 입니다", "response": '
+    data.write_text("\n".join([*good, broken]) + "\n", encoding="utf-8")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        f"dataset: {{path: {data}, name: leaky}}\n"
+        "curate: {stages: [schema, pii, split], split: {val_ratio: 0.0}, max_quarantine_ratio: 0.1}\n"
+        f"workspace: {{dir: {tmp_path / 'ws'}}}\n",
+        encoding="utf-8",
+    )
+    out = run_cli(["curate", str(recipe)])
+    assert out.exit_code == 3, out.output  # a quarter quarantined: written, and said so
+    assert RRN not in out.output and "010-2222-3333" not in out.output
+    db = tmp_path / "ws" / "tunelab.duckdb"
+    raw = store.query(db, "SELECT raw, error FROM quarantine")
+    assert raw.height == 1 and "<PII:kr_rrn>" in raw["raw"][0] and "<PII:phone>" in raw["raw"][0]
+    stored = "".join(raw["raw"].to_list() + raw["error"].to_list())
+    assert RRN not in stored and "010-2222-3333" not in stored
+    folder = next((tmp_path / "ws" / "curations").iterdir())
+    on_disk = pl.read_parquet(folder / "quarantine.parquet")
+    assert not any(RRN in (text or "") for text in on_disk["raw"].to_list())

@@ -109,7 +109,9 @@ def curate_command(
     ] = None,
     ray_address: Annotated[
         str | None,
-        typer.Option("--ray-address", help="auto, HOST:PORT or ray://HOST:PORT (default: curate.ray_address)"),
+        typer.Option(
+            "--ray-address", help="auto, HOST:PORT or ray://HOST:PORT (default: curate.ray_address)"
+        ),
     ] = None,
 ) -> None:
     """Curate the recipe's dataset (and its DPO dataset): splits, a decision per row, a report, the warehouse.

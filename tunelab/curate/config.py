@@ -26,8 +26,19 @@ DROPPING_STAGES = (
     "pairs", "language", "pii", "quality", "length", "exact", "minhash", "semantic", "decontaminate",
 )  # fmt: skip
 StageName = Literal[
-    "schema", "normalize", "pairs", "language", "pii", "quality", "length", "exact", "minhash", "semantic",
-    "decontaminate", "balance", "split",
+    "schema",
+    "normalize",
+    "pairs",
+    "language",
+    "pii",
+    "quality",
+    "length",
+    "exact",
+    "minhash",
+    "semantic",
+    "decontaminate",
+    "balance",
+    "split",
 ]
 
 

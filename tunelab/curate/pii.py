@@ -173,6 +173,20 @@ def mask(text: str, matches: list[Match]) -> str:
     return "".join(out)
 
 
+def masked_quarantine(quarantine: pl.DataFrame, cfg: PiiSettings) -> pl.DataFrame:
+    """The quarantine with personal information masked in its raw lines and error messages: a malformed line
+    is not a row the stage saw, yet it reaches quarantine.parquet, the warehouse and the exit-3 message."""
+    kinds = tuple(cfg.kinds)
+
+    def clean(text: str) -> str:
+        return mask(text, find(text, kinds, cfg.rrn_checksum)) if re.search(CANDIDATE, text) else text
+
+    columns = [c for c in ("raw", "error") if c in quarantine.columns and quarantine.schema[c] == pl.String]
+    return quarantine.with_columns(
+        pl.col(c).map_elements(clean, return_dtype=pl.String, skip_nulls=True) for c in columns
+    )
+
+
 def scan(frame: pl.DataFrame, kind: str, cfg: PiiSettings) -> tuple[pl.DataFrame, list[list[Match]]]:
     """(the candidate texts of long_texts with a match, their matches)."""
     texts = long_texts(frame, kind)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 import xxhash
 
-from tunelab.curate import decontaminate, normalize, registry, split
+from tunelab.curate import decontaminate, normalize, pii, registry, split
 from tunelab.curate.common import StageContext, empty_signals, with_content
 from tunelab.curate.config import CurateConfig
 from tunelab.curate.executors import ray as ray_executor
@@ -43,7 +43,8 @@ __all__ = ["CurationResult", "curate_dataset", "curate_frame", "curate_recipe", 
 
 # run_stages' signature: (frame, curate, ctx, show_progress) -> (survivors, decisions, per-stage counts)
 StageRunner = Callable[
-    [pl.DataFrame, CurateConfig, StageContext, bool], tuple[pl.DataFrame, pl.DataFrame, dict[str, dict[str, Any]]]
+    [pl.DataFrame, CurateConfig, StageContext, bool],
+    tuple[pl.DataFrame, pl.DataFrame, dict[str, dict[str, Any]]],
 ]
 
 OUTPUT_META = ("sample_id", "dataset", "source_row", "source_line", "source_id", "label", "content_hash")
@@ -171,6 +172,8 @@ def curate_frame(
     started = time.perf_counter()
     survivors, all_decisions, per_stage = (runner or run_stages)(loaded_frame, curate, ctx, show_progress)
     kept, dropped, oversampled = _account(read, survivors, all_decisions, quarantine.height)
+    if "pii" in curate.stages and quarantine.height:
+        quarantine = pii.masked_quarantine(quarantine, curate.pii)
     if "content_hash" not in survivors.columns:
         survivors = with_content(survivors, dataset.kind)
     ctx.stats["labels"] = label_counts(loaded_frame, survivors)

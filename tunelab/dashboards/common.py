@@ -129,7 +129,9 @@ def pager(key: str, total: int, page_size: int) -> int:
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def _agreement(db: str, stamp: tuple[int, ...], eval_id: str) -> tuple[dict[str, Any], pl.DataFrame, dict[str, Any]]:
+def _agreement(
+    db: str, stamp: tuple[int, ...], eval_id: str
+) -> tuple[dict[str, Any], pl.DataFrame, dict[str, Any]]:
     from tunelab.dashboards import agreement
 
     votes = queries.pair_votes(Path(db), eval_id)
@@ -166,7 +168,9 @@ def pair_results(db: Path, eval_id: str) -> bool:
         (pl.col("wins_a").cast(pl.Utf8) + " / " + pl.col("ties").cast(pl.Utf8) + " / "
          + pl.col("wins_b").cast(pl.Utf8)).alias("wins / ties / losses"),
     ).select("by", "pair", "win_rate_a", "ci_low", "ci_high", "wins / ties / losses", "n", "prompts", "raters")  # fmt: skip
-    st.markdown("**Win rates** (first model of the pair over the second; ties count half; 95 % Wilson interval)")
+    st.markdown(
+        "**Win rates** (first model of the pair over the second; ties count half; 95 % Wilson interval)"
+    )
     st.dataframe(
         shown,
         hide_index=True,

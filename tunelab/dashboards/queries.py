@@ -559,7 +559,9 @@ def paired_scores(db: Path, eval_id: str, baseline: str) -> pl.DataFrame:
 
 def per_sample_metrics(db: Path, eval_id: str) -> list[str]:
     """Metrics with per-sample scores (a paired test can be run on them; corpus BLEU/chrF have none)."""
-    frame = run(db, "SELECT DISTINCT metric FROM scores WHERE eval_id = $eid ORDER BY metric", {"eid": eval_id})
+    frame = run(
+        db, "SELECT DISTINCT metric FROM scores WHERE eval_id = $eid ORDER BY metric", {"eid": eval_id}
+    )
     return frame["metric"].to_list()
 
 

@@ -60,7 +60,14 @@ class EvaluateConfig(Strict):
     # judge: the LLM judge of `judge:` below (added to the defaults when a judge block is given)
     metrics: list[
         Literal[
-            "rouge", "bleu", "chrf", "cosine", "label_acc", "exact_match", "token_f1", "judge",
+            "rouge",
+            "bleu",
+            "chrf",
+            "cosine",
+            "label_acc",
+            "exact_match",
+            "token_f1",
+            "judge",
             "korean_answer_rate",
         ]
     ] = Field(default_factory=lambda: ["rouge", "bleu", "chrf", "cosine", "label_acc", "korean_answer_rate"])

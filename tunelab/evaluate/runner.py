@@ -424,7 +424,9 @@ def run_evaluate(
     if judging and cfg.judge is not None:
         check_judge(cfg.judge)  # an unreachable judge fails now, not after an hour of generation
     elif cfg.judge is not None:
-        print("note: evaluate.judge is set but evaluate.metrics leaves out judge: no judging", file=sys.stderr)
+        print(
+            "note: evaluate.judge is set but evaluate.metrics leaves out judge: no judging", file=sys.stderr
+        )
     frames = []
     with progress(None if show_progress else False) as bar:
         task = bar.add_task("generating rows", total=len(model_refs) * rows.height, status="")
@@ -437,7 +439,9 @@ def run_evaluate(
     predictions = pl.concat(frames)
     metrics_wanted = list(cfg.metrics)
     if kind == "raft" and "metrics" not in cfg.model_fields_set:
-        metrics_wanted += [m for m in RAG_METRICS if m not in metrics_wanted]  # what RAG answers are judged by
+        metrics_wanted += [
+            m for m in RAG_METRICS if m not in metrics_wanted
+        ]  # what RAG answers are judged by
     if judging and "judge" not in metrics_wanted:
         metrics_wanted.append("judge")  # a judge block with the default metrics: the judge is wanted too
     with one_line_warnings() if show_progress else nullcontext():

@@ -215,7 +215,9 @@ def ingest_curation(
         )  # fmt: skip
 
 
-def _insert_parquet(con: duckdb.DuckDBPyConnection, table: str, files: str, constants: dict[str, Any]) -> None:
+def _insert_parquet(
+    con: duckdb.DuckDBPyConnection, table: str, files: str, constants: dict[str, Any]
+) -> None:
     """INSERT every row of the Parquet files `files` (a glob) into `table`, DuckDB reading them itself (no
     frame in this process); columns cast as _insert_frame casts them."""
     described = con.execute("DESCRIBE SELECT * FROM read_parquet(?, union_by_name = true)", [files])

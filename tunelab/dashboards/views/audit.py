@@ -239,7 +239,9 @@ with signals_tab:
             st.caption("Every number the signal stages measured per row, kept rows included.")
             st.dataframe(overview, hide_index=True, key="signal_overview")
             options = [(r["stage"], r["signal"], r["field"]) for r in overview.to_dicts()]
-            ranges = {(r["stage"], r["signal"], r["field"]): (r["min"], r["max"]) for r in overview.to_dicts()}
+            ranges = {
+                (r["stage"], r["signal"], r["field"]): (r["min"], r["max"]) for r in overview.to_dicts()
+            }
             stage, signal, field = st.selectbox(
                 "Signal",
                 options,
@@ -248,7 +250,10 @@ with signals_tab:
             )
             hist = q(queries.signal_histogram, db, curation_id, stage, signal, field)
             long = hist.unpivot(
-                index=["bin_start", "bin_end"], on=["kept", "dropped"], variable_name="rows of", value_name="rows"
+                index=["bin_start", "bin_end"],
+                on=["kept", "dropped"],
+                variable_name="rows of",
+                value_name="rows",
             )
             chart = (
                 alt.Chart(long.to_pandas())
@@ -272,7 +277,9 @@ with signals_tab:
             page_size = 25
             first = q(queries.signal_rows, db, curation_id, stage, signal, field, low, high, limit=1)
             total = int(first["total"][0]) if first.height else 0
-            st.caption(f"{total:,} rows with {safetext.text(signal)} in [{low:.4g}, {high:.4g}], highest first")
+            st.caption(
+                f"{total:,} rows with {safetext.text(signal)} in [{low:.4g}, {high:.4g}], highest first"
+            )
             offset = common.pager(f"signal_page:{stage}:{signal}:{field}", total, page_size)
             rows = q(
                 queries.signal_rows, db, curation_id, stage, signal, field, low, high,
