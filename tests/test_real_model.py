@@ -59,9 +59,9 @@ def test_real_demo_recipe_loads_and_its_eval_set_is_a_balanced_subset():
     assert recipe.evaluate is not None and recipe.evaluate.eval_set is not None
     full = (DEMO / "eval.jsonl").read_text(encoding="utf-8").splitlines()
     small = recipe.evaluate.eval_set.path.read_text(encoding="utf-8").splitlines()
-    assert set(small) <= set(full) and len(small) == 24
+    assert set(small) <= set(full) and len(small) == 16
     labels = [json.loads(line)["label"] for line in small]
-    assert labels.count("egen") == labels.count("teto") == 12
+    assert labels.count("egen") == labels.count("teto") == 8
 
 
 @pytest.mark.realmodel
