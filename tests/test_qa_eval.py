@@ -150,3 +150,29 @@ def test_judge_replies_without_a_verdict_are_a_warning(tmp_path: Path, mode: str
     settings = JudgeSettings(endpoint="http://127.0.0.1:9/v1", model="tiny", mode=mode)
     with pytest.warns(UserWarning, match=r"judge tiny: \d+ of \d+ judgments had no verdict"):
         run_judge(preds, settings, Workspace(tmp_path / "ws"), client_factory=_ParrotJudge)
+
+
+class _GoneJudge(_ParrotJudge):
+    """A server that went away mid-run: every call fails after its retries."""
+
+    asked = 0
+
+    def complete(self, prompt: str) -> str:
+        from tunelab.evaluate.judge import CallFailed
+
+        type(self).asked += 1
+        raise CallFailed("ConnectError: [Errno 111] Connection refused (after 5 attempts)")
+
+
+def test_a_judge_server_gone_mid_run_stops_asking(tmp_path: Path) -> None:
+    # each of 276 remaining calls waited out its own retries: `score --judge` hung 10 minutes
+    from tunelab.evaluate.config import JudgeSettings
+    from tunelab.evaluate.judge import JudgeCallsFailed, run_judge
+    from tunelab.workspace import Workspace
+
+    preds, _ = _frames(["s0", "s1", "s2", "s3"])
+    preds = preds.with_columns(pl.lit("질문").alias("prompt"))
+    settings = JudgeSettings(endpoint="http://127.0.0.1:9/v1", model="tiny", mode="rubric", max_concurrency=1)
+    with pytest.raises(JudgeCallsFailed, match=r"judge: 8 of 8 calls .* failed \(ConnectError"):
+        run_judge(preds, settings, Workspace(tmp_path / "ws"), client_factory=_GoneJudge)
+    assert _GoneJudge.asked == 1

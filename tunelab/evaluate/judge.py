@@ -421,6 +421,7 @@ def ask_all(
             task = bar.add_task("judge calls", total=len(missing), status=f"{calls.cached} cached")
             pool = ThreadPoolExecutor(max_workers=settings.max_concurrency)
             finished = False
+            failed_in_a_row = 0
             try:
                 futures: dict[Future, str] = {pool.submit(client.complete, p): k for k, p in missing}
                 pending = set(futures)
@@ -430,6 +431,7 @@ def ask_all(
                         exc = future.exception()
                         if isinstance(exc, CallFailed):
                             calls.failed += 1
+                            failed_in_a_row += 1
                             errors.append(str(exc))
                         elif exc is not None:  # a refused run (UserError) or a bug: stop asking
                             raise exc
@@ -437,12 +439,20 @@ def ask_all(
                             content = future.result()
                             answers[futures[future]] = content
                             calls.asked += 1
+                            failed_in_a_row = 0
                             if content is None:
                                 calls.no_content += 1
                             else:
                                 cache.put(futures[future], content, settings.model)
                         bar.advance(task)
-                finished = True
+                    if pending and failed_in_a_row >= settings.max_concurrency:
+                        # every call in flight failed after all its retries: the server is gone, and each
+                        # remaining call would wait out its own backoff (a judge server stopped mid-run held
+                        # `tunelab score --judge` 10 minutes for 276 calls); the rest count as failed
+                        calls.failed += len(pending)
+                        break
+                else:
+                    finished = True
             finally:
                 # a refused run or Ctrl-C: calls not started are dropped instead of waited for
                 pool.shutdown(wait=finished, cancel_futures=not finished)
