@@ -158,45 +158,21 @@ def pii_peer(frame: pl.DataFrame) -> dict[str, Any]:
 # >>> quality peer
 def quality_peer(frame: pl.DataFrame) -> dict[str, Any]:
     """datatrove's GopherRepetitionFilter + GopherQualityFilter over every text (the checks closest to the
-    quality stage: repeated lines, paragraphs and n-grams, symbol ratio, bullet / ellipsis lines). Its
-    English and Korean word tokenizers need spacy / kiwi models, so it gets a whitespace tokenizer, the
-    cheapest it can have (benchmarks/quality_bench.py runs the same peer on the shared datasets)."""
+    quality stage), with the whitespace tokenizer benchmarks/quality_bench.py gives them (its peer, reused)."""
     try:
-        from datatrove.data import Document
-        from datatrove.pipeline.filters import GopherQualityFilter, GopherRepetitionFilter
-        from datatrove.utils.word_tokenizers import WordTokenizer
+        import datatrove  # noqa: F401
     except ImportError:
         return {
             "peer": "datatrove Gopher filters",
             "skipped": "datatrove is not installed (pip install datatrove)",
         }
-    import re
+    from quality_bench import datatrove_peer  # benchmarks/ is on sys.path when this script runs
 
-    class Whitespace(WordTokenizer):
-        sentence = re.compile(r"[^.!?\n]+[.!?\n]*")
-
-        def word_tokenize(self, text: str) -> list[str]:
-            return text.split()
-
-        def sent_tokenize(self, text: str) -> list[str]:
-            return [s.strip() for s in self.sentence.findall(text) if s.strip()]
-
-        def span_tokenize(self, text: str) -> list[tuple[int, int]]:
-            return [m.span() for m in self.sentence.finditer(text)]
-
-    tokenizer = Whitespace("ko")
-    repetition = GopherRepetitionFilter(language=tokenizer)  # type: ignore[arg-type]
-    gopher = GopherQualityFilter(language=tokenizer)  # type: ignore[arg-type]
-    docs = [Document(text=t, id=str(i)) for i, t in enumerate(texts_of(frame))]
-
-    def both() -> int:
-        return sum(1 for d in docs if repetition.filter(d) is not True or gopher.filter(d) is not True)
-
-    seconds, dropped_texts = timed(both)
+    seconds, repetition_drops, quality_drops = datatrove_peer(texts_of(frame))
     return {
         "peer": "datatrove GopherRepetitionFilter + GopherQualityFilter",
         "seconds": seconds,
-        "dropped_texts": dropped_texts,
+        "dropped_texts": {"repetition": repetition_drops, "quality": quality_drops},
     }
 
 

@@ -2,29 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-STAGE_NAMES = (
-    "schema",
-    "normalize",
-    "pairs",
-    "language",
-    "pii",
-    "quality",
-    "length",
-    "exact",
-    "minhash",
-    "semantic",
-    "decontaminate",
-    "balance",
-    "split",
-)
-# stages that drop rows by content (balance must come after them)
-DROPPING_STAGES = (
-    "pairs", "language", "pii", "quality", "length", "exact", "minhash", "semantic", "decontaminate",
-)  # fmt: skip
 StageName = Literal[
     "schema",
     "normalize",
@@ -40,6 +21,12 @@ StageName = Literal[
     "balance",
     "split",
 ]
+# the default order of curate.stages
+STAGE_NAMES: tuple[str, ...] = get_args(StageName)
+# stages that drop rows by content (balance must come after them)
+DROPPING_STAGES = (
+    "pairs", "language", "pii", "quality", "length", "exact", "minhash", "semantic", "decontaminate",
+)  # fmt: skip
 
 
 class Strict(BaseModel):

@@ -64,19 +64,17 @@ def write_outputs(
         samples_writer(shards)
         if copies.height:
             copies.write_parquet(shards / "copies.parquet")
-        store.ingest_curation_shards(
-            workspace.warehouse, curation, str(shards / "*.parquet"),
-            result.decisions, result.quarantine, result.signals,
-        )  # fmt: skip
-        shutil.rmtree(shards)
+        samples: pl.DataFrame | str = str(shards / "*.parquet")
     else:
         # the warehouse keeps every read row, dropped or not, with the text and hash the outputs carry
         samples = warehouse_samples(loaded, dataset, curate)
         if copies.height:
             samples = pl.concat([samples, copies], how="diagonal_relaxed")
-        store.ingest_curation(
-            workspace.warehouse, curation, samples, result.decisions, result.quarantine, result.signals
-        )
+    store.ingest_curation(
+        workspace.warehouse, curation, samples, result.decisions, result.quarantine, result.signals
+    )
+    if samples_writer is not None:
+        shutil.rmtree(out / ".samples")
     os.replace(out, final)  # one rename: the folder appears complete, or not at all
     release(final)
     result.train_path, result.val_path = final / "train.parquet", final / "val.parquet"

@@ -87,23 +87,13 @@ def run_stages(
         task = bar.add_task("curate", total=len(curate.stages), status="")
         for name in curate.stages:
             bar.update(task, description=f"curate: {name}", status=f"{frame.height:,} rows")
-            stage = registry.stage(name)
-            started = time.perf_counter()
-            rows_in = frame.height
-            if stage.needs_content and "content_hash" not in frame.columns:
-                frame = with_content(frame, ctx.kind)  # once, until a stage changes the text again
-            out = stage.run(frame, curate.settings_for(name), ctx)
+            started, rows_in = time.perf_counter(), frame.height
+            out = registry.run_stage(name, frame, curate, ctx)
             all_decisions.append(out.decisions)
             if out.signals is not None:
                 all_signals.append(out.signals)
             frame = out.frame
-            per_stage[name] = {
-                "in": rows_in,
-                "dropped": int((~out.decisions["kept"]).sum()),
-                "seconds": round(time.perf_counter() - started, 3),
-            }
-            if out.skipped:
-                per_stage[name]["skipped"] = out.skipped
+            per_stage[name] = registry.stage_counts(out, rows_in, started)
             bar.advance(task)
     if "split" not in frame.columns:  # no stage assigned train/val: the terminal step puts all in train
         out = split.everything_trains(frame)

@@ -8,6 +8,7 @@ them, since it changes the text they were made from).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -30,9 +31,10 @@ from tunelab.curate import (
     semantic,
     split,
 )
-from tunelab.curate.common import StageContext, StageOutput
+from tunelab.curate.common import StageContext, StageOutput, with_content
 from tunelab.curate.config import (
     BalanceSettings,
+    CurateConfig,
     DecontaminateSettings,
     ExactSettings,
     LanguageSettings,
@@ -66,6 +68,27 @@ def register(name: str, run: StageRun, settings: type[BaseModel], needs_content:
         raise ValueError(f"stage {name!r} is registered twice")
     STAGES[name] = Stage(name, run, settings, needs_content)
     return STAGES[name]
+
+
+def run_stage(name: str, frame: pl.DataFrame, curate: CurateConfig, ctx: StageContext) -> StageOutput:
+    """Stage `name` on `frame` with its settings block, the content columns added first when it compares
+    them (once, until a stage changes the text again). Both executors call this."""
+    found = stage(name)
+    if found.needs_content and "content_hash" not in frame.columns:
+        frame = with_content(frame, ctx.kind)
+    return found.run(frame, curate.settings_for(name), ctx)
+
+
+def stage_counts(out: StageOutput, rows_in: int, started: float) -> dict[str, Any]:
+    """The report's numbers of one stage run: rows in, rows dropped, seconds, why it was skipped."""
+    counts: dict[str, Any] = {
+        "in": rows_in,
+        "dropped": int((~out.decisions["kept"]).sum()),
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    if out.skipped:
+        counts["skipped"] = out.skipped
+    return counts
 
 
 def stage(name: str) -> Stage:

@@ -180,14 +180,15 @@ def _refuse_or_clear(
 def ingest_curation(
     db: Path,
     curation: dict[str, Any],
-    samples: pl.DataFrame,
+    samples: pl.DataFrame | str,
     decisions: pl.DataFrame,
     quarantine: pl.DataFrame,
     signals: pl.DataFrame | None = None,
     replace: bool = False,
 ) -> None:
     """Write one curation (its row, every sample, every decision, the quarantine, what the signal stages
-    measured) in one transaction."""
+    measured) in one transaction. `samples` (every read row, the largest table) may be a glob of Parquet
+    shards, which DuckDB reads itself (the Ray executor writes them from its workers)."""
     curation_id = curation.get("curation_id")
     if not curation_id or not curation.get("dataset"):
         raise ValueError("curation: curation_id and dataset are required")
@@ -201,7 +202,10 @@ def ingest_curation(
         placeholders = ", ".join("?" * len(CURATION_KEYS))
         columns = ", ".join(f'"{k}"' for k in CURATION_KEYS)
         con.execute(f"INSERT INTO curations ({columns}) VALUES ({placeholders})", values)
-        _insert_frame(con, "samples", samples, {"curation_id": curation_id})
+        if isinstance(samples, str):
+            _insert_parquet(con, "samples", samples, {"curation_id": curation_id})
+        else:
+            _insert_frame(con, "samples", samples, {"curation_id": curation_id})
         _insert_frame(con, "decisions", decisions, {"curation_id": curation_id})
         _insert_frame(con, "quarantine", quarantine, {"curation_id": curation_id})
         if signals is not None and signals.height:
@@ -238,43 +242,6 @@ def _insert_parquet(
         f"INSERT INTO {table} SELECT {', '.join(select)} FROM read_parquet(?, union_by_name = true)",
         [*params, files],
     )
-
-
-def ingest_curation_shards(
-    db: Path,
-    curation: dict[str, Any],
-    samples: str,
-    decisions: pl.DataFrame,
-    quarantine: pl.DataFrame,
-    signals: pl.DataFrame | None = None,
-) -> None:
-    """ingest_curation with the samples (every read row, the largest table) as Parquet shards that DuckDB
-    reads by their glob, in the same one transaction (the Ray executor writes them from its workers)."""
-    curation_id = curation.get("curation_id")
-    if not curation_id or not curation.get("dataset"):
-        raise ValueError("curation: curation_id and dataset are required")
-    values = _row_values(curation, CURATION_KEYS, "curation")
-    created_at = values[CURATION_KEYS.index("created_at")]
-    with write_connection(db) as con:
-        _refuse_or_clear(
-            con, Path(db), "curation", "curation_id", curation_id,
-            ("curations", "samples", "decisions", "quarantine", "signals"), False,
-        )  # fmt: skip
-        placeholders = ", ".join("?" * len(CURATION_KEYS))
-        columns = ", ".join(f'"{k}"' for k in CURATION_KEYS)
-        con.execute(f"INSERT INTO curations ({columns}) VALUES ({placeholders})", values)
-        _insert_parquet(con, "samples", samples, {"curation_id": curation_id})
-        _insert_frame(con, "decisions", decisions, {"curation_id": curation_id})
-        _insert_frame(con, "quarantine", quarantine, {"curation_id": curation_id})
-        if signals is not None and signals.height:
-            _insert_frame(con, "signals", signals, {"curation_id": curation_id})
-        dataset = curation.get("dataset")
-        if not _exists(con, "datasets", "name", dataset):
-            con.execute("INSERT INTO datasets (name, first_seen_at) VALUES (?, ?)", [dataset, created_at])
-        con.execute(
-            "UPDATE datasets SET kind = ?, path = ?, last_curation_id = ?, last_curated_at = ? WHERE name = ?",
-            [curation.get("kind"), _path_text(curation.get("dataset_path")), curation_id, created_at, dataset],
-        )  # fmt: skip
 
 
 def start_run(db: Path, run: dict[str, Any]) -> None:

@@ -27,7 +27,7 @@ What runs where, and why:
 - **Outputs**: the curation folder is written as locally (curate/outputs.py); the warehouse's samples
   (every read row, normalised, personal information masked, hashed: the largest table) are computed by
   `outputs.warehouse_samples` in `map_batches` and written as Parquet shards, which DuckDB reads by their
-  glob inside the curation's one ingest transaction (store.ingest_curation_shards).
+  glob inside the curation's one ingest transaction (store.ingest_curation, given the shards' glob).
 - Rows carry a hidden `_order` column (their position in the frame the local loop would see; the shards
   are concatenated in file order, as the loader reads them): every collect sorts by it, so the driver
   stages see the rows in the local order and make the same choices (same representative, same
@@ -502,25 +502,16 @@ def run_stages(
                     bar.advance(task, len(names))
                     continue
                 for name in names:  # on the driver: the local function on the rows left, in local order
-                    stage = registry.stage(name)
                     started, rows_in = time.perf_counter(), frame.height
                     if name == "exact" and frame.height:  # grouped on the cluster by its key
                         out = exact_on_ray(frame, curate, ctx, segment, blocks, shard_dir)
                     else:
-                        if stage.needs_content and "content_hash" not in frame.columns:
-                            frame = with_content(frame, ctx.kind)
-                        out = stage.run(frame, curate.settings_for(name), ctx)
+                        out = registry.run_stage(name, frame, curate, ctx)
                     all_decisions.append(out.decisions)
                     if out.signals is not None:
                         all_signals.append(out.signals)
                     frame = out.frame
-                    per_stage[name] = {
-                        "in": rows_in,
-                        "dropped": int((~out.decisions["kept"]).sum()),
-                        "seconds": round(time.perf_counter() - started, 3),
-                    }
-                    if out.skipped:
-                        per_stage[name]["skipped"] = out.skipped
+                    per_stage[name] = registry.stage_counts(out, rows_in, started)
                     bar.advance(task)
                 # balance appends oversampled copies at the end: the order is now the frame's own
                 frame = frame.with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias(ORDER))
