@@ -34,15 +34,28 @@ FALSE_POSITIVE_WEIGHT = 0.2
 FALSE_NEGATIVE_WEIGHT = 0.8
 
 
-def signatures(texts: list[str], ngram: int = 5, num_perm: int = 128, seed: int = 1) -> np.ndarray:
-    """(len(texts), num_perm) uint32 OPH signatures; identical shingle sets give identical rows."""
+def scheme_for(total_chars: int, docs: int, num_perm: int) -> str:
+    """'permutation' or 'oph', from the mean text length of ALL the texts that will be compared.
+
+    Short texts (chat turns, titles) fill few OPH bins and densification dominates; true permutations cost
+    shingles x num_perm, which is small exactly when texts are short. Signatures are only comparable within
+    one scheme, so an executor that computes them batch by batch picks the scheme once from the global
+    mean (total_chars / docs) and passes it to every `signatures` call.
+    """
+    return "permutation" if docs and total_chars / docs < num_perm else "oph"
+
+
+def signatures(
+    texts: list[str], ngram: int = 5, num_perm: int = 128, seed: int = 1, scheme: str | None = None
+) -> np.ndarray:
+    """(len(texts), num_perm) uint32 signatures; identical shingle sets give identical rows.
+
+    `scheme` None: chosen from these texts (`scheme_for`); batch-wise callers pass the global choice."""
     out = np.empty((len(texts), num_perm), dtype=np.uint32)
     probes = _probe_table(num_perm, seed)
-    total_chars = sum(len(t) for t in texts)
-    if texts and total_chars / len(texts) < num_perm:
-        # short texts (chat turns, titles) fill few OPH bins and densification dominates; true permutations
-        # cost shingles x num_perm, which is small exactly when texts are short. One scheme per call, so
-        # every signature of a batch is comparable.
+    if scheme is None:
+        scheme = scheme_for(sum(len(t) for t in texts), len(texts), num_perm)
+    if scheme == "permutation":
         return _permutation_signatures(texts, ngram, num_perm, seed)
     ends = np.cumsum(np.fromiter((len(t) + 1 for t in texts), dtype=np.int64, count=len(texts)))
     cuts = np.unique(np.searchsorted(ends, np.arange(CHUNK_CHARS, ends[-1] if len(ends) else 0, CHUNK_CHARS)))
@@ -150,6 +163,13 @@ def candidate_pairs(sig: np.ndarray, bands: int, rows: int, seed: int = 1) -> np
     n = sig.shape[0]
     if n < 2:
         return np.zeros((0, 2), dtype=np.int64)
+    return star_pairs(band_keys(sig, bands, rows, seed))
+
+
+def band_keys(sig: np.ndarray, bands: int, rows: int, seed: int = 1) -> np.ndarray:
+    """(bands, n) uint64 bucket keys, band-major; a row's keys depend on its signature alone, so batches
+    can be keyed apart and concatenated along axis 1 (what a batch-wise or distributed executor shuffles)."""
+    n = sig.shape[0]
     rng = np.random.default_rng(seed + 31)
     weights = rng.integers(1, 2**63, size=rows, dtype=np.uint64) | np.uint64(1)
     salts = rng.integers(1, 2**63, size=bands, dtype=np.uint64)
@@ -160,6 +180,15 @@ def candidate_pairs(sig: np.ndarray, bands: int, rows: int, seed: int = 1) -> np
         np.sum(block * weights, axis=1, dtype=np.uint64, out=keys[band])  # wraps mod 2**64 on purpose
     keys ^= salts[:, None]  # the same rows in two different bands are different buckets
     keys *= np.uint64(0x9E3779B97F4A7C15)
+    return keys
+
+
+def star_pairs(keys: np.ndarray) -> np.ndarray:
+    """(m, 2) int64 unique pairs (doc, bucket root) from (bands, n) band keys: each bucket is a star
+    around its lowest doc (row index along axis 1)."""
+    n = keys.shape[1]
+    if n < 2:
+        return np.zeros((0, 2), dtype=np.int64)
     flat = keys.reshape(-1)
     order = np.argsort(flat)  # unstable is 5x faster on uint64; roots come from a min-reduce instead
     sorted_keys = flat[order]
