@@ -9,14 +9,10 @@ cluster reads and processes at least two blocks at once. Skipped when the `ray` 
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
@@ -37,69 +33,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _cluster_pids(temp_dir: str) -> list[int]:
-    """Processes of this cluster: their command line names its temp dir (ray::Worker processes are
-    stopped by their raylet, which is one of these)."""
-    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
-    return [int(line.split(None, 1)[0]) for line in out.splitlines() if temp_dir in line]
-
-
-@pytest.fixture(scope="session")
-def ray_address() -> Iterator[str]:
-    pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'tunelab[ray]')")
-    ray_cli = VENV_BIN / "ray"
-    if not ray_cli.exists():
-        pytest.skip(f"{ray_cli} absent")
-    temp_dir = tempfile.mkdtemp(prefix="tlray")  # short: ray's unix sockets live under it
-    port = _free_port()
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    head = subprocess.Popen(
-        [
-            str(ray_cli), "start", "--head", "--block", "--num-cpus", "2", "--port", str(port),
-            "--ray-client-server-port", str(_free_port()), "--include-dashboard=false",
-            "--object-store-memory", str(200 * 2**20), "--temp-dir", temp_dir, "--disable-usage-stats",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-        start_new_session=True,
-    )  # fmt: skip
-    address = f"127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if head.poll() is not None or time.monotonic() > deadline:
-                head.kill()
-                pytest.fail(f"ray start --head did not come up on {address} (exit {head.poll()})")
-            time.sleep(0.5)
-    try:
-        yield address
-    finally:
-        import ray
-
-        ray.shutdown()
-        # --block: ray start stops what it started on SIGTERM; its session (start_new_session) holds the
-        # agents too, so the whole process group goes, by the id this fixture made
-        os.killpg(head.pid, signal.SIGTERM)
-        try:
-            head.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
-        try:
-            os.killpg(head.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        head.wait()
-        for pid in _cluster_pids(temp_dir):  # anything it left behind, by id
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 def _shards(source: Path, folder: Path, parts: int) -> Path:
