@@ -17,6 +17,7 @@ case are the same key. The stage's output frame keeps the original text.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import numpy as np
 import polars as pl
@@ -246,14 +247,42 @@ class ShingleSets:
         return inter / union if union else 1.0
 
 
+def greedy_component(
+    members: np.ndarray, jaccard: Callable[[int, int], float], threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The keep rule over ONE LSH component, `members` in rank order (best first): the best-ranked pending
+    doc becomes a representative, every other pending doc whose exact Jaccard with it is >= threshold is
+    dropped with it as ref; the rest stay pending for the next representative. No chains: a doc is only
+    ever compared with representatives. Both executors call this (local `cluster`, the Ray executor per
+    component), so the same component gives the same representative, ref and score everywhere.
+
+    Returns (ref, score) aligned with `members`: ref = the representative's doc id or -1 (kept)."""
+    ref = np.full(members.size, -1, dtype=np.int64)
+    score = np.full(members.size, np.nan)
+    pending = np.arange(members.size)
+    while pending.size > 1:
+        rep = members[pending[0]]
+        rest = pending[1:]
+        matched = np.zeros(rest.size, dtype=bool)
+        for k, pos in enumerate(rest):
+            j = jaccard(int(members[pos]), int(rep))
+            if j >= threshold:
+                ref[pos], score[pos], matched[k] = rep, j, True
+        pending = rest[~matched]
+    return ref, score
+
+
 def cluster(
     texts: list[str], sig: np.ndarray, settings: MinhashSettings, rank: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
     """Greedy clustering without chains: within each LSH component, in rank order, a doc is dropped when its
-    exact Jaccard with an earlier representative is >= threshold, else it becomes a representative.
+    exact Jaccard with an earlier representative is >= threshold, else it becomes a representative
+    (`greedy_component`).
 
     Returns (ref, score, n_candidate_pairs, component): ref[i] = representative doc index or -1 (kept),
-    score = exact Jaccard, component[i] = LSH component id (-1 when the doc collided with nothing).
+    score = exact Jaccard, component[i] = the lowest doc index of i's LSH component (-1 when the doc
+    collided with nothing): a label that does not depend on how components are numbered, so a distributed
+    executor, which knows each component by its lowest row, names it the same.
     """
     n = len(texts)
     ref = np.full(n, -1, dtype=np.int64)
@@ -266,25 +295,20 @@ def cluster(
     sizes = np.bincount(labels)
     involved = np.flatnonzero(sizes[labels] > 1)
     sets = ShingleSets(texts, involved, settings.ngram, settings.seed)
-    # rounds: each round every pending component's best-ranked doc becomes a representative and every other
-    # pending member is compared with it; equivalent to the sequential greedy rule, with one numpy pass per round
+    lowest = np.full(sizes.size, n, dtype=np.int64)
+    np.minimum.at(lowest, labels, np.arange(n, dtype=np.int64))
     pending = involved[np.lexsort((rank[involved], labels[involved]))]
-    while pending.size > 1:
-        comp = labels[pending]
-        is_first = np.ones(pending.size, dtype=bool)
-        is_first[1:] = comp[1:] != comp[:-1]
-        rep_of = pending[np.flatnonzero(is_first)[np.cumsum(is_first) - 1]]
-        members = ~is_first
-        if not members.any():
-            break
-        matched = np.zeros(pending.size, dtype=bool)
-        for pos in np.flatnonzero(members):
-            doc, rep = pending[pos], rep_of[pos]
-            j = sets.jaccard(doc, rep)
-            if j >= settings.threshold:
-                ref[doc], score[doc], matched[pos] = rep, j, True
-        pending = pending[members & ~matched]
-    return ref, score, len(pairs), np.where(sizes[labels] > 1, labels, -1)
+    comp = labels[pending]
+    cuts = np.flatnonzero(comp[1:] != comp[:-1]) + 1
+    for members in np.split(pending, cuts):
+        ref[members], score[members] = greedy_component(members, sets.jaccard, settings.threshold)
+    return ref, score, len(pairs), np.where(sizes[labels] > 1, lowest[labels], -1)
+
+
+def cluster_label(first_sample_id: str) -> str:
+    """split's group label of a component's kept rows: named by its first row's sample id, which every
+    executor knows the same way (component numbers differ between executors)."""
+    return f"minhash:{first_sample_id}"
 
 
 def run(frame: pl.DataFrame, cfg: MinhashSettings, ctx: StageContext) -> StageOutput:
@@ -299,7 +323,7 @@ def run(frame: pl.DataFrame, cfg: MinhashSettings, ctx: StageContext) -> StageOu
     # kept members of one LSH component (similar, under the threshold) must land on one side of the split
     kept_in_component = np.flatnonzero((component >= 0) & (ref < 0))
     for doc in kept_in_component:
-        ctx.clusters[ids[int(doc)]] = f"minhash:{int(component[doc])}"
+        ctx.clusters[ids[int(doc)]] = cluster_label(ids[int(component[doc])])
     ctx.stats["minhash"] = {
         "bands_rows": list(band_params(cfg.threshold, cfg.num_perm)),
         "candidate_pairs": int(pairs),
