@@ -188,6 +188,25 @@ def test_symbol_digit_and_url_ratios(tmp_path: Path) -> None:
     assert reasons(found) == {0: "quality:symbol_ratio", 1: "quality:digit_ratio", 2: "quality:url_ratio"}
 
 
+def test_digit_ratio_counts_id_like_numbers_not_arithmetic_or_figures(tmp_path: Path) -> None:
+    """A math tutoring answer, a table of figures and prices are numbers a user keeps (the new-user pass found
+    "12+35=47, 47×2=94입니다." dropped at 0.52); lists of phone or order numbers are still noise."""
+    fine = [
+        "12+35=47, 47×2=94입니다.",
+        "1234 + 5678 = 6912 입니다.",
+        "π ≈ 3.14159265358979 입니다.",
+        "가격: 1500000원, 2300000원, 4500000원",
+        "| 연도 | 매출 |\n|---|---|\n| 2021 | 1200 |\n| 2022 | 1350 |\n| 2023 | 1500 |\n매출이 늘었습니다.",
+        "2023-01-15 2023-02-15 2023-03-15 결제",
+        "합계는 1,500,000,000원과 2,300,000,000원",
+    ]
+    noise = ["0101234567 0109876543 0105551234 0107778888", "주문번호 20230115093412 20230115093413"]
+    found = judge(tmp_path, fine + noise)
+    assert reasons(found) == {len(fine): "quality:digit_ratio", len(fine) + 1: "quality:digit_ratio"}, found
+    assert found[len(fine)][1] == "response: digit ratio 0.93 > 0.5"
+    assert quality.numeric_noise("12345 67890 = 80235") == 5  # only the operand-free one
+
+
 def test_flag_only_keeps_the_row_with_its_reason_and_signals_are_per_field(tmp_path: Path) -> None:
     frame = load(
         tmp_path, [{"prompt": PROMPT, "response": "아아아아아아아아"}, {"prompt": PROMPT, "response": LONG}]

@@ -18,8 +18,12 @@ Checks (each can be switched off with `quality.checks`, or made an annotation wi
   sentence end. Korean sentence-final syllables (다 요 까 죠 네 ...) count as an end: chat answers
   (ChatbotData) often have no final punctuation.
 - `symbol_ratio` (every text field of at least `ratio_min_chars`): the share of symbol characters
-  (`quality:symbol_ratio`), of digits (`quality:digit_ratio`), of characters inside URLs
-  (`quality:url_ratio`).
+  (`quality:symbol_ratio`), of digits in ID-like numbers (`quality:digit_ratio`), of characters inside URLs
+  (`quality:url_ratio`). `max_digit_ratio` bounds the share of characters that are digits of numbers with
+  at least `ID_DIGITS` (5) digits that are no arithmetic or quantity: not a decimal (3.14159), not grouped
+  in thousands (1,500,000), not a date or time, not next to an operator (+ - × ÷ = < > % ...) or a table
+  bar, not followed directly by a unit (1500000원, 3000km). So a list of phone numbers, order numbers or
+  IDs is noise, while a math answer (12+35=47, 1234 + 5678 = 6912) or a table of figures is kept.
 
 A row gets one decision: the first failing check in the order above (a drop), or, when only `flag_only`
 checks fail, a kept=true decision with that reason. Signals per text field: `repetition` (the n-gram
@@ -76,6 +80,16 @@ BRACKETS = (
 PROSE_PUNCTUATION = ".,!?'\"():;~…·“”‘’「」『』%/-"
 SYMBOL_PATTERN = "[^\\p{L}\\p{M}\\p{N}\\s" + re.escape(PROSE_PUNCTUATION).replace("/", "\\/") + "]"
 URL_PATTERN = r"(?i)\b(?:https?://|www\.)[^\s<>\"')\]]+"
+# digit_ratio counts the digits of ID-like numbers only (phone lists, order numbers, serials): a number with
+# at least ID_DIGITS digits that is no arithmetic or quantity (see numeric_noise)
+ID_DIGITS = 5
+NUMBER = re.compile(r"\d+(?:[-.,:]\d+)*")
+# the forms of a number a reader keeps whatever its length: a decimal, thousands groups, a date, a time
+NUMERIC_FORM = re.compile(
+    r"\d+\.\d+|\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d{4}[-.]\d{1,2}[-.]\d{1,2}|\d{1,2}:\d{2}(?::\d{2})?"
+)
+# arithmetic operators, comparison and relation signs, a table bar: a number next to one is an operand
+OPERATORS = set("+-−–×÷*/=<>≈≠≤≥^%|·")
 BAR_TOKEN = r"<\|[A-Za-z0-9_.:-]{1,40}\|>"
 MAX_UNIT = 4  # longest repeated unit the run check looks for (아, 하하, abc, 으아아아)
 CHUNK_CHARS = 4_000_000  # code points hashed per numpy pass (bounds memory at ~50 MB)
@@ -221,6 +235,23 @@ def longest_runs(texts: list[str], min_repeats: int, min_repeats_jamo: int) -> d
             if row not in found or count * unit > found[row][1] * len(found[row][0]):
                 found[row] = (joined[begin : begin + unit], int(count))
     return found
+
+
+def numeric_noise(text: str) -> int:
+    """The digits of `text` that sit in ID-like numbers: at least ID_DIGITS digits, not a decimal, thousands
+    groups, date or time, no operator or table bar beside it (spaces skipped), no unit letter right after."""
+    noise = 0
+    for m in NUMBER.finditer(text):
+        token = m.group()
+        digits = sum(ch.isdigit() for ch in token)
+        if digits < ID_DIGITS or NUMERIC_FORM.fullmatch(token):
+            continue
+        before = text[: m.start()].rstrip()[-1:]
+        after = text[m.end() :]
+        if before in OPERATORS or after.lstrip()[:1] in OPERATORS or (after[:1].isalpha()):
+            continue
+        noise += digits
+    return noise
 
 
 def truncation(texts: pl.Series, min_chars: int) -> pl.Series:
@@ -434,9 +465,14 @@ def run(frame: pl.DataFrame, cfg: QualitySettings, ctx: StageContext) -> StageOu
             denominator = np.maximum(chars, 1)
             symbol = stats["symbols"].to_numpy() / denominator
             signals.append(_signal(ids, f, "symbol_ratio", symbol, present[f]))
+            # every digit is an upper bound of the ID-like ones: only the texts above the limit on all their
+            # digits are read again in Python (a few per thousand rows)
+            digit = stats["digits"].to_numpy() / denominator
+            for i in np.flatnonzero(judged & (digit > cfg.max_digit_ratio)).tolist():
+                digit[i] = numeric_noise(texts[i]) / denominator[i]
             for name, values, limit in (
                 ("symbol_ratio", symbol, cfg.max_symbol_ratio),
-                ("digit_ratio", stats["digits"].to_numpy() / denominator, cfg.max_digit_ratio),
+                ("digit_ratio", digit, cfg.max_digit_ratio),
                 ("url_ratio", stats["url"].fill_null(0).to_numpy() / denominator, cfg.max_url_ratio),
             ):
                 rows = np.flatnonzero(judged & (values > limit))
