@@ -126,6 +126,7 @@ def test_repetition_loops_runs_and_repeated_lines(tmp_path: Path) -> None:
         "네 네, 알겠습니다. 좋아요 좋아요.",
         LONG,
         "──────────",
+        "1억은 100000000원이고 123456789 × 9 = 1111111101 입니다.",  # numbers, not runs
     ]
     found = judge(tmp_path, responses)
     assert reasons(found) == {k: "quality:repetition" for k in range(4)}, found

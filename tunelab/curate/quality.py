@@ -9,7 +9,8 @@ Checks (each can be switched off with `quality.checks`, or made an annotation wi
   kept with a kept=true `quality:special_tokens` decision (`chosen: trailing <|endoftext|> removed`).
 - `repetition` (every text field): the share of character n-gram occurrences (n = `ngram`, 10) that repeat an
   earlier one in the same text (`quality:repetition`, a looping generation), the share of characters in
-  lines that repeat an earlier line, and runs of one short unit (`아아아아아아아아`, `hahaha...`).
+  lines that repeat an earlier line, and runs of one short unit of letters (`아아아아아아아아`,
+  `hahaha...`; digits are numbers, not runs: `100000000원`).
 - `refusal` (the answer: response / chosen / answer, cot / the last assistant turn): AI boilerplate and
   canned refusals from `refusal_phrases` + `extra_refusal_phrases`. A phrase is literal text, case
   ignored, where `…` stands for up to 40 characters inside one sentence (`죄송하지만 … 수 없습니다`).
@@ -145,9 +146,9 @@ def _tokens(tokens: tuple[str, ...], bar_tokens: bool) -> str:
 
 @lru_cache(maxsize=1)
 def _word_table() -> np.ndarray:
-    """Per BMP code point: is it a letter or digit (what a repeated run is made of; spaces, dots and
-    dashes repeat in ordinary text: indentation, ellipses, rules)."""
-    return np.fromiter((chr(i).isalnum() for i in range(0x10000)), dtype=bool, count=0x10000)
+    """Per BMP code point: is it a letter (what a repeated run is made of; spaces, dots and dashes repeat
+    in ordinary text: indentation, ellipses, rules, and so do digits: 100000000원, 123456789 × 9 = 1111111101)."""
+    return np.fromiter((chr(i).isalpha() for i in range(0x10000)), dtype=bool, count=0x10000)
 
 
 def _is_jamo(cp: np.ndarray) -> np.ndarray:
@@ -200,7 +201,7 @@ def dup_line_ratio(texts: pl.Series) -> np.ndarray:
 
 
 def longest_runs(texts: list[str], min_repeats: int, min_repeats_jamo: int) -> dict[int, tuple[str, int]]:
-    """Texts holding a unit of 1-4 letters/digits repeated at least `min_repeats` times in a row
+    """Texts holding a unit of 1-4 letters repeated at least `min_repeats` times in a row
     (`min_repeats_jamo` for bare jamo like ㅋ, ㅠ): {text index: (unit, repeats)}, the longest run each.
 
     All texts are joined into one UTF-32 array; for each unit length u, positions where a character equals
