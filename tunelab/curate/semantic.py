@@ -304,7 +304,23 @@ def ann_near_dups(
 def run(frame: pl.DataFrame, cfg: SemanticSettings, ctx: StageContext) -> StageOutput:
     """near_dup_semantic drops with ref_sample_id = the kept row and score = cosine."""
     texts = frame["content"].fill_null("").to_list()
-    vectors = embed(texts, cfg, ctx)
+    return decide(frame, embed(texts, cfg, ctx), cfg, ctx)
+
+
+def encode_plan(keys: np.ndarray, lengths: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(batch, position) of each miss key (unique, sorted as np.unique gives them) as the local stage encodes
+    them: embed_cached hands the misses over in key order, LengthBucketed sorts them stably by length and
+    cuts batches of `batch_size`. use-v3 quantises activations per batch (int8), so a row's vector depends
+    on its batch-mates (up to 0.03 apart, measured): the Ray executor encodes exactly these batches."""
+    order = np.argsort(lengths, kind="stable")  # keys arrive sorted: ties stay in key order, as locally
+    position = np.empty(keys.size, dtype=np.int64)
+    position[order] = np.arange(keys.size)
+    return position // batch_size, position
+
+
+def decide(frame: pl.DataFrame, vectors: np.ndarray, cfg: SemanticSettings, ctx: StageContext) -> StageOutput:
+    """The global half of the stage, shared by both executors: the neighbour search and greedy keep over
+    every row's vector (row i of `vectors` is row i of `frame`)."""
     order = np.argsort(keep_order(frame, cfg.keep, frame["content"]).to_numpy(), kind="stable")
     ref, score = greedy_near_dups(vectors, order, cfg.threshold, cfg.block_size, cfg.search, cfg.exact_below)
     dropped = np.flatnonzero(ref >= 0)

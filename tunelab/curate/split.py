@@ -135,7 +135,16 @@ def terminal(frame: pl.DataFrame, split: pl.Series) -> StageOutput:
 
 def run(frame: pl.DataFrame, cfg: SplitSettings, ctx: StageContext) -> StageOutput:
     grouping = group_by_for(cfg, ctx.kind)
-    documents = golden_documents(frame) if grouping == "document" else None
+    documents = golden_documents(frame) if grouping == "document" else None  # row by row
+    return decide(frame, cfg, ctx, documents)
+
+
+def decide(
+    frame: pl.DataFrame, cfg: SplitSettings, ctx: StageContext, documents: list[str | None] | None
+) -> StageOutput:
+    """The global half of the stage, shared by both executors: the seeded walk over groups. It reads only
+    `sample_id` and the `stratify` column of `frame` (plus `documents`, one per row), so the Ray executor
+    hands it those narrow columns and joins the `split` column back on the cluster."""
     split = assign(frame, cfg, ctx.clusters, documents)
     ctx.stats["split"] = {"train": int((split == "train").sum()), "val": int((split == "val").sum())}
     if documents is not None:

@@ -178,9 +178,74 @@ def text_key(embedder_name: str, text: str) -> str:
     return xxhash.xxh64_hexdigest(embedder_name.encode("utf-8") + b"\x00" + text.encode("utf-8"))
 
 
+def text_keys(embedder_name: str, texts: list[str]) -> np.ndarray:
+    """The cache keys of `texts` (uint64 xxhash64 of name + text), as embed_cached computes them."""
+    return np.array([int(text_key(embedder_name, t), 16) for t in texts], dtype=np.uint64)
+
+
+def cache_path(cache_dir: Path, name: str, dim: int) -> Path:
+    """One .npz per model under `cache_dir`."""
+    safe = xxhash.xxh64_hexdigest(name.encode("utf-8"))
+    return Path(cache_dir) / f"{safe}-{dim}.npz"
+
+
 def _cache_file(cache_dir: Path, embedder: Embedder) -> Path:
-    safe = xxhash.xxh64_hexdigest(embedder.name.encode("utf-8"))
-    return cache_dir / f"{safe}-{embedder.dim}.npz"
+    return cache_path(cache_dir, embedder.name, embedder.dim)
+
+
+@dataclass
+class CacheLookup:
+    """The cache's answer for some keys: `out` holds the hits' vectors (zeros elsewhere); `miss_keys` are the
+    keys to encode, unique and sorted (np.unique), `inverse` maps each missing row to its miss key."""
+
+    out: np.ndarray
+    hit: np.ndarray
+    cached_keys: np.ndarray
+    cached_vectors: np.ndarray
+    miss_keys: np.ndarray
+    first_index: np.ndarray
+    inverse: np.ndarray
+    path: Path | None
+
+
+def cache_lookup(keys: np.ndarray, dim: int, path: Path | None) -> CacheLookup:
+    """The cached vectors of `keys` from `path` (one model's .npz) and what is left to encode."""
+    cached_keys = np.zeros(0, np.uint64)
+    cached_vectors = np.zeros((0, dim), np.float32)
+    if path is not None and path.exists():
+        with np.load(path) as stored:
+            cached_keys, cached_vectors = stored["keys"], stored["vectors"]
+    order = np.argsort(cached_keys)
+    cached_keys, cached_vectors = cached_keys[order], cached_vectors[order]
+    slot = np.searchsorted(cached_keys, keys)
+    hit = (
+        (slot < len(cached_keys)) & (cached_keys[np.minimum(slot, len(cached_keys) - 1)] == keys)
+        if len(cached_keys)
+        else np.zeros(len(keys), bool)
+    )
+    out = np.zeros((len(keys), dim), np.float32)
+    out[hit] = cached_vectors[slot[hit]]
+    miss_keys, first_index, inverse = np.unique(keys[~hit], return_index=True, return_inverse=True)
+    return CacheLookup(out, hit, cached_keys, cached_vectors, miss_keys, first_index, inverse, path)
+
+
+def cache_fill(found: CacheLookup, new_vectors: np.ndarray) -> np.ndarray:
+    """`found.out` with the misses' vectors (one per miss key, in miss_keys order) filled in; the cache file
+    gets them appended (atomically: a crash never leaves a half-written cache)."""
+    out = found.out
+    if not len(found.miss_keys):
+        return out
+    out[np.flatnonzero(~found.hit)] = new_vectors[found.inverse.reshape(-1)]
+    if found.path is not None:
+        found.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = found.path.with_suffix(f".{os.getpid()}.tmp.npz")
+        np.savez(
+            tmp,
+            keys=np.concatenate([found.cached_keys, found.miss_keys]),
+            vectors=np.concatenate([found.cached_vectors, new_vectors]),
+        )
+        tmp.replace(found.path)
+    return out
 
 
 def embed_cached(
@@ -193,45 +258,21 @@ def embed_cached(
     """Embed `texts`, reusing vectors cached under `cache_dir` (WORKSPACE/cache/embeddings).
 
     One .npz per model (keys: uint64 xxhash64 of name+text; vectors float32); only misses are
-    encoded, then appended. Duplicate texts in one call are encoded once.
+    encoded, then appended. Duplicate texts in one call are encoded once, in the order of their keys
+    (np.unique): the Ray executor plans the same batches from the keys alone (executors/ray_groups.py).
     """
     texts = list(texts)
     if not texts:
         return np.zeros((0, embedder.dim), np.float32)
-    keys = np.array([int(text_key(embedder.name, t), 16) for t in texts], dtype=np.uint64)
-    cached_keys = np.zeros(0, np.uint64)
-    cached_vectors = np.zeros((0, embedder.dim), np.float32)
-    path = None
-    if cache_dir is not None:
-        path = _cache_file(Path(cache_dir), embedder)
-        if path.exists():
-            with np.load(path) as stored:
-                cached_keys, cached_vectors = stored["keys"], stored["vectors"]
-    order = np.argsort(cached_keys)
-    cached_keys, cached_vectors = cached_keys[order], cached_vectors[order]
-    slot = np.searchsorted(cached_keys, keys)
-    hit = (
-        (slot < len(cached_keys)) & (cached_keys[np.minimum(slot, len(cached_keys) - 1)] == keys)
-        if len(cached_keys)
-        else np.zeros(len(keys), bool)
+    keys = text_keys(embedder.name, texts)
+    found = cache_lookup(
+        keys, embedder.dim, _cache_file(Path(cache_dir), embedder) if cache_dir is not None else None
     )
-    out = np.zeros((len(texts), embedder.dim), np.float32)
-    out[hit] = cached_vectors[slot[hit]]
-    miss_keys, first_index, inverse = np.unique(keys[~hit], return_index=True, return_inverse=True)
-    if len(miss_keys):
-        miss_positions = np.flatnonzero(~hit)
-        miss_texts = [texts[miss_positions[i]] for i in first_index]
-        new_vectors = normalise_rows(
-            embedder.encode(miss_texts, batch_size=batch_size, show_progress=show_progress)
-        )
-        out[miss_positions] = new_vectors[inverse.reshape(-1)]
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-            np.savez(
-                tmp,
-                keys=np.concatenate([cached_keys, miss_keys]),
-                vectors=np.concatenate([cached_vectors, new_vectors]),
-            )
-            tmp.replace(path)  # atomic: a crash never leaves a half-written cache
-    return out
+    if not len(found.miss_keys):
+        return found.out
+    miss_positions = np.flatnonzero(~found.hit)
+    miss_texts = [texts[miss_positions[i]] for i in found.first_index]
+    new_vectors = normalise_rows(
+        embedder.encode(miss_texts, batch_size=batch_size, show_progress=show_progress)
+    )
+    return cache_fill(found, new_vectors)
