@@ -135,6 +135,27 @@ def test_repetition_loops_runs_and_repeated_lines(tmp_path: Path) -> None:
     assert found[3][1].startswith("response: repeated lines 0.")
 
 
+def test_korean_laughter_and_tears_are_chat_unless_the_text_is_only_that(tmp_path: Path) -> None:
+    """ㅋㅋㅋ / 하하하 / ㅠㅠ runs beside a reply are ordinary Korean chat (the new-user pass found
+    "하하하하하하하하하 저도 웃겨요" dropped as '하' x9); a text that is nothing but the run is judged as before."""
+    fine = [
+        "하하하하하하하하하 저도 웃겨요",
+        "호호호호호호호호호 좋아요",
+        "ㅠ" * 22 + " 슬퍼요",  # over max_repeats_jamo
+        "ㅋ" * 30 + " 진짜 웃기다 너무 재밌어요",  # 30 ㅋ repeated their 10-grams 20 times: 0.71 > 0.5
+        "크크크크크크크크크크 키키키키키키키키키 진짜요",
+    ]
+    only = ["하하하하하하하하하하하하", "흐흐흐흐흐흐흐흐흐 음", "ㅋ" * 25, "아아아아아아아아 하하"]
+    found = judge(tmp_path, fine + only)
+    assert reasons(found) == {len(fine) + k: "quality:repetition" for k in range(len(only))}, found
+    assert [found[len(fine) + k][1] for k in range(len(only))] == [
+        "response: '하' x12",
+        "response: '흐' x9",
+        "response: 'ㅋ' x25",
+        "response: '아' x8",
+    ]
+
+
 def test_special_tokens_in_any_field(tmp_path: Path) -> None:
     responses = [
         "좋은 하루 보내세요.<|endoftext|>",

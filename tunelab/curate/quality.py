@@ -10,7 +10,10 @@ Checks (each can be switched off with `quality.checks`, or made an annotation wi
 - `repetition` (every text field): the share of character n-gram occurrences (n = `ngram`, 10) that repeat an
   earlier one in the same text (`quality:repetition`, a looping generation), the share of characters in
   lines that repeat an earlier line, and runs of one short unit of letters (`아아아아아아아아`,
-  `hahaha...`; digits are numbers, not runs: `100000000원`).
+  `hahaha...`; digits are numbers, not runs: `100000000원`). Korean laughter and tears (ㅋ ㅎ ㅠ ㅜ 하 히 호
+  흐 크 키: `하하하하하하하하하 저도 웃겨요`) are ordinary chat: their runs count neither as a run nor, beyond
+  three characters, in the n-gram share, unless the text is mostly that run: fewer than `LAUGHTER_REST`
+  (2) letters outside it (`하하하하하하하하`, `ㅋㅋㅋㅋㅋㅋㅋㅋㅋㅋㅋㅋㅋㅋㅋ 네` are judged as before).
 - `refusal` (the answer: response / chosen / answer, cot / the last assistant turn): AI boilerplate and
   canned refusals from `refusal_phrases` + `extra_refusal_phrases`. A phrase is literal text, case
   ignored, where `…` stands for up to 40 characters inside one sentence (`죄송하지만 … 수 없습니다`).
@@ -92,6 +95,12 @@ NUMERIC_FORM = re.compile(
 # arithmetic operators, comparison and relation signs, a table bar: a number next to one is an operand
 OPERATORS = set("+-−–×÷*/=<>≈≠≤≥^%|·")
 BAR_TOKEN = r"<\|[A-Za-z0-9_.:-]{1,40}\|>"
+# laughter and tears in Korean chat; a run of them is exempt from the repetition checks unless the text is
+# mostly that run: fewer than LAUGHTER_REST letters outside its laughter ("ㅠㅠㅠ… 슬퍼요" says something,
+# "하하하하하하하하 네" does not)
+LAUGHTER = "ㅋㅎㅠㅜ하히호흐크키"
+LAUGHTER_RUN = f"[{LAUGHTER}]{{2,}}"
+LAUGHTER_REST = 2
 MAX_UNIT = 4  # longest repeated unit the run check looks for (아, 하하, abc, 으아아아)
 CHUNK_CHARS = 4_000_000  # code points hashed per numpy pass (bounds memory at ~50 MB)
 
@@ -200,9 +209,26 @@ def dup_line_ratio(texts: pl.Series) -> np.ndarray:
     return out
 
 
-def longest_runs(texts: list[str], min_repeats: int, min_repeats_jamo: int) -> dict[int, tuple[str, int]]:
+def says_more_than_laughter(texts: pl.Series) -> np.ndarray:
+    """Per text: does it hold at least LAUGHTER_REST letters outside its runs of laughter / tear characters
+    (ㅋㅋ, 하하, ㅠㅠ)."""
+    rest = texts.fill_null("").str.replace_all(LAUGHTER_RUN, "").str.count_matches(r"\p{L}")
+    return (rest >= LAUGHTER_REST).to_numpy()
+
+
+def without_laughter(texts: pl.Series, exempt: np.ndarray) -> list[str]:
+    """The texts with each laughter run of the `exempt` ones shortened to three characters (for the n-gram
+    share: `ㅋ` x30 then a sentence would otherwise repeat its 10-grams 20 times)."""
+    short = texts.str.replace_all(f"[{LAUGHTER}]{{4,}}", "ㅋㅋㅋ")
+    return pl.select(pl.when(pl.Series(exempt)).then(short).otherwise(texts)).to_series().to_list()
+
+
+def longest_runs(
+    texts: list[str], min_repeats: int, min_repeats_jamo: int, laughter_ok: np.ndarray | None = None
+) -> dict[int, tuple[str, int]]:
     """Texts holding a unit of 1-4 letters repeated at least `min_repeats` times in a row
     (`min_repeats_jamo` for bare jamo like ㅋ, ㅠ): {text index: (unit, repeats)}, the longest run each.
+    Runs of laughter / tear characters are skipped in the texts where `laughter_ok` is true.
 
     All texts are joined into one UTF-32 array; for each unit length u, positions where a character equals
     the one u later form stretches, and a stretch of length L is a unit repeated (L + u) / u times."""
@@ -233,6 +259,9 @@ def longest_runs(texts: list[str], min_repeats: int, min_repeats_jamo: int) -> d
         needed = np.where(jamo_run, min_repeats_jamo, min_repeats)
         for begin, count in zip(run_starts[repeats >= needed], repeats[repeats >= needed], strict=True):
             row = int(np.searchsorted(starts, begin, side="right") - 1)
+            laughing = all(ch in LAUGHTER for ch in joined[begin : begin + unit])
+            if laughing and laughter_ok is not None and laughter_ok[row]:
+                continue
             if row not in found or count * unit > found[row][1] * len(found[row][0]):
                 found[row] = (joined[begin : begin + unit], int(count))
     return found
@@ -404,9 +433,11 @@ def run(frame: pl.DataFrame, cfg: QualitySettings, ctx: StageContext) -> StageOu
             # measured once per distinct text: templated and duplicated rows (chat data, shared prompts of
             # multi-turn preference data) are common, and dedup has not run yet
             distinct, back = _distinct(measured[f])
-            ratio = dup_ngram_ratio(distinct.to_list(), cfg.ngram)[back]
+            # laughter in a text that says something else too is chat, not a loop
+            laughter_ok = says_more_than_laughter(distinct)
+            ratio = dup_ngram_ratio(without_laughter(distinct, laughter_ok), cfg.ngram)[back]
             lines = dup_line_ratio(distinct)[back]
-            runs = longest_runs(distinct.to_list(), cfg.max_repeats, cfg.max_repeats_jamo)
+            runs = longest_runs(distinct.to_list(), cfg.max_repeats, cfg.max_repeats_jamo, laughter_ok)
             has_run = np.zeros(distinct.len(), dtype=bool)
             has_run[list(runs)] = True
             run_rows = np.flatnonzero(has_run[back])
