@@ -141,9 +141,10 @@ def test_noisy_near_dup_corpus_same_decisions_on_ray(ray_address: str, tmp_path:
     # every kind of stage decided something here: row-local on the cluster, grouping on the driver
     assert {"pii", "quality", "length", "language", "exact", "minhash", "balance"} <= stages
     assert dropped.filter(pl.col("stage") == "minhash")["ref_sample_id"].null_count() == 0
-    # exact ran grouped on the cluster (hash shuffle by its key), the row-local stages in map_batches
+    # exact and minhash ran grouped on the cluster (hash shuffles by their keys), the row-local stages in
+    # map_batches
     on_ray = ray.report["stage_stats"]["executor"]["on_ray"]
-    assert on_ray == ["schema", "normalize", "language", "pii", "quality", "length", "exact"]
+    assert on_ray == ["schema", "normalize", "language", "pii", "quality", "length", "exact", "minhash"]
     assert local.report["counts"]["val"] > 0
 
 

@@ -318,6 +318,21 @@ def run(frame: pl.DataFrame, cfg: MinhashSettings, ctx: StageContext) -> StageOu
     sig = signatures(texts, cfg.ngram, cfg.num_perm, cfg.seed)
     rank = keep_order(frame, cfg.keep, frame["content"]).to_numpy()
     ref, score, pairs, component = cluster(texts, sig, cfg, rank)
+    return outcome(frame, cfg, ctx, ref, score, pairs, component)
+
+
+def outcome(
+    frame: pl.DataFrame,
+    cfg: MinhashSettings,
+    ctx: StageContext,
+    ref: np.ndarray,
+    score: np.ndarray,
+    pairs: int,
+    component: np.ndarray,
+) -> StageOutput:
+    """The stage's output from `cluster`'s arrays (positions in `frame`): decisions, split groups in
+    ctx.clusters and the report's numbers. Shared with the Ray executor, which computes the arrays on the
+    cluster."""
     dropped = np.flatnonzero(ref >= 0)
     ids = frame["sample_id"]
     # kept members of one LSH component (similar, under the threshold) must land on one side of the split

@@ -61,6 +61,7 @@ from tunelab.curate import registry, split
 from tunelab.curate.common import StageContext, StageOutput, empty_decisions, empty_signals, with_content
 from tunelab.curate.config import CurateConfig
 from tunelab.curate.dedup_key import dedup_keys
+from tunelab.curate.executors import ray_minhash
 from tunelab.curate.outputs import warehouse_samples
 from tunelab.errors import UserError
 from tunelab.progress import progress
@@ -70,6 +71,8 @@ from tunelab.records.loader import LoadResult, _unify_labels, load_dataset_recor
 ORDER = "_order"
 # stages whose decision for a row depends on that row alone (and the settings): safe on any batch
 ROW_LOCAL = ("schema", "normalize", "language", "pii", "quality", "length")
+# grouping stages whose driver step runs its work on the cluster (executors/ray_minhash.py)
+GROUPED_ON_RAY = ("exact", "minhash")
 INSTALL_HINT = "curate.executor: ray needs the ray extra: pip install 'tunelab[ray]'"
 
 
@@ -504,7 +507,12 @@ def run_stages(
                 for name in names:  # on the driver: the local function on the rows left, in local order
                     started, rows_in = time.perf_counter(), frame.height
                     if name == "exact" and frame.height:  # grouped on the cluster by its key
-                        out = exact_on_ray(frame, curate, ctx, segment, blocks, shard_dir)
+                        # (ray_minhash: only key hash, _order and length are shuffled)
+                        out = ray_minhash.exact_narrow(frame, curate, ctx, blocks)
+                    elif name == "minhash" and frame.height:  # every phase on the cluster
+                        if "content_hash" not in frame.columns:
+                            frame = with_content(frame, ctx.kind)  # as registry.run_stage adds them
+                        out = ray_minhash.minhash_on_ray(frame, curate.minhash, ctx, blocks)
                     else:
                         out = registry.run_stage(name, frame, curate, ctx)
                     all_decisions.append(out.decisions)
@@ -532,7 +540,7 @@ def run_stages(
     ctx.signals = pl.concat(all_signals, how="vertical_relaxed")
     ctx.stats["executor"] = {
         "name": "ray",
-        "on_ray": [n for on_ray, names in segments(curate) for n in names if on_ray or n == "exact"],
+        "on_ray": [n for on_ray, names in segments(curate) for n in names if on_ray or n in GROUPED_ON_RAY],
         "note": "row-local stages' stats: counts summed over batches, other numbers from the first batch",
         # per run of stages: wall time; on Ray also send (driver frame -> object store), run (map_batches),
         # collect (survivors, decisions, signals back to the driver)
