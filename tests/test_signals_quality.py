@@ -84,6 +84,33 @@ def test_truncated_answers_and_korean_endings_that_are_not(tmp_path: Path) -> No
     ]
 
 
+def test_a_quote_closed_by_another_form_is_not_a_cut(tmp_path: Path) -> None:
+    """A straight quote closed by a curly one (or the reverse) read as `unclosed '"'` (new-user pass); any
+    closing form after the sentence end closes it, while a quote left open is still a cut."""
+    fine = [
+        '그는 "정말 좋은 생각이에요.”',
+        '그는 “정말 좋은 생각이에요."',
+        "그는 '정말이다.’",
+        "그는 ‘정말이다.'",
+        "그는 「정말이다.』",
+        '그가 "안녕" 하고 “반가워요."라고 말했어요',
+    ]
+    cut = [
+        '그는 "정말 좋은 생각',
+        "그는 “정말 좋은 생각",
+        '그는 "정말" 그리고 "좋은 생각',
+        "그는 「정말 좋은 생각",
+    ]
+    found = judge(tmp_path, fine + cut)
+    assert reasons(found) == {len(fine) + k: "quality:truncated" for k in range(len(cut))}, found
+    assert [found[len(fine) + k][1] for k in range(len(cut))] == [
+        "response: unclosed '\"'",
+        "response: unclosed '“'",
+        "response: unclosed '\"'",
+        "response: unclosed '「'",
+    ]
+
+
 def test_refusals_and_ai_boilerplate_in_answers_only(tmp_path: Path) -> None:
     responses = [
         "죄송하지만, 저는 그 요청을 도와드릴 수 없습니다.",
@@ -311,7 +338,8 @@ def test_counts_on_shared_datasets(shared_data: Path) -> None:
         path=shared_data / "anthropics__hh-rlhf/harmless-base_test.jsonl.gz", name="h", kind="dpo"
     )
     assert run(hh) == {
-        "quality:truncated": 99,
+        # 98, not 99: hh:1624 quotes an encyclopedia from `"` to `”` and was read as an unclosed quote
+        "quality:truncated": 98,
         "quality:repetition": 6,
         "quality:url_ratio": 4,
         "quality:symbol_ratio": 1,

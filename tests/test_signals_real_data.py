@@ -175,9 +175,10 @@ EXPECTED = {
     },
     # truncated: answers cut mid-sentence (the data's own length cut); repetition: dot runs, `*cough*` x13,
     # a looped list (and one user's `hahaha…` in a prompt); e-mail: six addresses handed out in answers
-    # or prompts; url: answers that are mostly one link; symbol: a masked card number
+    # or prompts; url: answers that are mostly one link; symbol: a masked card number. 98 truncated, not
+    # 99: hh:1624 (read) quotes an encyclopedia from `"` to `”`, a complete answer, not an unclosed quote
     "hh": {
-        ("quality", "quality:truncated", False): 99,
+        ("quality", "quality:truncated", False): 98,
         ("quality", "quality:repetition", False): 6,
         ("schema", "empty:chosen", False): 4,
         ("quality", "quality:url_ratio", False): 4,

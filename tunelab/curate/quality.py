@@ -70,15 +70,17 @@ CLOSERS = ")]}」』》〉”’\"'~^*>`"
 # Korean sentence-final syllables (declarative, interrogative, imperative, casual) and nominal endings used
 # as sentence ends in notes; bare jamo (ㅋ ㅎ ㅠ ㅜ) are chat laughter / tears at the end of a message
 KOREAN_ENDINGS = "다요까죠네지야어아라자게군니세해래냐걸데렴오여용임음함됨슴듯요ㅋㅎㅠㅜㅡ"
+# each opener with the marks that close it: writers mix forms ("…” closes a straight quote with a curly one,
+# 「…』 a corner bracket with a white one, （…) a full-width parenthesis), and a mixed pair is no cut
 BRACKETS = (
-    ("(", ")"),
+    ("(", ")）"),
     ("[", "]"),
     ("{", "}"),
-    ("「", "」"),
-    ("『", "』"),
+    ("「", "」』"),
+    ("『", "』」"),
     ("《", "》"),
     ("〈", "〉"),
-    ("“", "”"),
+    ("“", '”"'),
 )
 # punctuation ordinary prose uses; every other non-letter, non-digit, non-space character is a symbol
 PROSE_PUNCTUATION = ".,!?'\"():;~…·“”‘’「」『』%/-"
@@ -293,11 +295,14 @@ def truncation(texts: pl.Series, min_chars: int) -> pl.Series:
     tail = t.str.extract(f"([^{re.escape(SENTENCE_END)}]*)$", 1).fill_null("")
     last = t.str.slice(-1)
     checks: list[tuple[pl.Expr, pl.Expr]] = []
-    for opener, closer in BRACKETS:
-        unclosed = tail.str.count_matches(re.escape(opener)) > tail.str.count_matches(re.escape(closer))
-        checks.append((unclosed, pl.lit(f"unclosed '{opener}'")))
-    # straight quotes open and close alike: only an odd count over the whole answer says one is open
-    checks.append(((t.str.count_matches('"') % 2) == 1, pl.lit("unclosed '\"'")))
+    for opener, closers in BRACKETS:
+        closed = tail.str.count_matches(f"[{re.escape(closers)}]")
+        checks.append((tail.str.count_matches(re.escape(opener)) > closed, pl.lit(f"unclosed '{opener}'")))
+    # straight quotes open and close alike: only an odd count over the whole answer says one is open, and not
+    # when the curly ones are odd too ("…” : a straight quote closed by a curly one, or “…")
+    straight_open = (t.str.count_matches('"') % 2) == 1
+    curly_paired = (t.str.count_matches("[“”]") % 2) == 0
+    checks.append((straight_open & curly_paired, pl.lit("unclosed '\"'")))
     checks.append((((t.str.count_matches("```") % 2) == 1), pl.lit("unclosed code block")))
     # a doubled mark is a Korean chat ending, not a cut: ";;" (embarrassment), ",," (trailing off)
     doubled = t.str.contains(r"(?:,,|;;|、、|，，)$")
