@@ -12,8 +12,10 @@ Two modes:
 Judge output is untrusted text: a reply with no verdict or score is recorded as `unparsed` (never a crash,
 never a guess). Every answered call is cached on disk under the workspace, keyed by (judge model, template
 hash, rendered prompt, temperature, max_tokens), so a re-run asks only what is missing. Calls are retried
-with backoff (tenacity) on connection errors, timeouts, 429 and 5xx, run in a bounded thread pool, and the
-judge signature (model, endpoint host, template hash, temperature) is stored with every score.
+with backoff (tenacity) on connection errors, timeouts, 408/409/425/429 and 5xx (not 501/505: a server that
+does not implement the request stops the run, like 401/403/404; another 4xx fails its call at once), run in
+a bounded thread pool, and the judge signature (model, endpoint host, template hash, temperature) is
+stored with every score.
 """
 
 from __future__ import annotations
@@ -54,8 +56,15 @@ MAX_REASON_CHARS = 4000
 NO_REFERENCE = "(없음)"
 # statuses worth asking again: the server is busy or failing for now, not refusing the request
 RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
-# statuses that no retry or other prompt fixes: stop the whole run with one line
-FATAL_STATUSES = {401: "the API key was refused", 403: "access denied", 404: "no such endpoint or model"}
+# statuses that no retry or other prompt fixes: stop the whole run with one line. 501/505 are 5xx but say
+# the server does not do what is asked at all, so unlike other 5xx they are not worth a retry
+FATAL_STATUSES = {
+    401: "the API key was refused",
+    403: "access denied",
+    404: "no such endpoint or model",
+    501: "the server does not implement this request",
+    505: "the server does not support this HTTP version",
+}
 
 
 # ------------------------------------------------------------------------------------------- templates
@@ -240,7 +249,11 @@ class RetryableError(Exception):
 
 
 class CallFailed(Exception):
-    """A call that failed for good (retries spent, or a 4xx the request itself caused)."""
+    """A call that failed for good: retries spent, or (refused=True) a 4xx the request itself caused."""
+
+    def __init__(self, message: str, refused: bool = False) -> None:
+        super().__init__(message)
+        self.refused = refused
 
 
 class JudgeCallsFailed(UserError):
@@ -321,7 +334,7 @@ class JudgeClient:
         except self._httpx.TransportError as exc:
             raise RetryableError(f"{type(exc).__name__}: {_one_line(exc)}") from None
         status = response.status_code
-        if status in RETRY_STATUSES or status >= 500:
+        if status in RETRY_STATUSES or (status >= 500 and status not in FATAL_STATUSES):
             raise RetryableError(
                 f"HTTP {status}: {_one_line(response.text, 120)}",
                 _retry_after(response.headers.get("retry-after")),
@@ -332,7 +345,7 @@ class JudgeClient:
                 f"'{self.settings.model}': {_one_line(response.text, 160)}"
             )
         if status >= 400:
-            raise CallFailed(f"HTTP {status}: {_one_line(response.text, 160)}")
+            raise CallFailed(f"HTTP {status}: {_one_line(response.text, 160)}", refused=True)
         try:
             payload = response.json()
             content = payload["choices"][0]["message"]["content"]
@@ -352,7 +365,8 @@ class JudgeClient:
 
     def complete(self, prompt: str) -> str | None:
         """The judge's reply text (None: a response without message text). Raises CallFailed after the
-        retries, UserError when the server refuses the whole run (401/403/404)."""
+        retries or at once on another 4xx (the request itself is refused: asking again changes nothing),
+        UserError when the server refuses the whole run (401/403/404/501/505)."""
         import tenacity
 
         body = {
@@ -431,7 +445,8 @@ def ask_all(
                         exc = future.exception()
                         if isinstance(exc, CallFailed):
                             calls.failed += 1
-                            failed_in_a_row += 1
+                            # a refused request (4xx) says nothing about the server being gone
+                            failed_in_a_row += 0 if exc.refused else 1
                             errors.append(str(exc))
                         elif exc is not None:  # a refused run (UserError) or a bug: stop asking
                             raise exc
