@@ -94,6 +94,50 @@ def test_email_and_ip() -> None:
     assert kinds("999.1.1.1") == []
 
 
+@pytest.mark.parametrize(
+    "text",
+    ["０１０－１２３４－５６７８", "010—1234—5678", "010–1234–5678", "010‐1234‐5678", "010－1234－5678",
+     "０２－１２３－４５６７"],
+)  # fmt: skip
+def test_phones_typed_full_width_or_with_other_dashes(text: str) -> None:
+    """Missed before (new-user pass): an IME's full-width digits and a word processor's dashes."""
+    found = pii.find(f"연락처는 {text}로 주세요")
+    assert [(m.kind, f"연락처는 {text}로 주세요"[m.start : m.end]) for m in found] == [("phone", text)]
+
+
+def test_international_emails_and_values_before_a_particle() -> None:
+    """Korean-domain / IDN addresses and values right before a particle were missed (new-user pass)."""
+    assert kinds("메일 홍길동@회사.한국 으로") == ["email"]
+    assert kinds("메일 user@도메인.kr 로") == ["email"]
+    assert kinds("kim.minsu@naver.com으로 보내 주세요") == ["email"]
+    assert kinds("메일은 lee@daum.net. 확인 부탁") == ["email"]
+    assert kinds("접속 IP 8.8.8.8에서 막혔어요") == ["ip"]
+    assert kinds("예시 주소 홍길동@example.com 으로") == []  # still a placeholder
+    text = "메일 홍길동@회사.한국 으로"
+    masked = pii.mask(text, pii.find(text))
+    assert masked == "메일 <PII:email> 으로"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["버전 1.2.3.4로 업데이트", "버전은 1.2.3.4 입니다", "v 1.2.3.4", "version: 1.2.3.4", "릴리스 1.2.3.4",
+     "1.2.3.4 버전으로 올렸어요", "빌드 1.2.3.4 배포", "1.2.3.4.5 빌드"],
+)  # fmt: skip
+def test_version_numbers_are_not_ip_addresses(text: str) -> None:
+    assert kinds(text) == []
+
+
+def test_full_width_values_are_masked_and_never_in_the_evidence() -> None:
+    value = "０１０－９８７６－５４３２"
+    frame = pl.DataFrame({"sample_id": ["w:0"], "prompt": [f"번호 {value}로 연락"], "response": ["네"]})
+    ctx = StageContext(kind="sft")
+    out = pii.run(frame, PiiSettings(), ctx)
+    assert out.frame["prompt"][0] == "번호 <PII:phone>로 연락"
+    assert out.decisions["evidence"][0] == "masked pii:phone x1 at prompt[3:16]"
+    text = json.dumps([out.decisions.to_dicts(), out.signals.to_dicts(), ctx.stats], ensure_ascii=False)
+    assert value not in text and "9876" not in text and "９８７６" not in text
+
+
 def frame_sft() -> pl.DataFrame:
     return pl.DataFrame(
         {

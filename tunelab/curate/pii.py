@@ -22,10 +22,18 @@ are in docs/curate.md):
   (Korean domestic cards) and the Luhn check. An RRN-valid number is a kr_rrn, not a card.
 - account: Korean bank account layouts (2-6 digit groups joined by dashes, 11-14 digits) only within 20
   characters after a keyword (계좌, 은행, 입금, 송금, 예금주, a bank's name, account) and never a phone or RRN.
-- email: RFC-ish local@domain.tld; example.com/org/net and other documentation domains are placeholders,
-  not people (RFC 2606), and do not match.
+- email: RFC-ish local@domain.tld, internationalised too (RFC 6531: `홍길동@회사.한국`, `user@도메인.kr`, the
+  TLD ASCII, `한국` or punycode); example.com/org/net and other documentation domains are placeholders, not
+  people (RFC 2606), and do not match.
 - ip: IPv4 with octets 0-255 that Python's `ipaddress` calls global (private, loopback, documentation and
-  netmask addresses are nobody's); not after `v`, `version`, `버전` (version numbers like 1.2.3.4).
+  netmask addresses are nobody's); not a version number: never with a fifth dotted number (1.2.3.4.5), not
+  after `v`, `ver`, `version`, `버전`, `릴리스`, `release`, `빌드`, `build`, `패치`, `patch` (a particle or `:`
+  between allowed: `버전은 1.2.3.4`) and not before `버전` / `version` (`1.2.3.4 버전으로`).
+
+Every value may sit right before a Korean particle (`010-1234-5678로`, `kim@naver.com으로`, `8.8.8.8에서`),
+and digits and separators are read in every form people type: full-width digits and signs
+(`０１０－１２３４－５６７８`, `＠`, `．`) and the dashes of word processors and IMEs (`‐ ‑ ‒ – — ― − ﹣`), folded
+one character to one before matching, so spans stay those of the original text.
 """
 
 from __future__ import annotations
@@ -44,7 +52,13 @@ from tunelab.records.fields import LIST_FIELDS, MESSAGE_FIELDS, dtype_of
 
 STAGE = "pii"
 # rows without one of these cannot hold a value of any kind: the Python scan runs on these rows only
-CANDIDATE = r"\d[\d .\-)]{5,}\d|@"
+CANDIDATE = r"\d[\d .\-)‐‑‒–—―−－﹣．]{5,}\d|[@＠]"
+# one character to one (spans stay valid): full-width digits and signs, every dash an IME or word processor
+# types, to the ASCII the patterns are written in
+FOLD = str.maketrans(
+    {**{chr(0xFF10 + d): str(d) for d in range(10)}, **dict.fromkeys(map(ord, "‐‑‒–—―−－﹣"), "-"),
+     "＋": "+", "．": ".", "＠": "@", "（": "(", "）": ")", "\u3000": " "}
+)  # fmt: skip
 
 _DATE = r"(?P<yy>\d{2})(?P<mm>0[1-9]|1[0-2])(?P<dd>0[1-9]|[12]\d|3[01])"
 RRN = re.compile(rf"(?<![\d\-]){_DATE}(?P<sep>[- ]?)(?P<g>[1-8])(?P<rest>\d{{6}})(?![\d\-])")
@@ -63,12 +77,22 @@ ACCOUNT_KEYWORD = re.compile(
     re.IGNORECASE,
 )
 KEYWORD_WINDOW = 20
-EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]{1,64}@(?:[A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,24}(?![\w])")
+# local part and labels in any script (홍길동@회사.한국); the TLD ASCII, 한국 or punycode, and what follows it no
+# more of the domain (a Korean particle may: kim@naver.com으로)
+EMAIL = re.compile(
+    r"(?<![\w.+-])[\w.%+-]{1,64}@(?:[\w-]{1,63}\.)+(?:[A-Za-z]{2,24}|한국|xn--[A-Za-z0-9-]{1,59})"
+    r"(?![A-Za-z0-9-]|\.[\w-])"
+)
 PLACEHOLDER_DOMAINS = re.compile(
     r"@(?:[\w-]+\.)*(?:example\.(?:com|org|net)|example|test|invalid|localhost)$", re.I
 )
-IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w.]|\.\d)")
-VERSION_BEFORE = re.compile(r"(?:\bv|version\s*|버전\s*|ver\.?\s*)$", re.IGNORECASE)
+# a Korean particle may follow (8.8.8.8에서); a fifth dotted number may not (1.2.3.4.5 is a version)
+IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![0-9A-Za-z]|\.[0-9A-Za-z])")
+VERSION_BEFORE = re.compile(
+    r"(?:\bv|\bver(?:sion)?\.?|버전|릴리[스즈]|\brelease|빌드|\bbuild|패치|\bpatch)(?:은|는|이|가|을|를)?[\s:=]*$",
+    re.IGNORECASE,
+)
+VERSION_AFTER = re.compile(r"[\s)]*(?:버전|version|릴리[스즈]|빌드|build)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -134,7 +158,10 @@ def _ips(text: str) -> Iterator[Match]:
             address = ipaddress.IPv4Address(m.group())
         except ValueError:  # an octet above 255, or a leading zero
             continue
-        if address.is_global and not VERSION_BEFORE.search(text, max(0, m.start() - 10), m.start()):
+        version = VERSION_BEFORE.search(text, max(0, m.start() - 14), m.start()) or VERSION_AFTER.match(
+            text, m.end()
+        )
+        if address.is_global and not version:
             yield Match("ip", m.start(), m.end())
 
 
@@ -150,7 +177,9 @@ FINDERS = {
 
 def find(text: str, kinds: tuple[str, ...] = PII_KINDS, rrn_checksum: bool = True) -> list[Match]:
     """Every value of `kinds` in `text`, by start; where two overlap the kind earlier in PII_KINDS wins
-    (an RRN-valid number is not also a card, an account number not also a phone)."""
+    (an RRN-valid number is not also a card, an account number not also a phone). Full-width digits and
+    dash variants are folded first (FOLD: one character to one, so spans are the original's)."""
+    text = text.translate(FOLD)
     taken: list[Match] = []
     for kind in PII_KINDS:
         if kind not in kinds:
