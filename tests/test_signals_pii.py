@@ -204,6 +204,29 @@ def test_conversation_turns_are_masked_in_place() -> None:
     assert out.decisions["evidence"][0] == "masked pii:phone x1 at messages[1][6:19]"
 
 
+def test_a_label_is_masked_or_dropped_like_any_field() -> None:
+    """A label holding a phone number reached train/val and the warehouse unmasked (new-user pass)."""
+    frame = pl.DataFrame(
+        {
+            "sample_id": ["l:0", "l:1"],
+            "prompt": ["연락처를 분류해 줘", "감정을 분류해 줘"],
+            "response": ["네", "네"],
+            "label": ["010-4444-7777", "기쁨"],
+        }
+    )
+    ctx = StageContext(kind="sft")
+    out = pii.run(frame, PiiSettings(), ctx)
+    assert out.frame["label"].to_list() == ["<PII:phone>", "기쁨"]
+    assert out.decisions.select("sample_id", "reason", "evidence").rows() == [
+        ("l:0", "pii:phone", "masked pii:phone x1 at label[0:13]")
+    ]
+    assert "4444" not in json.dumps([out.decisions.to_dicts(), ctx.stats], ensure_ascii=False)
+    dropped = pii.run(frame, PiiSettings(action="drop"), StageContext(kind="sft"))
+    assert dropped.frame["sample_id"].to_list() == ["l:1"]
+    # the warehouse copy of every read row is masked too
+    assert pii.masked(frame, "sft", PiiSettings(action="drop"))["label"].to_list() == ["<PII:phone>", "기쁨"]
+
+
 def test_dpo_and_raft_fields() -> None:
     dpo = pl.DataFrame(
         {"sample_id": ["p:0"], "prompt": ["질문"], "chosen": ["답"], "rejected": ["이메일은 a.b@gmail.com"]}

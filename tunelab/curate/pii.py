@@ -1,5 +1,5 @@
 """Personal-information stage: Korean resident registration numbers, phone numbers, card and bank account
-numbers, e-mail and IP addresses, in every text field (every turn of a conversation).
+numbers, e-mail and IP addresses, in every text field (every turn of a conversation) and the `label`.
 
 `action: mask` (default) writes `<PII:kind>` over each value in the curated text and keeps the row (one
 kept=true decision per row and kind, reason `pii:<kind>`); `action: drop` drops the row (one kept=false
@@ -216,9 +216,29 @@ def masked_quarantine(quarantine: pl.DataFrame, cfg: PiiSettings) -> pl.DataFram
     )
 
 
+# the label is text a row carries into train/val, the warehouse and the balance/split reports: a phone number
+# written as a label ("연락처: 010-…" as a class) is masked or dropped like one in the prompt
+LABEL_ORDER = 1_000_000_000  # after every canonical field in long_texts' order
+
+
+def with_label(texts: pl.DataFrame, frame: pl.DataFrame) -> pl.DataFrame:
+    """long_texts(frame) plus one line per row for a string `label`."""
+    if "label" not in frame.columns or frame.schema["label"] != pl.String:
+        return texts
+    labels = frame.select(
+        pl.int_range(pl.len(), dtype=pl.UInt32).alias("row"),
+        pl.lit(LABEL_ORDER, dtype=pl.Int32).alias("order"),
+        pl.lit("label").alias("field"),
+        pl.lit("label").alias("base"),
+        pl.lit(None, dtype=pl.String).alias("role"),
+        pl.col("label").alias("text"),
+    ).filter(pl.col("text").is_not_null())
+    return pl.concat([texts, labels]).sort("row", "order")
+
+
 def scan(frame: pl.DataFrame, kind: str, cfg: PiiSettings) -> tuple[pl.DataFrame, list[list[Match]]]:
-    """(the candidate texts of long_texts with a match, their matches)."""
-    texts = long_texts(frame, kind)
+    """(the candidate texts of long_texts and the label with a match, their matches)."""
+    texts = with_label(long_texts(frame, kind), frame)
     candidates = texts.filter(pl.col("text").str.contains(CANDIDATE))
     kinds = tuple(cfg.kinds)
     all_matches = [find(text, kinds, cfg.rrn_checksum) for text in candidates["text"].to_list()]
