@@ -92,6 +92,26 @@ def test_hangul_ratio_floor_and_code_blocks() -> None:
     assert dropped(run(sft((mostly_english, "네")), min_hangul_ratio=0.0)) == {}
 
 
+def test_korean_wrapped_in_html_is_korean() -> None:
+    """Tags and their attributes are no letters (new-user pass: a Korean greeting in a styled <div> read as
+    English with hangul_ratio 0.08 and was dropped by `allow: [ko]`); a comparison is no tag."""
+    answers = (
+        "<p>안녕하세요 반갑습니다</p>",
+        '<div class="greeting-container"><span style="font-weight:bold">안녕하세요</span></div>',
+        "<style>body { font-family: sans-serif; }</style><p>반갑습니다 여러분</p>",
+        "안녕하세요&nbsp;여러분<br/>반갑습니다<!-- greeting template v2 -->",
+    )
+    out = run(
+        sft(*((f"인사말 {i}번 알려줘", a) for i, a in enumerate(answers))), allow=["ko"], min_hangul_ratio=0.3
+    )
+    assert dropped(out) == {}
+    ratios = out.signals.filter((pl.col("field") == "response") & (pl.col("signal") == "hangul_ratio"))
+    assert ratios["value"].to_list() == [1.0] * len(answers)
+    assert language.languages_of(answers) == ["ko"] * len(answers)
+    # `<` and `>` of a comparison keep their letters
+    assert language.languages_of(["3 < 5 and 7 > 2 is true"]) == ["en"]
+
+
 def test_the_hangul_floor_is_off_by_default_korean_developer_questions_stay() -> None:
     """Ordinary Korean tech questions are mostly Latin letters (found by the new-user pass): by default only
     the language itself decides, and these are Korean."""
@@ -238,4 +258,6 @@ def test_shared_datasets_language_counts() -> None:
     )
     found = dropped(run(frame))
     reasons = pl.Series([r for r, _ in found.values()]).value_counts()
-    assert dict(reasons.iter_rows()) == {"lang:en": 235}  # of 252; the rest: < 5 letters or no Korean prompt
+    # of 252; the rest: < 5 letters or no Korean prompt. 234, not 235: User_oriented_task_242 answers "HTML
+    # for adding an image" with `<img src="url" alt="alternatetext">`, markup and no English (read)
+    assert dict(reasons.iter_rows()) == {"lang:en": 234}

@@ -166,10 +166,11 @@ EXPECTED = {
         ("pii", "pii:phone", True): 3,
     },
     # Korean instructions with the English reference outputs (MANIFEST): a Korean prompt answered in English
-    # is a finding; the 11 rows kept have answers under 5 letters (`True`, `Spam`, `#DB7093`); url/symbol
-    # ratios flag four link lists the instructions asked for and a sudoku grid
+    # is a finding; the 12 rows kept have answers under 5 letters (`True`, `Spam`, `#DB7093`) or markup alone
+    # (`<img src="url" alt="alternatetext">`: no English, read; it was a 236th lang:en while tags counted as
+    # letters); url/symbol ratios flag four link lists the instructions asked for and a sudoku grid
     "kullm": {
-        ("language", "lang:en", False): 236,
+        ("language", "lang:en", False): 235,
         ("quality", "quality:url_ratio", False): 4,
         ("quality", "quality:symbol_ratio", False): 1,
     },
