@@ -83,6 +83,7 @@ def _summary_table(result: CurationResult, title: str) -> Table:
 class Executor(StrEnum):
     local = "local"
     ray = "ray"
+    stream = "stream"
 
 
 def _with_executor(recipe: Recipe, executor: Executor | None, address: str | None) -> None:

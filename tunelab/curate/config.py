@@ -329,7 +329,10 @@ class CurateConfig(Strict):
     max_quarantine_ratio: float = Field(0.05, ge=0.0, le=1.0)
     # where the stages run: this process, or a Ray cluster (curate/executors/ray.py; same decisions either
     # way). Neither key is part of the data version: the same data curated on either executor is one version.
-    executor: Literal["local", "ray"] = "local"
+    executor: Literal["local", "ray", "stream"] = "local"
+    # executor stream (curate/executors/streaming.py): rows read, curated and written per batch of this many;
+    # like the executor keys, not part of the data version (the same data in any batch size is one version)
+    stream_batch_rows: int = Field(100_000, ge=1)
     # ray.init's address: auto (the cluster this machine belongs to), HOST:PORT or ray://HOST:PORT
     ray_address: str = "auto"
 

@@ -26,6 +26,7 @@ from tunelab.curate import decontaminate, normalize, pii, registry, split
 from tunelab.curate.common import StageContext, empty_signals, with_content
 from tunelab.curate.config import CurateConfig
 from tunelab.curate.executors import ray as ray_executor
+from tunelab.curate.executors import streaming as stream_executor
 from tunelab.curate.outputs import finish_interrupted, write_outputs
 from tunelab.curate.report import build_report
 from tunelab.curate.result import CurationResult
@@ -130,7 +131,9 @@ def data_version(survivors: pl.DataFrame, dataset: DatasetConfig, curate: Curate
         "dataset": dataset.model_dump(mode="json", exclude={"path"}),
         # where the stages ran is not the data: local and Ray give one version (and versions made before
         # the executor keys existed stay the same)
-        "curate": curate.model_dump(mode="json", by_alias=True, exclude={"executor", "ray_address"}),
+        "curate": curate.model_dump(
+            mode="json", by_alias=True, exclude={"executor", "ray_address", "stream_batch_rows"}
+        ),
     }
     digest.update(json.dumps(settings, sort_keys=True, ensure_ascii=False).encode("utf-8"))
     return digest.hexdigest()
@@ -259,17 +262,22 @@ def curate_dataset(
         ws.ensure_writable()  # one line now, not a traceback after the whole run
         for curation_id, note in finish_interrupted(ws):
             print(f"note: curation {curation_id}: {note}", file=sys.stderr)
-    runner = samples_writer = None
-    if curate.executor == "ray":  # sharded reading and the stages on the cluster (curate/executors/ray.py)
-        loaded, runner, samples_writer = ray_executor.prepare(dataset, curate, show_progress)
-    else:
-        loaded = load_dataset_records(dataset)
     eval_rows = None
     if "decontaminate" in curate.stages:
         if eval_texts is not None:
             eval_rows = (list(eval_texts), [], [f"eval:{i}" for i in range(len(eval_texts))])
         else:
             eval_rows = eval_content(curate, eval_set, dataset.kind)
+    if curate.executor == "stream":  # batches from the source, bounded memory (curate/executors/streaming.py)
+        return stream_executor.curate_stream(
+            dataset, curate, ws, eval_rows, write, show_progress,
+            version=data_version, new_id=new_curation_id, output_meta=OUTPUT_META,
+        )  # fmt: skip
+    runner = samples_writer = None
+    if curate.executor == "ray":  # sharded reading and the stages on the cluster (curate/executors/ray.py)
+        loaded, runner, samples_writer = ray_executor.prepare(dataset, curate, show_progress)
+    else:
+        loaded = load_dataset_records(dataset)
     result = curate_frame(
         loaded.frame,
         loaded.quarantine,

@@ -185,10 +185,13 @@ def _plural(n: int, word: str) -> str:
 # ---------------------------------------------------------------- loading
 
 
-def load_dataset_records(cfg: DatasetConfig, *, fast: bool = True) -> LoadResult:
+def load_dataset_records(cfg: DatasetConfig, *, fast: bool = True, check_fields: bool = True) -> LoadResult:
     """Read `cfg.path` into canonical columns for `cfg.kind`; malformed records go to the quarantine.
 
-    `fast=False` skips the polars fast path (fastpath.py); the result is the same either way."""
+    `fast=False` skips the polars fast path (fastpath.py); the result is the same either way.
+    `check_fields=False` skips the "mapped column is in no record" check: a reader that loads a file in
+    batches (curate/executors/streaming.py) checks its first batch only, since a later batch may lack a
+    column that earlier ones had."""
     path = Path(cfg.path)
     kind = cfg.kind
     plain = cfg.source_fields()
@@ -207,7 +210,7 @@ def load_dataset_records(cfg: DatasetConfig, *, fast: bool = True) -> LoadResult
         mapped["dataset.id_field"] = cfg.id_field
     nested = {k: v for k, v in plain.items() if any(ch in v for ch in ".[")}
     if fast and not (derived or nested or cfg.records) and cfg.format in ("auto", "jsonl"):
-        fast = _load_fast(path, cfg, plain, label_source, mapped)
+        fast = _load_fast(path, cfg, plain, label_source, mapped if check_fields else {})
         if fast is not None:
             return fast
     columns: dict[str, list[Any]] = {name: [] for name in frame_schema(kind)}
@@ -279,7 +282,7 @@ def load_dataset_records(cfg: DatasetConfig, *, fast: bool = True) -> LoadResult
     if read == 0:
         what = f"{len(files)} files" if many else "the file"
         raise UserError(f"{path}: no records: {what} is empty or holds only blank lines")
-    for where, source in mapped.items():
+    for where, source in mapped.items() if check_fields else ():
         if read > len(quarantine["error"]) and source.split(".")[0].split("[")[0] not in seen_columns:
             have = ", ".join(sorted(seen_columns)[:12])
             raise UserError(f"{path}: {where}: column {source!r} is in no record (columns: {have})")
