@@ -34,6 +34,7 @@ COMPONENT_COMMANDS = (
     "tunelab.dashboards.commands",
     "tunelab.doctor.commands",
     "tunelab.raft.commands",
+    "tunelab.serve.commands",
 )
 
 
