@@ -5,6 +5,7 @@ The evaluation and the baseline are in the URL (`/runs?eval=eval-…&baseline=sf
 link opens the same comparison.
 """
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,9 @@ from tunelab.evaluate import stats
 from tunelab.evaluate.compare import SCALE
 
 MISSING = "—"
+# evaluations stored before models without shared prompts were skipped carry NaN deltas (n = 0): shown as
+# MISSING with this reason, never as "+nan"
+NOT_A_NUMBER = "n/a: stored as NaN (the models share no prompt, n = 0; re-score with `tunelab score`)"
 # loss curves: one panel per run from this many runs on (overlaid lines of 5+ runs are unreadable)
 SMALL_MULTIPLES_FROM = 4
 
@@ -80,12 +84,17 @@ def delta_against(
     return None
 
 
+def number(value: float | None) -> bool:
+    """A value to print: neither missing nor NaN."""
+    return value is not None and not math.isnan(value)
+
+
 def signed(value: float | None, digits: int = 4) -> str:
-    return MISSING if value is None else f"{value:+.{digits}f}"
+    return f"{value:+.{digits}f}" if number(value) else MISSING
 
 
 def plain(value: float | None, digits: int = 4) -> str:
-    return MISSING if value is None else f"{value:.{digits}f}"
+    return f"{value:.{digits}f}" if number(value) else MISSING
 
 
 def comparison_section() -> None:
@@ -137,26 +146,28 @@ def comparison_section() -> None:
             "value": plain(r["value"]),
             "95 % interval": MISSING if r["ci_low"] is None else f"[{r['ci_low']:.4f}, {r['ci_high']:.4f}]",
             f"Δ vs {baseline}": signed(d.get("delta")),
-            "Δ 95 % interval": MISSING if d.get("ci_low") is None else f"[{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]",
+            "Δ 95 % interval": f"[{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]" if number(d.get("ci_low")) else MISSING,
             "p": plain(d.get("p_value")),
-            "significant": MISSING if d.get("p_value") is None else ("yes" if d["significant"] else "no"),
-            "%": MISSING if d.get("delta_pct") is None else f"{d['delta_pct']:+.1f} %",
+            "significant": ("yes" if d["significant"] else "no") if number(d.get("p_value")) else MISSING,
+            "%": f"{d['delta_pct']:+.1f} %" if number(d.get("delta_pct")) else MISSING,
             "n": MISSING if (d.get("n") or r["n"]) is None else str(d.get("n") or r["n"]),
-            "source": d.get("source", MISSING),
+            "source": NOT_A_NUMBER if d and not number(d.get("delta")) else d.get("source", MISSING),
         })  # fmt: skip
-        if d.get("source") == "computed here" and d.get("p_value") is not None:
+        if d.get("source") == "computed here" and number(d.get("p_value")):
             lines.append((r["metric"], r["model"], baseline, d))
     st.markdown(f"**Each model against {safetext.text(baseline)}**")
     st.dataframe(pl.DataFrame(lead), hide_index=True, key="lead_table")
     st.caption(
         "— : not computed (a corpus BLEU/chrF pair `tunelab evaluate` did not store, or no per-sample "
-        "scores). source: stored by evaluate/score, reversed from the stored opposite pair, or computed here "
+        "scores), or stored as NaN by an older tunelab (source says so). source: stored by evaluate/score, reversed from the stored opposite pair, or computed here "
         "with the same paired bootstrap and test."
     )
 
     pairs = q(queries.deltas, db, eval_id)
     significance = [
-        (r["metric"], r["model"], r["baseline"], r) for r in pairs.to_dicts() if r["p_value"] is not None
+        (r["metric"], r["model"], r["baseline"], r)
+        for r in pairs.to_dicts()
+        if number(r["p_value"]) and number(r["delta"])
     ] + lines
 
     def in_words(rows: list) -> str:
@@ -211,15 +222,21 @@ def comparison_section() -> None:
         if pairs.height:
             shown = pairs.with_columns(
                 (pl.col("model") + " − " + pl.col("baseline")).alias("comparison"),
-                pl.when(pl.col("significant")).then(pl.lit("yes")).otherwise(pl.lit("no")).alias("p < 0.05"),
+                pl.when(pl.col("delta").is_nan() | pl.col("p_value").is_nan())
+                .then(pl.lit(NOT_A_NUMBER))
+                .when(pl.col("significant"))
+                .then(pl.lit("yes"))
+                .otherwise(pl.lit("no"))
+                .alias("p < 0.05"),
                 pl.col("delta_pct")
+                .fill_nan(None)
                 .map_elements(lambda v: f"{v:+.1f} %", return_dtype=pl.Utf8, skip_nulls=True)
                 .fill_null(MISSING)
                 .alias("% (meaningful base only)"),
             ).select(
                 "metric", "comparison", "delta", "ci_low", "ci_high", "p_value", "p < 0.05",
                 "% (meaningful base only)", "n",
-            )  # fmt: skip
+            ).with_columns(pl.col("delta", "ci_low", "ci_high", "p_value").fill_nan(None))  # fmt: skip
             st.dataframe(
                 shown,
                 hide_index=True,
