@@ -13,6 +13,13 @@ Per size it prints: local wall and per-stage seconds; Ray wall split into connec
 file + frames to the driver), each run of stages (on Ray: send = frame to the object store, run =
 map_batches, collect = survivors/decisions/signals back; on the driver: the local stage functions), and
 the rest (accounting, report); and whether both produced the same decisions (they must).
+
+`--grouped` (default on) also times the grouping stages alone on the same rows, same process, after the
+row-local stages would have run (the loaded frame with its content columns and a gapped `_order`):
+minhash as the local stage / the old Ray path ran it (`minhash.run` in one process: the driver version is
+exactly this call) against `ray_minhash.minhash_on_ray` (every phase on the cluster: per-phase wall time,
+components rounds, bytes shuffled per row), and exact as `exact.run`, the whole-row Ray Data shuffle
+(`ray.exact_on_ray`) and the narrow shuffle (`ray_minhash.exact_narrow`); all must give the same decisions.
 """
 
 from __future__ import annotations
@@ -28,12 +35,17 @@ import tempfile
 import time
 from pathlib import Path
 
+import polars as pl
 from curate_scale import write_corpus
 
+from tunelab.curate import exact, minhash
+from tunelab.curate.common import StageContext, with_content
 from tunelab.curate.config import CurateConfig
 from tunelab.curate.executors import ray as ray_executor
+from tunelab.curate.executors import ray_minhash
 from tunelab.curate.pipeline import curate_dataset
 from tunelab.records.config import DatasetConfig
+from tunelab.records.loader import load_dataset_records
 
 STAGES = [
     "schema",
@@ -148,6 +160,56 @@ def one_size(rows: int, files: int, address: str, tmp: Path) -> dict:
     }
 
 
+def grouped_stages(rows: int, files: int, tmp: Path) -> dict:
+    """minhash and exact alone, local vs on the cluster, on the same frame in the same process."""
+    data = tmp / f"grouped-{rows}.jsonl"
+    write_corpus(data, rows)
+    frame = load_dataset_records(DatasetConfig(path=data, name="scale", kind="sft")).frame
+    data.unlink()
+    # `_order` with gaps, as after row-local stages that dropped rows
+    frame = with_content(frame, "sft").with_columns(_order=pl.int_range(pl.len(), dtype=pl.Int64) * 2)
+    curate = CurateConfig.model_validate({"exact": {"key": {}}})
+    out: dict = {"rows": frame.height, "blocks": files}
+    # warm-up on 2k rows: the workers import tunelab once, outside the timings
+    ray_minhash.minhash_on_ray(frame.head(2000), curate.minhash, StageContext(), files)
+    ray_minhash.exact_narrow(frame.head(2000), curate, StageContext(), files)
+
+    clock = time.perf_counter()
+    local_ctx = StageContext()
+    local = minhash.run(frame, curate.minhash, local_ctx)
+    out["minhash_local_s"] = round(time.perf_counter() - clock, 2)
+    clock = time.perf_counter()
+    ray_ctx = StageContext()
+    on_ray = ray_minhash.minhash_on_ray(frame, curate.minhash, ray_ctx, files)
+    out["minhash_ray_s"] = round(time.perf_counter() - clock, 2)
+    info = ray_ctx.stats["minhash"].pop("ray")
+    out["minhash_ray"] = info
+    out["minhash_shuffled_bytes_per_row"] = {
+        k: round(v / frame.height, 1) for k, v in info["shuffled_bytes"].items()
+    }
+    out["minhash_same"] = (
+        on_ray.decisions.equals(local.decisions)
+        and ray_ctx.clusters == local_ctx.clusters
+        and ray_ctx.stats == local_ctx.stats
+    )
+    out["minhash_stats"] = local_ctx.stats["minhash"]
+
+    clock = time.perf_counter()
+    local = exact.run(frame, curate.exact, StageContext())
+    out["exact_local_s"] = round(time.perf_counter() - clock, 2)
+    with tempfile.TemporaryDirectory(prefix="tlex", dir=tmp) as shard_dir:
+        clock = time.perf_counter()
+        whole = ray_executor.exact_on_ray(frame, curate, StageContext(), 0, files, Path(shard_dir))
+        out["exact_ray_whole_rows_s"] = round(time.perf_counter() - clock, 2)
+    clock = time.perf_counter()
+    narrow = ray_minhash.exact_narrow(frame, curate, StageContext(), files)
+    out["exact_ray_narrow_s"] = round(time.perf_counter() - clock, 2)
+    out["exact_whole_row_bytes"] = round(frame.to_arrow().nbytes / frame.height, 1)
+    out["exact_narrow_row_bytes"] = 24
+    out["exact_same"] = narrow.decisions.equals(local.decisions) and whole.decisions.equals(local.decisions)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", default="100000,1000000")
@@ -155,6 +217,7 @@ def main() -> None:
     parser.add_argument("--num-cpus", type=int, default=2)
     parser.add_argument("--address", default=None, help="an existing cluster (else one is started here)")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--grouped", default="on", choices=["on", "off", "only"])
     args = parser.parse_args()
     results: dict = {"cpus_here": os.cpu_count(), "sizes": []}
     with tempfile.TemporaryDirectory(prefix="tlrb") as tmp:
@@ -171,6 +234,12 @@ def main() -> None:
             results["connect_s"] = round(time.perf_counter() - started, 2)
             print(f"ray.init(address): {results['connect_s']:.1f}s", flush=True)
             for rows in (int(r) for r in args.rows.split(",")):
+                if args.grouped != "off":
+                    found = grouped_stages(rows, args.files, Path(tmp))
+                    results.setdefault("grouped", []).append(found)
+                    print(json.dumps(found, indent=1), flush=True)
+                if args.grouped == "only":
+                    continue
                 found = one_size(rows, args.files, address, Path(tmp))
                 results["sizes"].append(found)
                 print(json.dumps(found, indent=1), flush=True)

@@ -12,18 +12,19 @@ What runs where, and why:
   per-batch logic is one function that both executors call. A run of consecutive row-local stages is one
   map_batches pass. Each batch writes its decisions, signals and per-stage counts as Parquet/JSON shards
   named by (segment, stage, first row), read back in that order: the same order the local loop produces.
-- **exact** is grouped on the cluster: `map_batches` adds the content columns and the partition of each
-  row's key hash, a Ray Data hash shuffle (`groupby(partition)`) brings every copy of a key together, and
-  `map_groups` calls exact's own `run` on each partition sorted by `_order`: a key's copies are all in one
-  partition, in local order, so the representative, ref_sample_id and evidence are the local ones.
-- **Other grouping stages** (pairs, minhash, semantic, decontaminate, balance, split, and length with a
+- **exact** and **minhash** are grouped on the cluster (executors/ray_minhash.py): exact shuffles only
+  (key hash, `_order`, length), 24 bytes a row, and resolves each key's representative per partition;
+  minhash computes signatures and band keys per block with the global scheme, shuffles band keys into
+  star edges, finds connected components by large-star / small-star rounds and verifies each component
+  with the local keep rule (`minhash.greedy_component`). Same representatives, ref_sample_id, scores and
+  split groups as local. (`exact_on_ray` below, the whole-row Ray Data shuffle it replaced, is kept for
+  benchmarks/ray_bench.py's comparison.)
+- **Other grouping stages** (pairs, semantic, decontaminate, balance, split, and length with a
   tokenizer, which may be built from all texts) run on the driver with the stage's own `run` on the rows
   that are left. This is exact by construction (the local function on the same rows in the same order),
-  and it is where this executor stops scaling: the surviving rows must fit the driver. The distributed
-  versions (band-key grouping for minhash, large-star/small-star connected components) are the plan in
-  docs/scale.md, not built;
-  minhash's keep order (greedy over LSH components in rank order) and split's seeded walk over groups in
-  first-appearance order both depend on the global row order, which is why a driver step holds `_order`.
+  and it is where this executor stops scaling: the surviving rows must fit the driver. Split's seeded walk
+  over groups in first-appearance order depends on the global row order, which is why a driver step
+  holds `_order`.
 - **Outputs**: the curation folder is written as locally (curate/outputs.py); the warehouse's samples
   (every read row, normalised, personal information masked, hashed: the largest table) are computed by
   `outputs.warehouse_samples` in `map_batches` and written as Parquet shards, which DuckDB reads by their

@@ -2,8 +2,9 @@
 
 MinHash, as the local stage computes it (tunelab/curate/minhash.py), in five cluster phases:
 
-1. **Scheme**: one task per block sums its dedup keys' lengths; the global mean picks OPH or true
-   permutations once (`minhash.scheme_for`), as the local stage picks it over all its texts.
+1. **Keys and scheme**: one task per block computes its dedup keys (left in the object store for phase 2)
+   and sums their lengths; the global mean picks OPH or true permutations once (`minhash.scheme_for`), as
+   the local stage picks it over all its texts.
 2. **Signatures and band keys**: one task per block calls `minhash.signatures(scheme=)` and
    `minhash.band_keys` (the local functions; a row's keys depend on its signature alone) and returns its
    (band key, `_order`) rows already cut into P hash partitions by key: the map side of a hash shuffle.
@@ -70,17 +71,20 @@ def _split_by(values: np.ndarray, rows: np.ndarray, parts: int) -> list[np.ndarr
 # ---------------------------------------------------------------- MinHash: phases 1-3
 
 
-def key_chars(block: pl.DataFrame, cfg: MinhashSettings) -> tuple[int, int]:
-    """(rows, total dedup-key characters) of one block: the scheme's cheap global aggregate."""
+def key_block(block: pl.DataFrame, cfg: MinhashSettings) -> tuple[list[str], tuple[int, int]]:
+    """One block's dedup keys (kept in the object store for the signature pass) and (rows, total key
+    characters): the scheme's cheap global aggregate."""
     keys = dedup_keys(block["content"], cfg.key)
-    return len(keys), sum(len(k) for k in keys)
+    return keys, (len(keys), sum(len(k) for k in keys))
 
 
-def band_rows(block: pl.DataFrame, cfg: MinhashSettings, scheme: str, parts: int) -> list[Any]:
-    """Signatures and band keys of one block (the local functions, the global scheme), as P pieces of
-    (key, _order) rows partitioned by key; the last return value is the bytes this task sends."""
+def band_rows(
+    block: pl.DataFrame, texts: list[str], cfg: MinhashSettings, scheme: str, parts: int
+) -> list[Any]:
+    """Signatures and band keys of one block's dedup keys `texts` (the local functions, the global scheme),
+    as P pieces of (key, _order) rows partitioned by key; the last return value is the bytes this task
+    sends."""
     bands, rows = minhash.band_params(cfg.threshold, cfg.num_perm)
-    texts = dedup_keys(block["content"], cfg.key)
     sig = minhash.signatures(texts, cfg.ngram, cfg.num_perm, cfg.seed, scheme=scheme)
     keys = minhash.band_keys(sig, bands, rows, cfg.seed).reshape(-1)  # band-major: row k is keys[b*n + k]
     orders = np.tile(block[ORDER].to_numpy().astype(np.int64), bands)
@@ -255,14 +259,16 @@ def minhash_on_ray(frame: pl.DataFrame, cfg: MinhashSettings, ctx: StageContext,
     size = -(-frame.height // blocks)
     narrow = frame.select(ORDER, "content")
     block_refs = [ray.put(narrow.slice(k, size)) for k in range(0, frame.height, size)]
-    counted = ray.get([ray.remote(key_chars).remote(b, cfg) for b in block_refs])
+    orders_only = [ray.put(frame.select(ORDER).slice(k, size)) for k in range(0, frame.height, size)]
+    keyed_blocks = [ray.remote(key_block).options(num_returns=2).remote(b, cfg) for b in block_refs]
+    counted = ray.get([k[1] for k in keyed_blocks])
     docs, chars = sum(c[0] for c in counted), sum(c[1] for c in counted)
     scheme = minhash.scheme_for(chars, docs, cfg.num_perm)
-    phases["scheme_s"] = time.perf_counter() - clock
+    phases["keys_scheme_s"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
     band = ray.remote(band_rows).options(num_returns=parts + 1)
-    keyed = [band.remote(b, cfg, scheme, parts) for b in block_refs]
+    keyed = [band.remote(b, k[0], cfg, scheme, parts) for b, k in zip(orders_only, keyed_blocks, strict=True)]
     band_bytes = sum(ray.get([k[parts] for k in keyed]))
     phases["signatures_band_keys_s"] = time.perf_counter() - clock
 
