@@ -62,7 +62,7 @@ from tunelab.curate import registry, split
 from tunelab.curate.common import StageContext, StageOutput, empty_decisions, empty_signals, with_content
 from tunelab.curate.config import CurateConfig
 from tunelab.curate.dedup_key import dedup_keys
-from tunelab.curate.executors import ray_minhash
+from tunelab.curate.executors import ray_groups, ray_minhash
 from tunelab.curate.outputs import warehouse_samples
 from tunelab.errors import UserError
 from tunelab.progress import progress
@@ -514,6 +514,8 @@ def run_stages(
                         if "content_hash" not in frame.columns:
                             frame = with_content(frame, ctx.kind)  # as registry.run_stage adds them
                         out = ray_minhash.minhash_on_ray(frame, curate.minhash, ctx, blocks)
+                    elif name in ray_groups.GROUPED and frame.height:  # narrow columns on the driver
+                        out = ray_groups.run_grouped(name, frame, curate, ctx, blocks)
                     else:
                         out = registry.run_stage(name, frame, curate, ctx)
                     all_decisions.append(out.decisions)
@@ -542,6 +544,8 @@ def run_stages(
     ctx.stats["executor"] = {
         "name": "ray",
         "on_ray": [n for on_ray, names in segments(curate) for n in names if on_ray or n in GROUPED_ON_RAY],
+        # semantic (embeddings in an actor pool), balance and split (narrow columns): executors/ray_groups.py
+        "grouped_on_ray": [n for n in curate.stages if n in ray_groups.GROUPED],
         "note": "row-local stages' stats: counts summed over batches, other numbers from the first batch",
         # per run of stages: wall time; on Ray also send (driver frame -> object store), run (map_batches),
         # collect (survivors, decisions, signals back to the driver)

@@ -1,0 +1,170 @@
+"""semantic, balance and split on a real Ray cluster (executors/ray_groups.py) give the local decisions.
+
+semantic: embeddings from an actor pool, each in a fresh workspace so both executors really embed (and
+write the same cache). balance + split: the driver decides on narrow columns only (recorded in
+ray_groups.DRIVER_FRAMES), the rows and the '#dup' copies are joined back on the cluster. Uses the
+session's cluster (`ray_address` in conftest.py); skipped without the ray extra.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from tunelab.curate.config import CurateConfig
+from tunelab.curate.pipeline import curate_dataset
+from tunelab.raft import build
+from tunelab.recipe import load_recipe
+from tunelab.records.config import DatasetConfig
+from tunelab.workspace import Workspace
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "tunelab" / "demo"
+
+
+def _shards(lines: list[str], folder: Path, parts: int) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    size = -(-len(lines) // parts)
+    for k in range(parts):
+        (folder / f"part-{k}.jsonl").write_text("".join(lines[k * size : (k + 1) * size]), encoding="utf-8")
+    return folder / "part-*.jsonl"
+
+
+def _both(dataset: DatasetConfig, curate: CurateConfig, address: str, tmp: Path):  # noqa: ANN202
+    """Local, then Ray, each in its own workspace (own embedding cache)."""
+    local = curate_dataset(dataset, curate, Workspace(tmp / "ws-local"), write=False, show_progress=False)
+    on_ray = curate.model_copy(update={"executor": "ray", "ray_address": address})
+    ray = curate_dataset(dataset, on_ray, Workspace(tmp / "ws-ray"), write=False, show_progress=False)
+    return local, ray
+
+
+def _assert_same(local, ray) -> None:  # noqa: ANN001 (two CurationResults)
+    assert ray.decisions.equals(local.decisions)  # ids, reasons, ref_sample_id, scores, evidence, order
+    assert ray.train.equals(local.train)
+    assert ray.val.equals(local.val)
+    assert ray.data_version == local.data_version
+
+
+def test_semantic_embeds_in_an_actor_pool_with_the_local_decisions(ray_address: str, tmp_path: Path) -> None:
+    from tunelab.curate.executors import ray_groups
+    from tunelab.embeddings.loader import cache_path
+
+    recipe = load_recipe(DEMO / "recipe.yaml")
+    lines = (DEMO / "sft.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+    dataset = recipe.dataset.model_copy(update={"path": _shards(lines, tmp_path / "demo", 2)})
+    curate = recipe.curate.model_copy(update={"stages": ["schema", "normalize", "length", "semantic"]})
+    local, ray = _both(dataset, curate, ray_address, tmp_path)
+    _assert_same(local, ray)
+    dropped = local.decisions.filter(pl.col("stage") == "semantic")
+    assert dropped.height >= 5 and dropped["score"].min() >= curate.semantic.threshold
+    assert ray.report["stage_stats"]["executor"]["grouped_on_ray"] == ["semantic"]
+    seen = ray_groups.DRIVER_FRAMES["semantic"]
+    # every text was embedded by the actors (fresh cache); the driver got keys and lengths, no text
+    assert seen["cached"] == 0 and seen["embedded"] > 300
+    assert seen["columns"] == ["_order", "_key", "_len"]
+    # the actors' vectors are the local ones bit for bit: the same cache file, key for key
+    files = [cache_path(tmp_path / w / "cache" / "embeddings", "use-v3", 512) for w in ("ws-local", "ws-ray")]
+    stored = [np.load(f) for f in files]
+    assert np.array_equal(stored[0]["keys"], stored[1]["keys"])
+    assert np.array_equal(stored[0]["vectors"], stored[1]["vectors"])
+    # a second run reads the cache: nothing is embedded, the decisions stay
+    again = curate_dataset(
+        dataset, curate.model_copy(update={"executor": "ray", "ray_address": ray_address}),
+        Workspace(tmp_path / "ws-ray"), write=False, show_progress=False,
+    )  # fmt: skip
+    assert ray_groups.DRIVER_FRAMES["semantic"]["embedded"] == 0
+    assert again.decisions.equals(local.decisions)
+
+
+def _labelled_rows(n: int) -> list[str]:
+    """SFT rows with three unequal labels (a: 60 %, b: 30 %, c: 10 %) and wide text the driver must not get."""
+    rows = []
+    for i in range(n):
+        label = "a" if i % 10 < 6 else ("b" if i % 10 < 9 else "c")
+        rows.append({"instruction": f"질문 {i}: 이 문장은 몇 번째인가요?", "output": f"{i}번째 답입니다. " * 8,
+                     "label": label})  # fmt: skip
+    return [json.dumps(r, ensure_ascii=False) + "\n" for r in rows]
+
+
+def test_balance_oversampling_and_stratified_split_decide_on_narrow_columns(
+    ray_address: str, tmp_path: Path
+) -> None:
+    from tunelab.curate.executors import ray_groups
+
+    glob = _shards(_labelled_rows(300), tmp_path / "labelled", 3)
+    dataset = DatasetConfig(path=glob, name="lab", kind="sft")
+    curate = CurateConfig.model_validate(
+        {
+            "stages": ["schema", "normalize", "balance", "split"],
+            # 180 a capped at 100 (80 drops); 90 b and 30 c topped up to 100 with 10 + 70 '#dup' copies
+            "balance": {"label": "label", "max_per_label": 100, "oversample": True, "seed": 3},
+            "split": {"val_ratio": 0.2, "stratify": "label", "seed": 5},
+        }
+    )
+    local, ray = _both(dataset, curate, ray_address, tmp_path)
+    _assert_same(local, ray)
+    copies = local.decisions.filter(pl.col("reason") == "oversampled")
+    assert copies.height == 80 and copies["sample_id"].str.contains("#dup").all()
+    assert local.decisions.filter(pl.col("reason") == "over_cap:label=a").height == 80
+    both = pl.concat([ray.train, ray.val])
+    assert both.height == 300 and both["sample_id"].is_in(copies["sample_id"].implode()).sum() == 80
+    # a copy is its source row under its new id
+    one = copies.row(0, named=True)
+    copy = both.filter(pl.col("sample_id") == one["sample_id"]).drop("sample_id", "split", strict=False)
+    source = both.filter(pl.col("sample_id") == one["ref_sample_id"]).drop("sample_id", "split", strict=False)
+    assert copy.equals(source)
+    assert set(ray.val["label"]) == {"a", "b", "c"}
+    # the driver decided on (id, order, label): no text, and far fewer bytes than the rows
+    for stage in ("balance", "split"):
+        seen = ray_groups.DRIVER_FRAMES[stage]
+        assert seen["columns"] == ["sample_id", "_order", "label"], stage
+        assert seen["bytes_per_row"] * 4 < seen["full_bytes_per_row"], seen
+
+
+def test_split_by_golden_document_on_ray(ray_address: str, tmp_path: Path) -> None:
+    from tunelab.curate.executors import ray_groups
+
+    docs = [(f"문서{d}", f"문서{d}의 이야기는 {d}년에 시작되었다. 주인공은 사람{d}이다. 장소는 도시{d}이다.")
+            for d in range(12)]  # fmt: skip
+    qas = []
+    for d, (title, text) in enumerate(docs):
+        for q, answer in enumerate((f"{d}년", f"사람{d}", f"도시{d}")):
+            qas.append(build.QA(id=f"q{d}-{q}", question=f"{title}에 대한 질문 {q}?", answer=answer,
+                                document=text))  # fmt: skip
+    rows = build.build_rows(qas, build.BuildSettings(k=2, p_golden=0.5, seed=0)).rows
+    path = tmp_path / "raft.jsonl"
+    build.write_rows(rows, path)
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    dataset = DatasetConfig(path=_shards(lines, tmp_path / "raft", 2), name="raft", kind="raft")
+    curate = CurateConfig.model_validate(
+        {"stages": ["schema", "split"], "split": {"val_ratio": 0.25, "seed": 1}}
+    )
+    local, ray = _both(dataset, curate, ray_address, tmp_path)
+    _assert_same(local, ray)
+    # the stratify column (default: label) and the golden document: no question, context or answer
+    assert ray_groups.DRIVER_FRAMES["split"]["columns"] == ["sample_id", "_order", "label", "_document"]
+    stats = ray.report["stage_stats"]["split"]
+    assert stats["documents"] == 12 and stats["documents_on_both_sides"] == 0 and stats["val"] > 0
+
+
+@pytest.mark.parametrize("stage", ["balance", "split"])
+def test_a_setting_naming_a_missing_column_is_the_local_message(
+    ray_address: str, tmp_path: Path, stage: str
+) -> None:
+    from tunelab.errors import UserError
+
+    glob = _shards(_labelled_rows(20), tmp_path / "bad", 2)
+    dataset = DatasetConfig(path=glob, name="bad", kind="sft")
+    settings = {"balance": {"label": "label", "ratios": {"A": 1.0}}, "split": {"stratify": "lable"}}[stage]
+    curate = CurateConfig.model_validate({"stages": ["schema", stage], stage: settings})
+    messages = []
+    for executor in ("local", "ray"):
+        with pytest.raises(UserError) as err:
+            curate_dataset(dataset, curate.model_copy(update={"executor": executor, "ray_address": ray_address}),
+                           Workspace(tmp_path / "ws"), write=False, show_progress=False)  # fmt: skip
+        messages.append(str(err.value))
+    assert messages[0] == messages[1]

@@ -1,0 +1,274 @@
+"""semantic, balance and split on a Ray cluster, with the local stages' own decisions.
+
+- **semantic**: the texts' cache keys and budgeted lengths come from `map_batches` (16 bytes a row to the
+  driver); the driver looks the keys up in the workspace's embedding cache (embeddings/loader.py) and plans
+  the misses' batches exactly as the local stage cuts them (semantic.encode_plan: use-v3 quantises
+  activations per batch, so a vector depends on its batch-mates); the missing texts are grouped by batch
+  (`groupby`) and embedded by `map_groups` in an actor pool (`ActorPoolStrategy`: each actor loads the
+  embedder once); only (key, vector) comes back. The driver writes them to the cache as the local stage
+  does and runs semantic.decide (neighbour search + greedy keep), the local stage's own code.
+- **balance** and **split**: `map_batches` projects the narrow columns a decision reads (sample id,
+  `_order`, the label / stratify column, the golden document for `group_by: document`); balance.run and
+  split.decide decide on that narrow frame on the driver; the plan (`_order` -> new id and order, or
+  `_order` -> split) is joined back to the full rows on the cluster. Oversampled '#dup' copies are the
+  join of the chosen source rows: one source row meets each of its copies' plan rows.
+
+Every stage here is called on the driver frame that ray.run_stages holds between steps; what the driver
+*receives* for the decision is recorded in DRIVER_FRAMES (columns, rows, bytes) for tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from tunelab.curate import balance, semantic, split
+from tunelab.curate.common import StageContext, StageOutput, with_content
+from tunelab.curate.config import CurateConfig
+from tunelab.curate.documents import golden_documents
+from tunelab.embeddings.loader import cache_fill, cache_lookup, cache_path, normalise_rows, text_keys
+from tunelab.progress import progress
+
+ORDER = "_order"  # as executors/ray.py: each row's place in the local order
+GROUPED = ("semantic", "balance", "split")
+KEY, LENGTH, BATCH, POSITION, TEXT, VECTOR = "_key", "_len", "_batch", "_pos", "_text", "_vector"
+NEW_ID, NEW_ORDER, DOCUMENT = "_new_id", "_new_order", "_document"
+
+# per stage, what the driver received in this process's last grouped run: columns, rows, bytes
+DRIVER_FRAMES: dict[str, dict[str, Any]] = {}
+
+
+def run_grouped(
+    name: str, frame: pl.DataFrame, curate: CurateConfig, ctx: StageContext, blocks: int
+) -> StageOutput:
+    """Stage `name` (one of GROUPED) on the cluster; the same StageOutput as registry.run_stage."""
+    if name == "semantic":
+        if "content_hash" not in frame.columns:  # as registry.run_stage does for a needs_content stage
+            frame = with_content(frame, ctx.kind)
+        return semantic_on_ray(frame, curate, ctx, blocks)
+    if name == "balance":
+        return balance_on_ray(frame, curate, ctx, blocks)
+    if name == "split":
+        return split_on_ray(frame, curate, ctx, blocks)
+    raise ValueError(f"stage {name!r} is not grouped on Ray")
+
+
+def _dataset(frame: pl.DataFrame, blocks: int) -> Any:
+    import ray.data
+
+    size = max(1, -(-frame.height // blocks))
+    return ray.data.from_arrow([frame.slice(k, size).to_arrow() for k in range(0, frame.height, size)])
+
+
+def _collect(data: Any) -> pl.DataFrame:
+    """Every block to the driver, in `_order` (or the new order where a plan set one)."""
+    import ray
+
+    parts = [pl.from_arrow(t) for t in ray.get(data.to_arrow_refs())]
+    parts = [p for p in parts if isinstance(p, pl.DataFrame) and p.width]
+    return pl.concat(parts, how="vertical_relaxed")
+
+
+def _record(stage: str, narrow: pl.DataFrame, frame: pl.DataFrame, extra: int = 0) -> None:
+    rows = max(frame.height, 1)
+    DRIVER_FRAMES[stage] = {
+        "columns": narrow.columns,
+        "rows": narrow.height,
+        "bytes_per_row": round((narrow.estimated_size() + extra) / rows, 1),
+        # what a driver step over the full rows holds: the executor's driver stages before this module
+        "full_bytes_per_row": round(frame.estimated_size() / rows, 1),
+    }
+
+
+# ---------------------------------------------------------------- semantic
+
+
+def key_batch(table: pa.Table, name: str, max_tokens: int | None) -> pa.Table:
+    """(_order, cache key, budgeted length) of each row: the budget and key of the local stage's embed."""
+    frame = pl.from_arrow(table)
+    texts = semantic.budget_texts(frame["content"].fill_null("").to_list(), max_tokens)
+    return pa.table(
+        {
+            ORDER: frame[ORDER].to_arrow(),
+            KEY: pa.array(text_keys(name, texts), pa.uint64()),
+            LENGTH: pa.array(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))),
+        }
+    )
+
+
+def miss_batch(table: pa.Table, name: str, max_tokens: int | None, plan: pa.Table) -> pa.Table:
+    """The budgeted texts of this block whose key the plan lists (not cached), with their batch and place."""
+    frame = pl.from_arrow(table)
+    texts = semantic.budget_texts(frame["content"].fill_null("").to_list(), max_tokens)
+    rows = pl.DataFrame({KEY: pl.Series(text_keys(name, texts), dtype=pl.UInt64), TEXT: texts})
+    found = rows.join(pl.from_arrow(plan), on=KEY, how="inner").unique(KEY, keep="first")
+    return found.select(BATCH, POSITION, KEY, TEXT).to_arrow()
+
+
+class Encoder:
+    """One actor of the pool: loads the embedder once, encodes one planned batch per call."""
+
+    def __init__(self, model: str, batch_size: int) -> None:
+        self.embedder = semantic.LengthBucketed(semantic.embedder_for(model))
+        self.batch_size = batch_size
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        rows = pl.from_arrow(table).unique(KEY, keep="first").sort(POSITION)
+        vectors = normalise_rows(
+            self.embedder.encode(rows[TEXT].to_list(), batch_size=self.batch_size)
+        )  # embed_cached normalises what the embedder returns, so do we
+        flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
+        return pa.table(
+            {
+                KEY: rows[KEY].to_arrow(),
+                VECTOR: pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1]),
+            }
+        )
+
+
+def semantic_on_ray(frame: pl.DataFrame, curate: CurateConfig, ctx: StageContext, blocks: int) -> StageOutput:
+    """semantic with its embeddings computed by an actor pool; decisions by semantic.decide on the driver."""
+    import ray
+
+    cfg = curate.semantic
+    inner = semantic.embedder_for(cfg.model)  # its name and size name the cache file, as locally
+    name, dim = inner.name, inner.dim
+    data = _dataset(frame.select(ORDER, "content"), blocks)
+    started = time.perf_counter()
+    with progress(ctx.show_progress) as bar:
+        task = bar.add_task(f"semantic on ray: keys of {frame.height:,} rows", total=None, status="")
+        keyed = _collect(
+            data.map_batches(
+                key_batch,
+                batch_format="pyarrow",
+                batch_size=None,
+                fn_kwargs={"name": name, "max_tokens": cfg.max_tokens},
+            )
+        ).sort(ORDER)
+        keys, lengths = keyed[KEY].to_numpy(), keyed[LENGTH].to_numpy()
+        path = cache_path(ctx.cache_dir, name, dim) if ctx.cache_dir is not None else None
+        found = cache_lookup(keys, dim, path)
+        miss_lengths = lengths[~found.hit][found.first_index]
+        batch, position = semantic.encode_plan(found.miss_keys, miss_lengths, cfg.batch_size)
+        new_vectors = np.zeros((0, dim), np.float32)
+        actors = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        if found.miss_keys.size:
+            bar.update(task, description=f"semantic on ray: embedding {found.miss_keys.size:,} texts",
+                       status=f"{actors} actors")  # fmt: skip
+            plan = pa.table(
+                {
+                    KEY: pa.array(found.miss_keys, pa.uint64()),
+                    BATCH: pa.array(batch),
+                    POSITION: pa.array(position),
+                }
+            )
+            embedded = (
+                data.map_batches(
+                    miss_batch,
+                    batch_format="pyarrow",
+                    batch_size=None,
+                    fn_kwargs={"name": name, "max_tokens": cfg.max_tokens, "plan": plan},
+                )
+                .groupby(BATCH, num_partitions=max(2, blocks))
+                .map_groups(
+                    Encoder,
+                    batch_format="pyarrow",
+                    fn_constructor_kwargs={"model": cfg.model, "batch_size": cfg.batch_size},
+                    compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
+                )
+            )
+            got = _collect(embedded).sort(KEY)  # np.unique's order: the cache appends them so locally
+            if not np.array_equal(got[KEY].to_numpy(), found.miss_keys):
+                raise RuntimeError(
+                    "semantic on ray: embedded keys differ from the planned ones; a tunelab bug"
+                )
+            new_vectors = np.asarray(got[VECTOR].to_numpy(), dtype=np.float32).reshape(-1, dim)
+        vectors = cache_fill(found, new_vectors)
+        bar.update(task, status="done")
+    _record("semantic", keyed, frame, extra=new_vectors.nbytes)
+    DRIVER_FRAMES["semantic"].update(
+        embedded=int(found.miss_keys.size), cached=int(found.hit.sum()), actors=actors,
+        embed_seconds=round(time.perf_counter() - started, 3),
+    )  # fmt: skip
+    return semantic.decide(frame, vectors, cfg, ctx)
+
+
+# ---------------------------------------------------------------- balance and split
+
+
+def select_batch(table: pa.Table, columns: list[str], documents: bool = False) -> pa.Table:
+    """The narrow columns a decision reads; with `documents`, each row's golden document (row by row)."""
+    frame = pl.from_arrow(table)
+    narrow = frame.select(columns)
+    if documents:
+        narrow = narrow.with_columns(pl.Series(DOCUMENT, golden_documents(frame), dtype=pl.String))
+    return narrow.to_arrow()
+
+
+def join_batch(table: pa.Table, plan: pa.Table, columns: list[str]) -> pa.Table:
+    """The block's rows joined to the driver's plan on `_order`: rows the plan leaves out are dropped, a row
+    it names twice (an oversampled source) comes out once per plan row, under the plan's id and order."""
+    frame = pl.from_arrow(table)
+    joined = frame.join(pl.from_arrow(plan), on=ORDER, how="inner")
+    if NEW_ID in joined.columns:
+        joined = joined.with_columns(pl.col(NEW_ID).alias("sample_id"), pl.col(NEW_ORDER).alias(ORDER))
+    return joined.select(columns).to_arrow()
+
+
+def _join_back(data: Any, plan: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
+    joined = data.map_batches(
+        join_batch,
+        batch_format="pyarrow",
+        batch_size=None,
+        fn_kwargs={"plan": plan.to_arrow(), "columns": columns},
+    )
+    return _collect(joined).sort(ORDER)
+
+
+def balance_on_ray(frame: pl.DataFrame, curate: CurateConfig, ctx: StageContext, blocks: int) -> StageOutput:
+    """balance.run on (sample_id, _order, label columns); drops and '#dup' copies joined back on the cluster."""
+    cfg = curate.balance
+    data = _dataset(frame, blocks)
+    columns = ["sample_id", ORDER] + [c for c in dict.fromkeys(("label", cfg.label)) if c in frame.columns]
+    narrow = _collect(
+        data.map_batches(
+            select_batch, batch_format="pyarrow", batch_size=None, fn_kwargs={"columns": columns}
+        )
+    ).sort(ORDER)
+    _record("balance", narrow, frame)
+    out = balance.run(narrow, cfg, ctx)
+    if out.skipped or out.decisions.height == 0:
+        return StageOutput(frame, out.decisions, skipped=out.skipped)
+    # out.frame: the survivors then the copies, in the local order; a copy carries its source's _order
+    plan = out.frame.select(
+        ORDER,
+        pl.col("sample_id").alias(NEW_ID),
+        pl.int_range(pl.len(), dtype=pl.Int64).alias(NEW_ORDER),
+    )
+    return StageOutput(_join_back(data, plan, frame.columns), out.decisions)
+
+
+def split_on_ray(frame: pl.DataFrame, curate: CurateConfig, ctx: StageContext, blocks: int) -> StageOutput:
+    """split.decide on (sample_id, _order, stratify column, golden document); the split joined back."""
+    cfg = curate.split
+    grouping = split.group_by_for(cfg, ctx.kind)
+    split.check_stratify(frame.head(0), cfg)  # the message lists the full frame's columns, as locally
+    columns = list(dict.fromkeys(["sample_id", ORDER] + ([cfg.stratify] if cfg.stratify else [])))
+    data = _dataset(frame, blocks)
+    narrow = _collect(
+        data.map_batches(
+            select_batch,
+            batch_format="pyarrow",
+            batch_size=None,
+            fn_kwargs={"columns": columns, "documents": grouping == "document"},
+        )
+    ).sort(ORDER)
+    _record("split", narrow, frame)
+    documents = narrow[DOCUMENT].to_list() if grouping == "document" else None
+    out = split.decide(narrow.select(columns), cfg, ctx, documents)
+    plan = pl.DataFrame({ORDER: narrow[ORDER], "split": out.frame["split"]})
+    return StageOutput(_join_back(data, plan, [*frame.columns, "split"]), out.decisions)
