@@ -19,12 +19,16 @@ What runs where, and why:
   with the local keep rule (`minhash.greedy_component`). Same representatives, ref_sample_id, scores and
   split groups as local. (`exact_on_ray` below, the whole-row Ray Data shuffle it replaced, is kept for
   benchmarks/ray_bench.py's comparison.)
-- **Other grouping stages** (pairs, semantic, decontaminate, balance, split, and length with a
-  tokenizer, which may be built from all texts) run on the driver with the stage's own `run` on the rows
-  that are left. This is exact by construction (the local function on the same rows in the same order),
-  and it is where this executor stops scaling: the surviving rows must fit the driver. Split's seeded walk
-  over groups in first-appearance order depends on the global row order, which is why a driver step
-  holds `_order`.
+- **semantic**, **balance** and **split** (executors/ray_groups.py): semantic's embeddings come from an
+  actor pool (the misses planned into the local stage's batches, only key + vector back) and
+  semantic.decide runs on the driver; balance and split decide on narrow columns (id, `_order`,
+  label / stratify column, golden document) with their own functions, and the plan is joined back to the
+  rows on the cluster ('#dup' copies by joining their source rows).
+- **Other grouping stages** (pairs, decontaminate, and length with a tokenizer, which may be built from
+  all texts) run on the driver with the stage's own `run` on the rows that are left. This is exact by
+  construction (the local function on the same rows in the same order), and it is where this executor
+  stops scaling: the surviving rows must fit the driver. Split's seeded walk over groups in
+  first-appearance order depends on the global row order, which is why a driver step holds `_order`.
 - **Outputs**: the curation folder is written as locally (curate/outputs.py); the warehouse's samples
   (every read row, normalised, personal information masked, hashed: the largest table) are computed by
   `outputs.warehouse_samples` in `map_batches` and written as Parquet shards, which DuckDB reads by their
