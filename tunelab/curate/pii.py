@@ -59,6 +59,7 @@ FOLD = str.maketrans(
     {**{chr(0xFF10 + d): str(d) for d in range(10)}, **dict.fromkeys(map(ord, "‐‑‒–—―−－﹣"), "-"),
      "＋": "+", "．": ".", "＠": "@", "（": "(", "）": ")", "\u3000": " "}
 )  # fmt: skip
+FOLDABLE = re.compile("[" + re.escape("".join(chr(c) for c in FOLD)) + "]")
 
 _DATE = r"(?P<yy>\d{2})(?P<mm>0[1-9]|1[0-2])(?P<dd>0[1-9]|[12]\d|3[01])"
 RRN = re.compile(rf"(?<![\d\-]){_DATE}(?P<sep>[- ]?)(?P<g>[1-8])(?P<rest>\d{{6}})(?![\d\-])")
@@ -179,7 +180,8 @@ def find(text: str, kinds: tuple[str, ...] = PII_KINDS, rrn_checksum: bool = Tru
     """Every value of `kinds` in `text`, by start; where two overlap the kind earlier in PII_KINDS wins
     (an RRN-valid number is not also a card, an account number not also a phone). Full-width digits and
     dash variants are folded first (FOLD: one character to one, so spans are the original's)."""
-    text = text.translate(FOLD)
+    if FOLDABLE.search(text):  # str.translate costs a dict lookup a character; most texts need none
+        text = text.translate(FOLD)
     taken: list[Match] = []
     for kind in PII_KINDS:
         if kind not in kinds:
