@@ -114,8 +114,10 @@ def test_international_emails_and_values_before_a_particle() -> None:
     assert kinds("접속 IP 8.8.8.8에서 막혔어요") == ["ip"]
     assert kinds("예시 주소 홍길동@example.com 으로") == []  # still a placeholder
     text = "메일 홍길동@회사.한국 으로"
-    masked = pii.mask(text, pii.find(text))
-    assert masked == "메일 <PII:email> 으로"
+    assert pii.mask(text, pii.find(text)) == "메일 <PII:email> 으로"
+    # an ASCII address right after Korean text: only the address is masked
+    text = "이메일은abc@gmail.com로 보내 주세요"
+    assert pii.mask(text, pii.find(text)) == "이메일은<PII:email>로 보내 주세요"
 
 
 @pytest.mark.parametrize(

@@ -78,11 +78,13 @@ ACCOUNT_KEYWORD = re.compile(
     re.IGNORECASE,
 )
 KEYWORD_WINDOW = 20
-# local part and labels in any script (홍길동@회사.한국); the TLD ASCII, 한국 or punycode, and what follows it no
-# more of the domain (a Korean particle may: kim@naver.com으로)
+# an ASCII local part may follow Korean text with no space (이메일은abc@gmail.com: the mask starts at a), an
+# internationalised one (홍길동@회사.한국, RFC 6531) has no ASCII letter and starts a word; labels in any
+# script; the TLD ASCII, 한국 or punycode, and what follows it no more of the domain (a Korean particle may:
+# kim@naver.com으로)
 EMAIL = re.compile(
-    r"(?<![\w.+-])[\w.%+-]{1,64}@(?:[\w-]{1,63}\.)+(?:[A-Za-z]{2,24}|한국|xn--[A-Za-z0-9-]{1,59})"
-    r"(?![A-Za-z0-9-]|\.[\w-])"
+    r"(?:(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{1,64}|(?<![\w.+-])(?:[^\W_A-Za-z]|[.%+-]){1,64})"
+    r"@(?:[\w-]{1,63}\.)+(?:[A-Za-z]{2,24}|한국|xn--[A-Za-z0-9-]{1,59})(?![A-Za-z0-9-]|\.[\w-])"
 )
 PLACEHOLDER_DOMAINS = re.compile(
     r"@(?:[\w-]+\.)*(?:example\.(?:com|org|net)|example|test|invalid|localhost)$", re.I
