@@ -17,7 +17,8 @@ Checks (each can be switched off with `quality.checks`, or made an annotation wi
 - `refusal` (the answer: response / chosen / answer, cot / the last assistant turn): AI boilerplate and
   canned refusals from `refusal_phrases` + `extra_refusal_phrases`. A phrase is literal text, case
   ignored, where `…` stands for up to 40 characters inside one sentence (`죄송하지만 … 수 없습니다`).
-- `truncated` (the answer): the answer ends inside an open bracket or quote, on a comma / colon, on a
+- `truncated` (the answer): the answer ends inside an open bracket or quote (any closing form closes one:
+  `"…”`, `“…"`, `「…』`, `(…）`), on a comma / colon, on a
   bare list number (`... 합니다. 2.`), or (answers of at least `truncation_min_chars`) on a word that is no
   sentence end. Korean sentence-final syllables (다 요 까 죠 네 ...) count as an end: chat answers
   (ChatbotData) often have no final punctuation.
