@@ -107,7 +107,8 @@ def bucket_edges(parts: int, *pieces: np.ndarray) -> list[Any]:
         np.not_equal(keys[1:], keys[:-1], out=starts[1:])
         roots = np.minimum.reduceat(docs, np.flatnonzero(starts))[np.cumsum(starts) - 1]
         member = docs != roots
-        edges = np.stack([docs[member], roots[member]], axis=1)
+        # a near-dup pair shares several bands: each copy of an edge would be shuffled again
+        edges = _unique_rows(np.stack([docs[member], roots[member]], axis=1))
     return [*_split_by(edges[:, 0], edges, parts), int(edges.nbytes)]
 
 
