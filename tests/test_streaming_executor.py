@@ -138,7 +138,7 @@ def test_noisy_near_dup_corpus_many_batches(tmp_path: Path, noisy_lines: list[st
     # malformed lines: the same quarantine ids (file lines), the CRLF row read
     assert stream.quarantine["source_line"].to_list() == local.quarantine["source_line"].to_list()
     assert sorted(stream.quarantine["error"].str.slice(0, 12)) == ["invalid JSON", "not a JSON o"]
-    assert stream.read > 10 * BATCH
+    assert stream.read > 7 * BATCH  # 8+ batches
     # minhash found its clusters across batches: split kept each on one side
     assert local.report["stage_stats"]["minhash"]["candidate_pairs"] > 0
 
@@ -236,3 +236,21 @@ def test_cli_curate_executor_stream_writes_the_same_curation(tmp_path: Path) -> 
         assert rows[0].height > 0 and rows[0].sort(order).equals(rows[1].sort(order)), table
     versions = store.query(db, "select data_version, read, kept, dropped, quarantined from curations")
     assert versions.unique().height == 1
+
+
+def test_other_encodings_are_read_whole(tmp_path: Path) -> None:
+    """A CP949 JSON-lines file, and a UTF-8 one with a broken byte: the loader decides the encoding of the
+    whole file, so both are read whole (and said so), with the local quarantine."""
+    rows = [
+        json.dumps({"prompt": f"질문 {i}", "response": f"답변 {i % 30} 입니다"}, ensure_ascii=False)
+        for i in range(90)
+    ]
+    (tmp_path / "cp949.jsonl").write_bytes(("\n".join(rows) + "\n").encode("cp949"))
+    broken = ("\n".join(rows[:50]) + "\n").encode() + b'{"prompt": "\xff\xfe", "response": "x"}\n'
+    (tmp_path / "broken.jsonl").write_bytes(broken + ("\n".join(rows[50:]) + "\n").encode())
+    curate = CurateConfig.model_validate({"stages": ["schema", "normalize", "exact", "split"]})
+    for name in ("cp949", "broken"):
+        dataset = DatasetConfig(path=tmp_path / f"{name}.jsonl", name=name, kind="sft")
+        local, stream = _both(dataset, curate, tmp_path)
+        _assert_same(local, stream)
+        assert any("read whole by the loader" in note for note in stream.report["source"]["notes"])

@@ -39,6 +39,7 @@ The local loop holds the whole source in one frame through every stage (1M rows 
 
 from __future__ import annotations
 
+import codecs
 import itertools
 import json
 import os
@@ -58,7 +59,7 @@ import pyarrow.parquet as pq
 import xxhash
 
 from tunelab.curate import balance, minhash, pii, registry, split
-from tunelab.curate.common import StageContext, decisions, empty_signals, with_content
+from tunelab.curate.common import StageContext, StageOutput, decisions, empty_signals, with_content
 from tunelab.curate.config import CurateConfig
 from tunelab.curate.dedup_key import dedup_keys, describe, key_expr
 from tunelab.curate.executors.ray import ORDER, is_row_local, merge_stats
@@ -116,6 +117,7 @@ class Reader:
                 named != "jsonl"
                 or cfg.format not in ("auto", "jsonl")
                 or file.suffix.lower() in (".gz", ".zst")
+                or not _utf8(file)  # the loader would detect the encoding of the whole file
             ):
                 return False
             with file.open("rb") as handle:
@@ -200,13 +202,6 @@ class Reader:
                 data = b"".join(itertools.islice(handle, self.batch_rows))
                 if not data:
                     return
-                try:
-                    data.decode("utf-8")
-                except UnicodeDecodeError:
-                    raise UserError(
-                        f"{file}: not valid UTF-8 past line {offset + 1:,}; set dataset.encoding, or curate it "
-                        "with curate.executor: local (which detects the encoding of the whole file)"
-                    ) from None
                 chunk.write_bytes(data)
                 loaded = self._load(chunk, file, number == 0, "jsonl")
                 if loaded is not None:
@@ -229,6 +224,20 @@ class Reader:
             if loaded is not None:
                 yield self._shifted(loaded, file, offset, offset)
             offset += batch.num_rows
+
+
+def _utf8(file: Path, block: int = 1 << 24) -> bool:
+    """Whether the whole file decodes as UTF-8 (read in blocks). Batches are cut by lines, so a file the
+    loader would read in another encoding, or with invalid bytes at some offset, is read whole instead."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        with file.open("rb") as handle:
+            while data := handle.read(block):
+                decoder.decode(data)
+            decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _merged_notes(notes: list[str]) -> list[str]:
@@ -403,8 +412,6 @@ def _ranks(lengths: np.ndarray | None, n: int) -> np.ndarray:
 
 def exact_narrow(shards: Shards, run: Run) -> Any:
     """exact.run on (sample id, key hash, rank): the same representative, ref_sample_id and evidence."""
-    from tunelab.curate.common import StageOutput
-
     cfg = run.curate.exact
     longest = cfg.keep == "longest"
     columns = ["sample_id", "content_hash"] + (["content"] if longest or cfg.key is not None else [])
@@ -441,8 +448,6 @@ def exact_narrow(shards: Shards, run: Run) -> Any:
 
 def minhash_narrow(shards: Shards, run: Run) -> Any:
     """minhash.run over the shards: global scheme, band keys per batch, the local greedy clustering."""
-    from tunelab.curate.common import StageOutput
-
     cfg = run.curate.minhash
     key = key_expr("content", cfg.key)
     total = docs = 0
@@ -704,15 +709,20 @@ def _curate(
                 shards.fixed(pl.read_parquet(path)).write_parquet(path)
     split_done = False
     val_of = np.zeros(0, dtype=bool)  # by _order, when the narrow split ran
-    for row_local, names in segments[1:]:
-        for name in names:
+    later = [(row_local, name) for row_local, names in segments[1:] for name in names]
+    with progress(show_progress) as bar:
+        task = bar.add_task("stream", total=len(later), status="")
+        for row_local, name in later:
             rows_in, clock = int(shards.alive.sum()), time.perf_counter()
+            bar.update(task, description=f"stream: {name}", status=f"{rows_in:,} rows")
             if row_local:  # after a grouping stage (rare: row-local stages usually come first)
                 shards.rewrite(lambda frame, name=name: run.row_local(frame, [name]))
+                bar.advance(task)
                 continue
             if registry.stage(name).needs_content and "content_hash" not in shards.schema:
-                frame = shards.collect()
-                shards.replace_all(with_content(frame, dataset.kind), curate.stream_batch_rows)
+                shards.rewrite(
+                    lambda frame: with_content(frame, dataset.kind)
+                )  # as registry.run_stage adds them
             if name == "exact":
                 out = exact_narrow(shards, run)
             elif name == "minhash":
@@ -734,6 +744,7 @@ def _curate(
                 run.in_memory.append(name)
                 split_done = split_done or "split" in out.frame.columns
             run.record(name, out, rows_in, clock)
+            bar.advance(task)
     result = _finish(dataset, curate, ws, ctx, run, reader, shards, scratch, quarantines, read_labels,
                      lengths_in, val_of, split_done, write, started, version, new_id, output_meta)  # fmt: skip
     return result
