@@ -168,3 +168,46 @@ def test_a_setting_naming_a_missing_column_is_the_local_message(
                            Workspace(tmp_path / "ws"), write=False, show_progress=False)  # fmt: skip
         messages.append(str(err.value))
     assert messages[0] == messages[1]
+
+
+def test_the_planned_batches_are_the_local_stage_batches(tmp_path: Path) -> None:
+    """Without a cluster: the misses grouped by semantic.encode_plan and encoded batch by batch (what the
+    actors do) give embed_cached's vectors bit for bit, with part of the texts already cached."""
+    from tunelab.curate import semantic
+    from tunelab.curate.common import StageContext
+    from tunelab.curate.config import SemanticSettings
+    from tunelab.curate.executors.ray_groups import Encoder
+    from tunelab.embeddings.loader import cache_lookup, cache_path, text_keys
+
+    rows = [json.loads(line) for line in _labelled_rows(120)]
+    texts = [f"{r['instruction']} {r['output'][: 20 + 7 * (i % 13)]}" for i, r in enumerate(rows)]
+    texts += texts[:10]  # repeats: one vector per distinct text
+    cfg = SemanticSettings(batch_size=16, max_tokens=24)  # a budget that cuts the longer rows
+    semantic.embed(texts[:30], cfg, StageContext(cache_dir=tmp_path / "warm"))  # some hits
+    local = semantic.embed(texts, cfg, StageContext(cache_dir=tmp_path / "warm"))
+
+    budgeted = semantic.budget_texts(texts, cfg.max_tokens)
+    keys = text_keys("use-v3", budgeted)
+    # the cache as it was before the second call: only the first 30 texts
+    semantic.embed(texts[:30], cfg, StageContext(cache_dir=tmp_path / "fresh"))
+    found = cache_lookup(keys, 512, cache_path(tmp_path / "fresh", "use-v3", 512))
+    assert 0 < found.hit.sum() < len(texts)
+    lengths = np.array([len(t) for t in budgeted])[~found.hit][found.first_index]
+    batch, position = semantic.encode_plan(found.miss_keys, lengths, cfg.batch_size)
+    text_of = dict(zip(keys.tolist(), budgeted, strict=True))
+    encoder = Encoder("use-v3", cfg.batch_size)
+    vectors = np.zeros((found.miss_keys.size, 512), np.float32)
+    for b in np.unique(batch):
+        members = np.flatnonzero(batch == b)
+        group = pl.DataFrame(
+            {
+                "_key": pl.Series(found.miss_keys[members], dtype=pl.UInt64),
+                "_pos": position[members],
+                "_text": [text_of[k] for k in found.miss_keys[members].tolist()],
+            }
+        ).reverse()  # arrival order on the cluster is arbitrary; the actor sorts by position
+        out = pl.from_arrow(encoder(group.to_arrow()))
+        slots = np.searchsorted(found.miss_keys, out["_key"].to_numpy())
+        vectors[slots] = np.asarray(out["_vector"].to_list(), dtype=np.float32)
+    found.out[np.flatnonzero(~found.hit)] = vectors[found.inverse.reshape(-1)]
+    assert np.array_equal(found.out, local)
