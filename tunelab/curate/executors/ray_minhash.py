@@ -38,8 +38,8 @@ row; each partition resolves its keys' representatives (best rank: `_order`, or 
 which is exact's `keep_order`), and the driver joins the drops back to sample ids.
 
 Everything here equals the local stage on the same rows in the same order (tests/test_ray_minhash.py):
-`_order` increases with the local frame position, so lowest `_order` = lowest local index and the ranks
-sort the same.
+the rows go to the cluster numbered by their position in the stage's frame (`_order` there), which is the
+local stage's index, so "lowest row" and the rank order are the local ones.
 """
 
 from __future__ import annotations
@@ -66,6 +66,12 @@ def _split_by(values: np.ndarray, rows: np.ndarray, parts: int) -> list[np.ndarr
     order = np.argsort(part, kind="stable")
     bounds = np.searchsorted(part[order], np.arange(1, parts))
     return np.split(rows[order], bounds)
+
+
+def _positions() -> pl.Expr:
+    """Each row's position in the stage's frame, as `_order` of the rows sent to the cluster: the local
+    stage's index, whatever the executor's own `_order` became after earlier steps of this segment."""
+    return pl.int_range(pl.len(), dtype=pl.Int64).alias(ORDER)
 
 
 # ---------------------------------------------------------------- MinHash: phases 1-3
@@ -248,8 +254,8 @@ def verify(block: pl.DataFrame, cfg: MinhashSettings) -> pl.DataFrame:
 
 
 def minhash_on_ray(frame: pl.DataFrame, cfg: MinhashSettings, ctx: StageContext, blocks: int) -> StageOutput:
-    """The minhash stage with every phase on the cluster; `frame` holds sample_id, content and `_order`
-    (increasing). Same output as minhash.run on the same frame."""
+    """The minhash stage with every phase on the cluster; `frame` holds sample_id and content, in
+    the local order. Same output as minhash.run on the same frame."""
     import ray
 
     parts = max(2, blocks)
@@ -258,9 +264,9 @@ def minhash_on_ray(frame: pl.DataFrame, cfg: MinhashSettings, ctx: StageContext,
     clock = time.perf_counter()
     phases: dict[str, float] = {}
     size = -(-frame.height // blocks)
-    narrow = frame.select(ORDER, "content")
+    narrow = frame.select(_positions(), "content")
     block_refs = [ray.put(narrow.slice(k, size)) for k in range(0, frame.height, size)]
-    orders_only = [ray.put(frame.select(ORDER).slice(k, size)) for k in range(0, frame.height, size)]
+    orders_only = [ray.put(narrow.select(ORDER).slice(k, size)) for k in range(0, frame.height, size)]
     keyed_blocks = [ray.remote(key_block).options(num_returns=2).remote(b, cfg) for b in block_refs]
     counted = ray.get([k[1] for k in keyed_blocks])
     docs, chars = sum(c[0] for c in counted), sum(c[1] for c in counted)
@@ -285,7 +291,7 @@ def minhash_on_ray(frame: pl.DataFrame, cfg: MinhashSettings, ctx: StageContext,
     phases["components_s"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    position = np.searchsorted(frame[ORDER].to_numpy(), nodes)
+    position = nodes  # node ids are positions in `frame`
     members = narrow[position.tolist()].with_columns(component=pl.Series(labels, dtype=pl.Int64))
     owner = members["component"] % parts
     groups = [members.filter(owner == p) for p in range(parts)]
@@ -294,7 +300,7 @@ def minhash_on_ray(frame: pl.DataFrame, cfg: MinhashSettings, ctx: StageContext,
     phases["verification_s"] = time.perf_counter() - clock
 
     # the local function's arrays, in frame positions
-    orders = frame[ORDER].to_numpy()
+    orders = np.arange(frame.height, dtype=np.int64)
     ref = np.full(frame.height, -1, dtype=np.int64)
     score = np.full(frame.height, np.nan)
     at = np.searchsorted(orders, dropped[ORDER].to_numpy())
@@ -362,14 +368,14 @@ def exact_narrow(frame: pl.DataFrame, curate: CurateConfig, ctx: StageContext, b
         frame = with_content(frame, ctx.kind)  # as the local loop adds them before exact
     parts = max(2, blocks)
     size = max(1, -(-frame.height // blocks))
-    narrow = frame.select(ORDER, "content")
+    narrow = frame.select(_positions(), "content")
     route = ray.remote(exact_keys).options(num_returns=parts + 1)
     keyed = [route.remote(narrow.slice(k, size), cfg, parts) for k in range(0, frame.height, size)]
     resolve = ray.remote(exact_resolve)
     found = ray.get([resolve.remote(cfg.keep, *[k[p] for k in keyed]) for p in range(parts)])
     drops = np.concatenate(found) if found else np.zeros((0, 3), dtype=np.int64)
     drops = drops[np.argsort(drops[:, 0])]  # exact.run lists its drops in frame order
-    orders = frame[ORDER].to_numpy()
+    orders = np.arange(frame.height, dtype=np.int64)
     ids = frame["sample_id"]
     dropped_ids = ids.gather(np.searchsorted(orders, drops[:, 0]))
     ref_ids = ids.gather(np.searchsorted(orders, drops[:, 1]))
