@@ -242,3 +242,52 @@ def test_a_hub_name_that_is_not_local_fails_at_once_in_one_line(tmp_path: Path) 
         "error: serve: MODEL 'no-such-org/no-such-model' is not a folder"
     )
     assert "does not download" in lines[0] and time.monotonic() - started < 60
+
+
+@pytest.mark.realmodel
+def test_an_adapter_is_loaded_with_peft_and_must_match_model(
+    smollm_workspace: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from peft import PeftModel, get_peft_model
+
+    from tunelab.errors import UserError
+    from tunelab.modeling.config import LoraSettings, ModelSettings
+    from tunelab.modeling.loading import (
+        checkpointing_alias_ignored,
+        load_base_model,
+        load_tokenizer,
+        lora_config,
+    )
+    from tunelab.serve.api import parse_chat_request
+    from tunelab.serve.engine import Engine, load_served_model
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # load_served_model sets it; restored after the test
+    base_dir = str(smollm_workspace.model_dir(SMOLLM_MODEL))
+    base = load_base_model(
+        base_dir, ModelSettings(base_model=base_dir, quantization="none"), for_training=False
+    )
+    with checkpointing_alias_ignored():  # a fresh LoRA (B = 0) answers as the base does
+        fresh = get_peft_model(base, lora_config(LoraSettings(r=4)))
+    adapter = tmp_path / "adapter"
+    fresh.save_pretrained(adapter)
+    # as training writes it (train/runs.py): the tokenizer beside the adapter, which evaluation loads from there
+    load_tokenizer(base_dir, ModelSettings(base_model=base_dir)).save_pretrained(adapter)
+    del base, fresh
+
+    model, tokenizer = load_served_model(SMOLLM_MODEL, str(adapter), smollm_workspace)
+    assert isinstance(model, PeftModel) and not model.training
+    engine = Engine(model, tokenizer)
+    try:
+        body = {"messages": [{"role": "user", "content": "What is the capital of France?"}], "max_tokens": 12,
+                "temperature": 0}  # fmt: skip
+        assert "Paris" in engine.complete(parse_chat_request(json.dumps(body).encode())).text
+    finally:
+        engine.close()
+    with pytest.raises(UserError, match=r"^--adapter: .* was trained on .*, not on "):
+        load_served_model(
+            str(tmp_path), str(adapter), smollm_workspace
+        )  # another base: refused before loading
+    with pytest.raises(UserError, match=r"^--adapter: .* has no adapter_config.json"):
+        load_served_model(SMOLLM_MODEL, str(tmp_path), smollm_workspace)
+    with pytest.raises(UserError, match=r"^--adapter: 'run-nope' is neither an adapter folder nor a run id"):
+        load_served_model(SMOLLM_MODEL, "run-nope", smollm_workspace)

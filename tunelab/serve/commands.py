@@ -77,7 +77,7 @@ def serve_command(
     server = None
     try:
         try:  # listen first: a port in use fails in a second, not after the model has loaded
-            server = ChatServer((host, port), engine=None, model_id=model_id)  # type: ignore[arg-type]
+            server = ChatServer((host, port), engine=None, model_id=model_id)
         except OSError as exc:
             raise UserError(f"--port: cannot listen on {host}:{port} ({exc.strerror or exc})") from None
         # the quick checks first, so a mistake is the only line printed
@@ -100,6 +100,8 @@ def serve_command(
         signal.signal(signal.SIGTERM, previous)
         if server is not None:
             server.server_close()
+            if server.engine is not None:
+                server.engine.close()
     typer.echo("stopped", err=True)
 
 

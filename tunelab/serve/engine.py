@@ -140,6 +140,7 @@ class Engine:
         self.stats = EngineStats()
         self._pending: deque[_Job] = deque()
         self._cond = threading.Condition()
+        self._closed = False
         # fast tokenizers are not safe to call from several handler threads at once ("Already borrowed")
         self._tokenizer_lock = threading.Lock()
         self._worker = threading.Thread(target=self._run, name="tunelab-serve-generate", daemon=True)
@@ -172,10 +173,18 @@ class Engine:
         assert job.result is not None
         return job.result
 
-    def _take(self) -> list[_Job]:
+    def close(self) -> None:
+        """Stop the worker once the waiting requests are answered (the model can then be freed)."""
         with self._cond:
-            while not self._pending:
+            self._closed = True
+            self._cond.notify_all()
+
+    def _take(self) -> list[_Job] | None:
+        with self._cond:
+            while not self._pending and not self._closed:
                 self._cond.wait()
+            if not self._pending:
+                return None
             first = self._pending.popleft()
             batch, key = [first], first.request.batch_key
             if key is not None:
@@ -190,6 +199,8 @@ class Engine:
     def _run(self) -> None:
         while True:
             batch = self._take()
+            if batch is None:
+                return
             try:
                 for job, result in zip(batch, self._generate(batch), strict=True):
                     job.result = result

@@ -14,13 +14,11 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from tunelab.serve.api import (
     ApiError,
-    ChatRequest,
-    Completion,
     completion_body,
     model_body,
     models_body,
@@ -29,12 +27,8 @@ from tunelab.serve.api import (
 
 MAX_BODY_BYTES = 16 * 2**20  # a judge prompt is a few kB; anything this large is a mistake
 
-
-class Completer(Protocol):
-    def complete(self, request: ChatRequest) -> Completion: ...
-
-    @property
-    def stats(self) -> Any: ...
+if TYPE_CHECKING:
+    from tunelab.serve.engine import Engine
 
 
 class _Counts:
@@ -60,7 +54,7 @@ class ChatServer(ThreadingHTTPServer):
     daemon_threads = True  # a connection left open by a client never blocks shutdown
 
     def __init__(
-        self, address: tuple[str, int], engine: Completer, model_id: str, quiet: bool = False
+        self, address: tuple[str, int], engine: Engine | None, model_id: str, quiet: bool = False
     ) -> None:
         super().__init__(address, _Handler)
         self.engine, self.model_id, self.quiet = engine, model_id, quiet
@@ -75,12 +69,11 @@ class ChatServer(ThreadingHTTPServer):
     def health(self) -> dict[str, Any]:
         with self.counts.lock:
             counts = dict(self.counts.values)
-        stats = self.engine.stats
         return {
             "status": "ok",
             "model": self.model_id,
             "requests": counts,  # chat_completions: every POST to /v1/chat/completions, answered or not
-            "generation": stats.as_dict() if hasattr(stats, "as_dict") else stats,
+            "generation": self.engine.stats.as_dict() if self.engine is not None else {},
         }
 
 
@@ -138,6 +131,7 @@ class _Handler(BaseHTTPRequestHandler):
             request = parse_chat_request(self._body())
             if request.model is not None and request.model != self.server.model_id:
                 raise _no_such_model(request.model)
+            assert self.server.engine is not None  # requests are accepted only once it is loaded
             completion = self.server.engine.complete(request)
         except ApiError as exc:
             self._error(exc, started)
