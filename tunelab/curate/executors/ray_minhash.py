@@ -19,7 +19,7 @@ MinHash, as the local stage computes it (tunelab/curate/minhash.py), in five clu
    edges (a lost worker is a retried task, not lost union-find state), each round's memory is the edge set
    spread over P tasks, never one actor's table of every row, and it needs no actor placement; the cost is
    ~log(n) rounds where a union-find converges in one pass. Band buckets are already stars, so rounds are
-   few (2-3 measured here). The loop stops when every node is a centre (all neighbours higher) or a leaf
+   few (1 on benchmarks/ray_bench.py's data; long chains need ~log of their length). The loop stops when every node is a centre (all neighbours higher) or a leaf
    (exactly one neighbour, lower): checked by the large-star step itself, no extra pass.
 5. **Verification**: rows of components larger than one are sent, with their text, to the task owning
    their component (hash of its label), which runs `minhash.greedy_component` (the local keep rule
@@ -29,8 +29,9 @@ MinHash, as the local stage computes it (tunelab/curate/minhash.py), in five clu
    split sees the same groups under the same names.
 
 Why Ray tasks with `num_returns=P` and not Ray Data `groupby`: a hash shuffle is exactly P map outputs per
-task and one reduce task per partition; Ray Data's groupby adds ~10 s of fixed cost per shuffle on this
-machine (measured for exact, docs/scale.md), and components need two shuffles per round.
+task and one reduce task per partition; Ray Data's groupby has a fixed cost per shuffle that dominates here
+(exact's whole-row groupby: 19.9 s at 100k rows for 2.5 s of local work, docs/scale.md), and components
+need two shuffles per round.
 
 Exact (`exact_narrow`): tasks hash each row's key (xxh64 of the content or of the dedup key, as exact
 does) and shuffle only (key hash, `_order`, length for keep: longest): 24 bytes a row instead of the whole
@@ -57,7 +58,6 @@ from tunelab.curate.config import CurateConfig, ExactSettings, MinhashSettings
 from tunelab.curate.dedup_key import dedup_keys, describe
 
 ORDER = "_order"
-EDGE_BYTES = 16  # two int64 row ids
 
 
 def _split_by(values: np.ndarray, rows: np.ndarray, parts: int) -> list[np.ndarray]:
