@@ -8,12 +8,15 @@ Data: benchmarks/curate_scale.py's generated SFT rows (Korean/English, ~250 char
 row-local stages that dropped rows). Each side gets a fresh embedding cache, so both embed every text.
 
 - semantic (use-v3, the stage's defaults): `semantic.run` (one process: embed + search + greedy keep)
-  against `ray_groups.semantic_on_ray` (keys via map_batches, misses grouped by the local batch plan,
-  embedded by an actor pool of --num-cpus actors, search + keep on the driver); embedding throughput
+  against `ray_groups.semantic_on_ray` (cache keys on the driver, the misses in the local stage's
+  batches embedded by `map_batches` in an actor pool of up to --num-cpus actors, search + keep on the
+  driver); embedding throughput
   (texts/s) on each side, and whether both give the same decisions and the same cache file.
 - balance (cap + oversample) then split (stratified): `balance.run` + `split.run` on the full rows against
   `balance_on_ray` + `split_on_ray` (narrow columns to the driver, plan joined back on the cluster); the
   bytes per row the driver received for the decision, against the full rows a driver step holds.
+`--chatbot /work/shared/data/songys__Chatbot_data/ChatbotData.csv` uses that file's first --rows
+Korean Q/A pairs (Q + A as the content, its three labels) instead of the generated rows.
 Without --address a local cluster is started (`ray start --head --num-cpus N`) and stopped at the end.
 """
 
@@ -48,6 +51,17 @@ def load(rows: int, tmp: Path) -> pl.DataFrame:
     return with_content(frame, "sft").with_columns(_order=pl.int_range(pl.len(), dtype=pl.Int64) * 2)
 
 
+def load_chatbot(path: Path, rows: int) -> pl.DataFrame:
+    """songys/Chatbot_data (Korean Q/A, three labels) as the frame the stages see: real short Korean text."""
+    raw = pl.read_csv(path, schema_overrides={"label": pl.String}).head(rows)  # one label is "2   "
+    return raw.select(
+        pl.format("chatbot:{}", pl.int_range(pl.len())).alias("sample_id"),
+        pl.concat_str([pl.col("Q"), pl.col("A")], separator="\n").alias("content"),
+        pl.col("label").cast(pl.String).str.strip_chars().alias("label"),
+        (pl.int_range(pl.len(), dtype=pl.Int64) * 2).alias("_order"),
+    )
+
+
 def uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
@@ -71,12 +85,14 @@ def semantic_side(frame: pl.DataFrame, blocks: int, tmp: Path) -> dict:
     on_ray = ray_groups.semantic_on_ray(frame, curate, ray_ctx, blocks)
     out["ray_stage_s"] = round(time.perf_counter() - clock, 2)
     seen = ray_groups.DRIVER_FRAMES["semantic"]
-    out["ray_embed_s"] = seen["embed_seconds"]  # keys + plan + actor pool + vectors back + cache write
+    out["ray_embed_s"] = seen[
+        "embed_seconds"
+    ]  # keys + lookup + plan + actor pool + vectors back + cache write
     out["actors"] = seen["actors"]
     out["embedded"] = seen["embedded"]
     out["local_texts_per_s"] = round(seen["embedded"] / out["local_embed_s"], 1)
     out["ray_texts_per_s"] = round(seen["embedded"] / out["ray_embed_s"], 1)
-    out["driver_bytes_per_row"] = seen["bytes_per_row"]  # keys, lengths and the vectors
+    out["driver_bytes_per_row"] = seen["bytes_per_row"]  # (key, vector) of each embedded text, per row
     files = [cache_path(tmp / side, "use-v3", 512) for side in ("local", "ray")]
     stored = [np.load(f) for f in files]
     out["same_cache"] = bool(
@@ -130,6 +146,9 @@ def main() -> None:
     parser.add_argument("--num-cpus", type=int, default=2)
     parser.add_argument("--address")
     parser.add_argument("--json")
+    parser.add_argument(
+        "--chatbot", type=Path, help="ChatbotData.csv: real Korean Q/A instead of generated rows"
+    )
     args = parser.parse_args()
     result: dict = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "uptime_before": uptime()}
     head = None
@@ -142,7 +161,8 @@ def main() -> None:
             )
         try:
             ray_executor.connect(address)
-            frame = load(args.rows, tmp)
+            frame = load_chatbot(args.chatbot, args.rows) if args.chatbot else load(args.rows, tmp)
+            result["data"] = str(args.chatbot) if args.chatbot else "curate_scale.write_corpus"
             result["semantic"] = semantic_side(frame, args.blocks, tmp)
             print(json.dumps(result["semantic"]), flush=True)
             result["balance_split"] = balance_split_side(frame, args.blocks)

@@ -63,9 +63,9 @@ def test_semantic_embeds_in_an_actor_pool_with_the_local_decisions(ray_address: 
     assert dropped.height >= 5 and dropped["score"].min() >= curate.semantic.threshold
     assert ray.report["stage_stats"]["executor"]["grouped_on_ray"] == ["semantic"]
     seen = ray_groups.DRIVER_FRAMES["semantic"]
-    # every text was embedded by the actors (fresh cache); the driver got keys and lengths, no text
+    # every distinct text was embedded by the actors (fresh cache); only (key, vector) came back
     assert seen["cached"] == 0 and seen["embedded"] > 300
-    assert seen["columns"] == ["_order", "_key", "_len"]
+    assert seen["columns"] == ["_key", "_vector"] and seen["rows"] == seen["embedded"]
     # the actors' vectors are the local ones bit for bit: the same cache file, key for key
     files = [cache_path(tmp_path / w / "cache" / "embeddings", "use-v3", 512) for w in ("ws-local", "ws-ray")]
     stored = [np.load(f) for f in files]
@@ -197,17 +197,19 @@ def test_the_planned_batches_are_the_local_stage_batches(tmp_path: Path) -> None
     text_of = dict(zip(keys.tolist(), budgeted, strict=True))
     encoder = Encoder("use-v3", cfg.batch_size)
     vectors = np.zeros((found.miss_keys.size, 512), np.float32)
-    for b in np.unique(batch):
-        members = np.flatnonzero(batch == b)
-        group = pl.DataFrame(
-            {
-                "_key": pl.Series(found.miss_keys[members], dtype=pl.UInt64),
-                "_pos": position[members],
-                "_text": [text_of[k] for k in found.miss_keys[members].tolist()],
-            }
-        ).reverse()  # arrival order on the cluster is arbitrary; the actor sorts by position
-        out = pl.from_arrow(encoder(group.to_arrow()))
-        slots = np.searchsorted(found.miss_keys, out["_key"].to_numpy())
-        vectors[slots] = np.asarray(out["_vector"].to_list(), dtype=np.float32)
+    for blocks in ([np.unique(batch)], np.array_split(np.unique(batch), 3)):  # one block, or three
+        for members_of in blocks:
+            members = np.flatnonzero(np.isin(batch, members_of))
+            block = pl.DataFrame(
+                {
+                    "_batch": batch[members],
+                    "_pos": position[members],
+                    "_key": pl.Series(found.miss_keys[members], dtype=pl.UInt64),
+                    "_text": [text_of[k] for k in found.miss_keys[members].tolist()],
+                }
+            ).reverse()  # the actor orders a block by planned position itself
+            out = pl.from_arrow(encoder(block.to_arrow()))
+            slots = np.searchsorted(found.miss_keys, out["_key"].to_numpy())
+            vectors[slots] = np.asarray(out["_vector"].to_list(), dtype=np.float32)
     found.out[np.flatnonzero(~found.hit)] = vectors[found.inverse.reshape(-1)]
     assert np.array_equal(found.out, local)

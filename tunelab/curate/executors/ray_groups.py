@@ -1,12 +1,13 @@
 """semantic, balance and split on a Ray cluster, with the local stages' own decisions.
 
-- **semantic**: the texts' cache keys and budgeted lengths come from `map_batches` (16 bytes a row to the
-  driver); the driver looks the keys up in the workspace's embedding cache (embeddings/loader.py) and plans
-  the misses' batches exactly as the local stage cuts them (semantic.encode_plan: use-v3 quantises
-  activations per batch, so a vector depends on its batch-mates); the missing texts are grouped by batch
-  (`groupby`) and embedded by `map_groups` in an actor pool (`ActorPoolStrategy`: each actor loads the
-  embedder once); only (key, vector) comes back. The driver writes them to the cache as the local stage
-  does and runs semantic.decide (neighbour search + greedy keep), the local stage's own code.
+- **semantic**: the driver (which holds the rows in this executor) computes each row's budgeted text and
+  cache key as the local stage does, looks the keys up in the workspace's embedding cache
+  (embeddings/loader.py) and plans the misses' batches exactly as the local stage cuts them
+  (semantic.encode_plan: use-v3 quantises activations per batch, so a vector depends on its
+  batch-mates); the distinct missing texts, whole planned batches per block, go through `map_batches` in
+  an actor pool (`ActorPoolStrategy`: each actor loads the embedder once); only (key, vector) comes back.
+  The driver appends them to the cache as the local stage does and runs semantic.decide (neighbour
+  search + greedy keep), the local stage's own code.
 - **balance** and **split**: `map_batches` projects the narrow columns a decision reads (sample id,
   `_order`, the label / stratify column, the golden document for `group_by: document`); balance.run and
   split.decide decide on that narrow frame on the driver; the plan (`_order` -> new id and order, or
@@ -35,7 +36,7 @@ from tunelab.progress import progress
 
 ORDER = "_order"  # as executors/ray.py: each row's place in the local order
 GROUPED = ("semantic", "balance", "split")
-KEY, LENGTH, BATCH, POSITION, TEXT, VECTOR = "_key", "_len", "_batch", "_pos", "_text", "_vector"
+KEY, BATCH, POSITION, TEXT, VECTOR = "_key", "_batch", "_pos", "_text", "_vector"
 NEW_ID, NEW_ORDER, DOCUMENT = "_new_id", "_new_order", "_document"
 
 # per stage, what the driver received in this process's last grouped run: columns, rows, bytes
@@ -86,31 +87,13 @@ def _record(stage: str, narrow: pl.DataFrame, frame: pl.DataFrame, extra: int = 
 
 # ---------------------------------------------------------------- semantic
 
-
-def key_batch(table: pa.Table, name: str, max_tokens: int | None) -> pa.Table:
-    """(_order, cache key, budgeted length) of each row: the budget and key of the local stage's embed."""
-    frame = pl.from_arrow(table)
-    texts = semantic.budget_texts(frame["content"].fill_null("").to_list(), max_tokens)
-    return pa.table(
-        {
-            ORDER: frame[ORDER].to_arrow(),
-            KEY: pa.array(text_keys(name, texts), pa.uint64()),
-            LENGTH: pa.array(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))),
-        }
-    )
-
-
-def miss_batch(table: pa.Table, name: str, max_tokens: int | None, plan: pa.Table) -> pa.Table:
-    """The budgeted texts of this block whose key the plan lists (not cached), with their batch and place."""
-    frame = pl.from_arrow(table)
-    texts = semantic.budget_texts(frame["content"].fill_null("").to_list(), max_tokens)
-    rows = pl.DataFrame({KEY: pl.Series(text_keys(name, texts), dtype=pl.UInt64), TEXT: texts})
-    found = rows.join(pl.from_arrow(plan), on=KEY, how="inner").unique(KEY, keep="first")
-    return found.select(BATCH, POSITION, KEY, TEXT).to_arrow()
+# planned batches per block sent to the pool: one actor call embeds several, amortising Ray Data's per-call cost
+BATCHES_PER_BLOCK = 8
 
 
 class Encoder:
-    """One actor of the pool: loads the embedder once, encodes one planned batch per call."""
+    """One actor of the pool: loads the embedder once; each call embeds the planned batches of one block,
+    each batch on its own (the local stage's batch, in its order), and returns (key, vector)."""
 
     def __init__(self, model: str, batch_size: int) -> None:
         self.embedder = semantic.LengthBucketed(semantic.embedder_for(model))
@@ -118,78 +101,71 @@ class Encoder:
 
     def __call__(self, table: pa.Table) -> pa.Table:
         rows = pl.from_arrow(table).unique(KEY, keep="first").sort(POSITION)
-        vectors = normalise_rows(
-            self.embedder.encode(rows[TEXT].to_list(), batch_size=self.batch_size)
-        )  # embed_cached normalises what the embedder returns, so do we
+        parts = []
+        for (_,), batch in rows.group_by(BATCH, maintain_order=True):
+            # embed_cached normalises what the embedder returns, so do we
+            parts.append(
+                normalise_rows(self.embedder.encode(batch[TEXT].to_list(), batch_size=self.batch_size))
+            )
+        vectors = np.concatenate(parts) if parts else np.zeros((0, self.embedder.dim), np.float32)
         flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
         return pa.table(
-            {
-                KEY: rows[KEY].to_arrow(),
-                VECTOR: pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1]),
-            }
+            {KEY: rows[KEY].to_arrow(), VECTOR: pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])}
         )
 
 
 def semantic_on_ray(frame: pl.DataFrame, curate: CurateConfig, ctx: StageContext, blocks: int) -> StageOutput:
-    """semantic with its embeddings computed by an actor pool; decisions by semantic.decide on the driver."""
+    """semantic with its embeddings computed by an actor pool; decisions by semantic.decide on the driver.
+
+    The driver computes each row's budgeted text and cache key (the local stage's embed does the same),
+    looks them up in the workspace cache and plans the misses into the local stage's batches; only the
+    distinct missing texts go to the pool, grouped by planned batch (no shuffle: the rows are on the
+    driver in this executor), and only (key, vector) comes back."""
     import ray
+    import ray.data
 
     cfg = curate.semantic
     inner = semantic.embedder_for(cfg.model)  # its name and size name the cache file, as locally
     name, dim = inner.name, inner.dim
-    data = _dataset(frame.select(ORDER, "content"), blocks)
     started = time.perf_counter()
-    with progress(ctx.show_progress) as bar:
-        task = bar.add_task(f"semantic on ray: keys of {frame.height:,} rows", total=None, status="")
-        keyed = _collect(
-            data.map_batches(
-                key_batch,
+    texts = semantic.budget_texts(frame["content"].fill_null("").to_list(), cfg.max_tokens)
+    keys = text_keys(name, texts)
+    path = cache_path(ctx.cache_dir, name, dim) if ctx.cache_dir is not None else None
+    found = cache_lookup(keys, dim, path)
+    miss_rows = np.flatnonzero(~found.hit)[found.first_index]  # one row per miss key, in miss_keys order
+    lengths = np.fromiter((len(texts[i]) for i in miss_rows), dtype=np.int64, count=miss_rows.size)
+    batch, position = semantic.encode_plan(found.miss_keys, lengths, cfg.batch_size)
+    new_vectors = np.zeros((0, dim), np.float32)
+    actors = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    got = pl.DataFrame()
+    if found.miss_keys.size:
+        with progress(ctx.show_progress) as bar:
+            task = bar.add_task(f"semantic on ray: embedding {found.miss_keys.size:,} texts", total=None,
+                                status=f"up to {actors} actors")  # fmt: skip
+            plan = pl.DataFrame(
+                {
+                    BATCH: batch,
+                    POSITION: position,
+                    KEY: pl.Series(found.miss_keys, dtype=pl.UInt64),
+                    TEXT: [texts[i] for i in miss_rows],
+                }
+            ).sort(POSITION)
+            per_block = BATCHES_PER_BLOCK * cfg.batch_size  # whole planned batches in every block
+            tables = [plan.slice(k, per_block).to_arrow() for k in range(0, plan.height, per_block)]
+            embedded = ray.data.from_arrow(tables).map_batches(
+                Encoder,
                 batch_format="pyarrow",
                 batch_size=None,
-                fn_kwargs={"name": name, "max_tokens": cfg.max_tokens},
-            )
-        ).sort(ORDER)
-        keys, lengths = keyed[KEY].to_numpy(), keyed[LENGTH].to_numpy()
-        path = cache_path(ctx.cache_dir, name, dim) if ctx.cache_dir is not None else None
-        found = cache_lookup(keys, dim, path)
-        miss_lengths = lengths[~found.hit][found.first_index]
-        batch, position = semantic.encode_plan(found.miss_keys, miss_lengths, cfg.batch_size)
-        new_vectors = np.zeros((0, dim), np.float32)
-        actors = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        if found.miss_keys.size:
-            bar.update(task, description=f"semantic on ray: embedding {found.miss_keys.size:,} texts",
-                       status=f"{actors} actors")  # fmt: skip
-            plan = pa.table(
-                {
-                    KEY: pa.array(found.miss_keys, pa.uint64()),
-                    BATCH: pa.array(batch),
-                    POSITION: pa.array(position),
-                }
-            )
-            embedded = (
-                data.map_batches(
-                    miss_batch,
-                    batch_format="pyarrow",
-                    batch_size=None,
-                    fn_kwargs={"name": name, "max_tokens": cfg.max_tokens, "plan": plan},
-                )
-                .groupby(BATCH, num_partitions=max(2, blocks))
-                .map_groups(
-                    Encoder,
-                    batch_format="pyarrow",
-                    fn_constructor_kwargs={"model": cfg.model, "batch_size": cfg.batch_size},
-                    compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
-                )
+                fn_constructor_kwargs={"model": cfg.model, "batch_size": cfg.batch_size},
+                compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
             )
             got = _collect(embedded).sort(KEY)  # np.unique's order: the cache appends them so locally
-            if not np.array_equal(got[KEY].to_numpy(), found.miss_keys):
-                raise RuntimeError(
-                    "semantic on ray: embedded keys differ from the planned ones; a tunelab bug"
-                )
-            new_vectors = np.asarray(got[VECTOR].to_numpy(), dtype=np.float32).reshape(-1, dim)
-        vectors = cache_fill(found, new_vectors)
-        bar.update(task, status="done")
-    _record("semantic", keyed, frame, extra=new_vectors.nbytes)
+            bar.update(task, status="done")
+        if not np.array_equal(got[KEY].to_numpy(), found.miss_keys):
+            raise RuntimeError("semantic on ray: embedded keys differ from the planned ones; a tunelab bug")
+        new_vectors = np.asarray(got[VECTOR].to_numpy(), dtype=np.float32).reshape(-1, dim)
+    vectors = cache_fill(found, new_vectors)
+    _record("semantic", got, frame)
     DRIVER_FRAMES["semantic"].update(
         embedded=int(found.miss_keys.size), cached=int(found.hit.sum()), actors=actors,
         embed_seconds=round(time.perf_counter() - started, 3),
