@@ -213,3 +213,36 @@ def test_the_planned_batches_are_the_local_stage_batches(tmp_path: Path) -> None
             vectors[slots] = np.asarray(out["_vector"].to_list(), dtype=np.float32)
     found.out[np.flatnonzero(~found.hit)] = vectors[found.inverse.reshape(-1)]
     assert np.array_equal(found.out, local)
+
+
+def test_balance_and_split_follow_the_frame_order_whatever_order_says(ray_address: str) -> None:
+    """Within a driver segment `_order` may be stale; the grouped steps decide in the frame's row order."""
+    from tunelab.curate import balance, split
+    from tunelab.curate.common import StageContext
+    from tunelab.curate.executors import ray_groups
+    from tunelab.curate.executors.ray import connect
+
+    connect(ray_address)
+    rows = [json.loads(line) for line in _labelled_rows(90)]
+    frame = pl.DataFrame(
+        {
+            "sample_id": [f"s{i}" for i in range(90)],
+            "text": [r["output"] for r in rows],
+            "label": [r["label"] for r in rows],
+            "_order": list(range(90))[::-1],  # stale: the reverse of the rows' order
+        }
+    )
+    curate = CurateConfig.model_validate(
+        {
+            "balance": {"label": "label", "max_per_label": 30, "oversample": True, "seed": 4},
+            "split": {"val_ratio": 0.3, "stratify": "label", "seed": 4},
+        }
+    )
+    local_ctx, ray_ctx = StageContext(), StageContext()
+    local = balance.run(frame.drop("_order"), curate.balance, local_ctx)
+    local = split.run(local.frame, curate.split, local_ctx)
+    on_ray = ray_groups.balance_on_ray(frame, curate, ray_ctx, 3)
+    on_ray = ray_groups.split_on_ray(on_ray.frame, curate, ray_ctx, 3)
+    assert on_ray.decisions.equals(local.decisions)
+    assert on_ray.frame.drop("_order").equals(local.frame)
+    assert ray_ctx.stats == local_ctx.stats

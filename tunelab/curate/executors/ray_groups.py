@@ -58,6 +58,12 @@ def run_grouped(
     raise ValueError(f"stage {name!r} is not grouped on Ray")
 
 
+def positioned(frame: pl.DataFrame) -> pl.DataFrame:
+    """`frame` with `_order` = each row's position in it: the order the local function sees, whatever an
+    earlier step of the driver segment left in `_order` (ray.run_stages renumbers it after the segment)."""
+    return frame.with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias(ORDER))
+
+
 def _dataset(frame: pl.DataFrame, blocks: int) -> Any:
     import ray.data
 
@@ -208,6 +214,7 @@ def _join_back(data: Any, plan: pl.DataFrame, columns: list[str]) -> pl.DataFram
 def balance_on_ray(frame: pl.DataFrame, curate: CurateConfig, ctx: StageContext, blocks: int) -> StageOutput:
     """balance.run on (sample_id, _order, label columns); drops and '#dup' copies joined back on the cluster."""
     cfg = curate.balance
+    frame = positioned(frame)
     data = _dataset(frame, blocks)
     columns = ["sample_id", ORDER] + [c for c in dict.fromkeys(("label", cfg.label)) if c in frame.columns]
     narrow = _collect(
@@ -234,6 +241,7 @@ def split_on_ray(frame: pl.DataFrame, curate: CurateConfig, ctx: StageContext, b
     grouping = split.group_by_for(cfg, ctx.kind)
     split.check_stratify(frame.head(0), cfg)  # the message lists the full frame's columns, as locally
     columns = list(dict.fromkeys(["sample_id", ORDER] + ([cfg.stratify] if cfg.stratify else [])))
+    frame = positioned(frame)
     data = _dataset(frame, blocks)
     narrow = _collect(
         data.map_batches(
