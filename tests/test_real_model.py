@@ -185,3 +185,54 @@ workspace: {{dir: {smollm_workspace.root}}}
         nll[ref] = [_answer_nll(model, tokenizer, r["instruction"], r["output"]) for r in held_back]
     delta = paired_difference(nll[run.run_id], nll["base"])
     assert delta.n == 10 and delta.ci_high < 0, (delta, train_s)
+
+
+@pytest.mark.realmodel
+def test_answers_cut_mid_syllable_lose_only_the_broken_character(smollm_dir: Path):
+    """SmolLM2's byte-level tokenizer spends 2-3 tokens on a Hangul syllable: a token limit can stop an
+    answer mid-syllable, which decodes to U+FFFD. trim_cut_character leaves the text before it."""
+    from tunelab.evaluate.generate import trim_cut_character
+
+    tokenizer = load_tokenizer(str(smollm_dir), FP32)
+    answer = "작은 일에도 짜증이 난다면 몸과 마음이 지쳤다는 신호일 수 있어요."
+    ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+    prefixes = [tokenizer.decode(ids[:n]) for n in range(1, len(ids) + 1)]
+    broken = [text for text in prefixes if text.endswith("\ufffd")]
+    assert broken, "no prefix ends mid-syllable: this tokenizer no longer splits Hangul"
+    for text in prefixes:
+        trimmed = trim_cut_character(text)
+        assert "\ufffd" not in trimmed and answer.startswith(trimmed), (text, trimmed)
+
+
+@pytest.mark.realmodel
+def test_real_demo_recipe_trains_on_whole_answers(smollm_dir: Path):
+    """max_length keeps every clean demo row whole as SFT renders it (normalised as the curation does, the
+    persona system turn included): a cut answer never shows the model where an answer ends, so it rambles
+    to the token limit."""
+    import polars as pl
+
+    from tunelab.curate import normalize
+    from tunelab.demo.run import demo_recipe_path
+    from tunelab.modeling.chat import conversation
+    from tunelab.recipe import load_recipe
+
+    recipe = load_recipe(demo_recipe_path(SMOLLM_MODEL))
+    assert recipe.train is not None and recipe.curate is not None
+    # the clean rows: every planted defect (planted.json) is one the curation drops or quarantines
+    planted = json.loads((DEMO / "planted.json").read_text(encoding="utf-8"))["sft"]
+    dropped = {sample_id for ids in planted["drops"].values() for sample_id in ids}
+    rows = []
+    for number, line in enumerate((DEMO / "sft.jsonl").read_text(encoding="utf-8").splitlines()):
+        sample_id = f"demo-persona:{number}"
+        if sample_id in dropped or number + 1 in {q["line"] for q in planted["quarantined"]}:
+            continue
+        row = json.loads(line)
+        rows.append({"sample_id": sample_id, "prompt": row["instruction"], "response": row["output"],
+                     "label": row["label"]})  # fmt: skip
+    frame = normalize.transform(pl.DataFrame(rows), recipe.curate.normalize)
+    tokenizer = load_tokenizer(str(smollm_dir), FP32)
+    lengths = [
+        len(tokenizer(tokenizer.apply_chat_template(turns, tokenize=False))["input_ids"])
+        for turns in (conversation(row, "sft", recipe.train.sft.system_prompt) for row in frame.to_dicts())
+    ]
+    assert len(lengths) == 348 and max(lengths) <= recipe.train.sft.max_length, max(lengths)

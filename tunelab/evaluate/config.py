@@ -19,6 +19,8 @@ class GenerationSettings(Strict):
     temperature: float = Field(1.0, gt=0)
     top_p: float = Field(1.0, gt=0, le=1.0)
     repetition_penalty: float = Field(1.0, gt=0)
+    # n > 0: no n-gram of tokens appears twice in an answer (transformers' no_repeat_ngram_size); 0: off
+    no_repeat_ngram_size: int = Field(0, ge=0)
     batch_size: int = Field(8, ge=1)
     seed: int = 0
 

@@ -58,12 +58,23 @@ def generation_kwargs(settings: GenerationSettings, tokenizer: Any) -> dict[str,
         if tokenizer.pad_token_id is not None
         else tokenizer.eos_token_id,
     }
+    if settings.no_repeat_ngram_size:
+        kwargs["no_repeat_ngram_size"] = settings.no_repeat_ngram_size
     if settings.do_sample:
         kwargs.update(temperature=settings.temperature, top_p=settings.top_p)
     else:
         # a model's generation_config may carry sampling defaults; greedy must not warn about them
         kwargs.update(temperature=None, top_p=None, top_k=None)
     return kwargs
+
+
+def trim_cut_character(text: str) -> str:
+    """The answer without the U+FFFD a token limit leaves when it cuts a character mid-way.
+
+    Byte-level BPE tokenizers (SmolLM2, Llama 3, Qwen) spend several tokens on one Hangul syllable or
+    emoji; an answer stopped by max_new_tokens can end on the first bytes of one, which decode to U+FFFD.
+    Only a trailing run is dropped: one inside the text is what the model generated."""
+    return text.rstrip().rstrip("\ufffd").rstrip()
 
 
 def gen_params_json(settings: GenerationSettings) -> str:
@@ -134,7 +145,8 @@ def generate_texts(
             generated = model.generate(**encoded, **kwargs)
         elapsed = time.perf_counter() - began
         new_tokens = generated[:, encoded["input_ids"].shape[1] :]
-        outputs.extend(text.strip() for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
+        decoded = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        outputs.extend(trim_cut_character(text.strip()) for text in decoded)
         latencies.extend([elapsed / len(batch)] * len(batch))
         if on_batch is not None:
             on_batch(len(batch))
