@@ -411,39 +411,61 @@ def _ranks(lengths: np.ndarray | None, n: int) -> np.ndarray:
 
 
 def exact_narrow(shards: Shards, run: Run) -> Any:
-    """exact.run on (sample id, key hash, rank): the same representative, ref_sample_id and evidence."""
+    """exact.run on (key hash as a uint64, keep rank), 16 bytes a row: the same representative (lowest rank
+    of its key), ref_sample_id, copy count and evidence; sample ids are read back for the drops only."""
     cfg = run.curate.exact
     longest = cfg.keep == "longest"
-    columns = ["sample_id", "content_hash"] + (["content"] if longest or cfg.key is not None else [])
-    parts = []
+    columns = ["content_hash"] + (["content"] if longest or cfg.key is not None else [])
+    hashes, lengths, orders, sizes = [], [], [], []
     for frame in shards.frames(columns):
-        hashes = frame["content_hash"]
-        if cfg.key is not None:
+        if cfg.key is None:  # the hex digest read as the number it spells
+            hashes.append(frame["content_hash"].str.to_integer(base=16, dtype=pl.UInt64).to_numpy())
+        else:
             keys = dedup_keys(frame["content"], cfg.key)
-            hashes = pl.Series([xxhash.xxh64_hexdigest(k.encode("utf-8")) for k in keys], dtype=pl.String)
-        part = pl.DataFrame({"sample_id": frame["sample_id"], "content_hash": hashes, ORDER: frame[ORDER]})
+            hashes.append(
+                np.fromiter((xxhash.xxh64_intdigest(k.encode("utf-8")) for k in keys), np.uint64, len(keys))
+            )
         if longest:
-            part = part.with_columns(len=frame["content"].str.len_chars().fill_null(0))
-        parts.append(part)
-    schema = {"sample_id": pl.String, "content_hash": pl.String, ORDER: pl.Int64}
-    ranked = pl.concat(parts) if parts else pl.DataFrame(schema=schema)
-    lengths = ranked["len"].to_numpy() if longest and ranked.height else None
-    ranked = ranked.with_columns(rank=pl.Series(_ranks(lengths if longest else None, ranked.height)))
+            lengths.append(frame["content"].str.len_chars().fill_null(0).to_numpy())
+        orders.append(frame[ORDER].to_numpy())
+        sizes.append(frame.height)
+    n = sum(sizes)
+    key = np.concatenate(hashes) if hashes else np.zeros(0, dtype=np.uint64)
+    rank = _ranks(np.concatenate(lengths) if longest and n else None, n)
+    order = np.lexsort((rank, key))  # by key, best rank first
+    first = np.ones(n, dtype=bool)
+    np.not_equal(key[order][1:], key[order][:-1], out=first[1:])
+    group = np.cumsum(first) - 1
+    starts = np.flatnonzero(first)
+    ref = np.empty(n, dtype=np.int64)
+    ref[order] = order[starts][group]
+    copies = np.empty(n, dtype=np.int64)
+    copies[order] = np.diff(np.append(starts, n))[group]
+    dropped = np.flatnonzero(ref != np.arange(n))
+    ids = _ids_at(shards, np.unique(np.concatenate([dropped, ref[dropped]])), sizes)
     what = f"dedup key ({describe(cfg.key)})" if cfg.key is not None else "content hash"
-    grouped = ranked.with_columns(
-        ref=pl.col("sample_id").sort_by("rank").first().over("content_hash"),
-        group_size=pl.len().over("content_hash"),
-    ).filter(pl.col("sample_id") != pl.col("ref"))
-    grouped = grouped.with_columns(
-        evidence=pl.format(f"same {what} as {{}} ({{}} copies)", pl.col("ref"), pl.col("group_size"))
-    )
-    run.ctx.stats["exact"] = {"dropped": grouped.height}
-    shards.drop(grouped[ORDER].to_numpy())
+    refs = [ids[int(r)] for r in ref[dropped]]
+    run.ctx.stats["exact"] = {"dropped": int(dropped.size)}
+    if n:
+        shards.drop(np.concatenate(orders)[dropped])
     out = decisions(
-        grouped["sample_id"], "exact", False, "exact_dup", ref_sample_id=grouped["ref"],
-        score=pl.Series([1.0] * grouped.height), evidence=grouped["evidence"],
+        [ids[int(d)] for d in dropped], "exact", False, "exact_dup", ref_sample_id=refs,
+        score=pl.Series([1.0] * dropped.size, dtype=pl.Float64),
+        evidence=[f"same {what} as {r} ({c} copies)" for r, c in zip(refs, copies[dropped].tolist(), strict=True)],
     )  # fmt: skip
     return StageOutput(pl.DataFrame(), out)
+
+
+def _ids_at(shards: Shards, positions: np.ndarray, sizes: list[int]) -> dict[int, str]:
+    """The sample ids at these positions of the alive rows (the shards as the positions were counted)."""
+    out: dict[int, str] = {}
+    start = 0
+    for frame, size in zip(shards.frames(["sample_id"]), sizes, strict=True):
+        inside = positions[(positions >= start) & (positions < start + size)]
+        if inside.size:
+            out.update(zip(inside.tolist(), frame["sample_id"].gather(inside - start).to_list(), strict=True))
+        start += size
+    return out
 
 
 def minhash_narrow(shards: Shards, run: Run) -> Any:
@@ -456,20 +478,18 @@ def minhash_narrow(shards: Shards, run: Run) -> Any:
         docs += frame.height
     scheme = minhash.scheme_for(total, docs, cfg.num_perm)
     bands, rows = minhash.band_params(cfg.threshold, cfg.num_perm)
-    keys, ids, orders, lengths, sizes = [], [], [], [], []
-    for frame in shards.frames(["sample_id", "content"]):  # pass 2: signatures -> band keys, per batch
+    keys, orders, lengths, sizes = [], [], [], []
+    for frame in shards.frames(["content"]):  # pass 2: signatures -> band keys, per batch
         texts = dedup_keys(frame["content"], cfg.key)
         if texts:
             sig = minhash.signatures(texts, cfg.ngram, cfg.num_perm, cfg.seed, scheme=scheme)
             keys.append(minhash.band_keys(sig, bands, rows, cfg.seed))
             del sig
-        ids.append(frame["sample_id"])
         orders.append(frame[ORDER].to_numpy())
         sizes.append(frame.height)
         if cfg.keep == "longest":
             lengths.append(frame["content"].str.len_chars().fill_null(0).to_numpy())
     n = sum(sizes)
-    all_ids = pl.concat(ids) if ids else pl.Series("sample_id", [], dtype=pl.String)
     all_orders = np.concatenate(orders) if orders else np.zeros(0, dtype=np.int64)
     band_keys = np.concatenate(keys, axis=1) if keys else np.zeros((bands, 0), dtype=np.uint64)
     del keys
@@ -489,8 +509,9 @@ def minhash_narrow(shards: Shards, run: Run) -> Any:
         component = np.where(in_component, labels, -1)
     dropped = np.flatnonzero(ref >= 0)
     kept_in_component = np.flatnonzero((component >= 0) & (ref < 0))
-    for doc in kept_in_component:
-        run.ctx.clusters[all_ids[int(doc)]] = f"minhash:{int(component[doc])}"
+    ids = _ids_at(shards, np.unique(np.concatenate([dropped, ref[dropped], kept_in_component])), sizes)
+    for doc in kept_in_component.tolist():
+        run.ctx.clusters[ids[doc]] = f"minhash:{int(component[doc])}"
     run.ctx.stats["minhash"] = {
         "bands_rows": [bands, rows],
         "candidate_pairs": int(len(pairs)),
@@ -501,8 +522,8 @@ def minhash_narrow(shards: Shards, run: Run) -> Any:
         return StageOutput(pl.DataFrame(), decisions([], "minhash", True))
     shards.drop(all_orders[dropped])
     out = decisions(
-        all_ids.gather(dropped), "minhash", False, "near_dup_minhash",
-        ref_sample_id=all_ids.gather(ref[dropped]), score=pl.Series(score[dropped]),
+        [ids[d] for d in dropped.tolist()], "minhash", False, "near_dup_minhash",
+        ref_sample_id=[ids[r] for r in ref[dropped].tolist()], score=pl.Series(score[dropped]),
         evidence=f"exact Jaccard of {cfg.ngram}-char shingles of the key ({describe(cfg.key)}) >= {cfg.threshold}",
     )  # fmt: skip
     return StageOutput(pl.DataFrame(), out)
