@@ -10,6 +10,7 @@ import getpass
 import json
 import math
 import os
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -185,16 +186,25 @@ def ingest_curation(
     quarantine: pl.DataFrame,
     signals: pl.DataFrame | None = None,
     replace: bool = False,
+    memory_limit: str | None = None,
 ) -> None:
     """Write one curation (its row, every sample, every decision, the quarantine, what the signal stages
     measured) in one transaction. `samples` (every read row, the largest table) may be a glob of Parquet
-    shards, which DuckDB reads itself (the Ray executor writes them from its workers)."""
+    shards, which DuckDB reads itself (the Ray executor writes them from its workers).
+
+    `memory_limit` (e.g. "1GB"): DuckDB's limit for this connection; past it DuckDB writes to disk instead
+    of holding the transaction's rows (measured: 1M samples rows of ~1 KB, peak RSS 1.73 GiB by default,
+    0.58 GiB at 512MB, 1.5x the time). The streaming executor sets it so the ingest stays bounded."""
     curation_id = curation.get("curation_id")
     if not curation_id or not curation.get("dataset"):
         raise ValueError("curation: curation_id and dataset are required")
+    if memory_limit is not None and not re.fullmatch(r"\d+(\.\d+)?\s*(KB|MB|GB|KiB|MiB|GiB)", memory_limit):
+        raise ValueError(f"memory_limit: {memory_limit!r} is not a size like 1GB")
     values = _row_values(curation, CURATION_KEYS, "curation")
     created_at = values[CURATION_KEYS.index("created_at")]
     with write_connection(db) as con:
+        if memory_limit is not None:
+            con.execute(f"SET memory_limit = '{memory_limit}'")  # checked above: digits and a unit
         _refuse_or_clear(
             con, Path(db), "curation", "curation_id", curation_id,
             ("curations", "samples", "decisions", "quarantine", "signals"), replace,

@@ -81,6 +81,10 @@ from tunelab.records.loader import (
 from tunelab.warehouse import store
 from tunelab.workspace import Workspace, claim, release
 
+# DuckDB's memory for the one ingest transaction: past it DuckDB writes to disk instead of holding every
+# inserted row (its default holds the samples, ~650 B a read row measured at 1M rows: the largest per-row
+# cost of this executor before the limit)
+INGEST_MEMORY = "1GB"
 # stages run here on narrow columns; every other non-row-local stage holds its rows (in_memory)
 NARROW = ("exact", "minhash", "balance", "split")
 _COUNTED_NOTE = re.compile(r"(\d[\d,]*) (record|value)s?\b")
@@ -954,7 +958,7 @@ def _write(
         copied.write_parquet(samples / "copies.parquet")
     store.ingest_curation(
         ws.warehouse, _curation_row(result, dataset, curate, final), str(samples / "*.parquet"),
-        result.decisions, result.quarantine, result.signals,
+        result.decisions, result.quarantine, result.signals, memory_limit=INGEST_MEMORY,
     )  # fmt: skip
     os.replace(out, final)  # one rename: the folder appears complete, or not at all
     release(final)
