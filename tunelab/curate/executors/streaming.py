@@ -14,7 +14,8 @@ The local loop holds the whole source in one frame through every stage (1M rows 
 - **Row-local stages** (schema, normalize, language, pii, quality, length without a tokenizer) run per
   batch with their own `run` (registry.run_stage); the survivors go to Parquet shards in a scratch folder
   with a hidden `_order` column (their position in the frame the local loop would see).
-- **exact** groups narrow columns: (sample id, key hash, keep rank) of every surviving row.
+- **exact** groups narrow columns: (key hash as a uint64, keep rank) of every surviving row, in numpy;
+  the sample ids of the drops and their representatives are read back from the shards.
 - **minhash**: pass 1 sums the dedup keys' lengths so `minhash.scheme_for` picks the scheme the local
   stage picks for the same rows; pass 2 computes each batch's signatures with that scheme and its band keys
   (bands x 8 bytes per row stay in memory: 144 B at 18 bands); the candidate pairs (`star_pairs`, band by
@@ -31,8 +32,8 @@ The local loop holds the whole source in one frame through every stage (1M rows 
 - **Outputs** are the local ones: train/val Parquet and JSON lines written from per-batch parts by polars'
   streaming sink, decisions, signals, quarantine, the report (its input/output length statistics from the
   per-row lengths, its largest clusters' texts read back by id), the data version, and the warehouse ingest
-  with the samples as a Parquet glob (store.ingest_curation). Decisions and signals are one frame each, as
-  the ingest takes them.
+  with the samples as a Parquet glob (store.ingest_curation, DuckDB's memory limited to INGEST_MEMORY).
+  Decisions and signals are one frame each, as the ingest takes them.
 - Row-local stages' `stage_stats` are merged over batches as the Ray executor merges them (counts add up,
   other numbers from the first batch).
 """
@@ -104,7 +105,6 @@ class Reader:
     labels: set[str] = field(default_factory=set)  # distinct labels of every batch (the 0/1 pairing)
     notes: list[str] = field(default_factory=list)
     formats: list[str] = field(default_factory=list)
-    whole: bool = False  # read by the loader in one piece, then batched
     source: dict[str, Any] = field(default_factory=dict)
 
     def native(self, files: list[Path]) -> bool:
@@ -161,7 +161,7 @@ class Reader:
 
     def _whole(self) -> Iterator[LoadResult]:
         loaded = load_dataset_records(self.dataset)
-        self.whole, self.read = True, loaded.read
+        self.read = loaded.read
         self.source = {
             **loaded.source,
             "notes": [
@@ -482,12 +482,14 @@ def minhash_narrow(shards: Shards, run: Run) -> Any:
         docs += frame.height
     scheme = minhash.scheme_for(total, docs, cfg.num_perm)
     bands, rows = minhash.band_params(cfg.threshold, cfg.num_perm)
-    keys, orders, lengths, sizes = [], [], [], []
+    band_keys = np.empty((bands, docs), dtype=np.uint64)  # filled in place: no second copy to concatenate
+    orders, lengths, sizes = [], [], []
     for frame in shards.frames(["content"]):  # pass 2: signatures -> band keys, per batch
         texts = dedup_keys(frame["content"], cfg.key)
         if texts:
+            start = sum(sizes)
             sig = minhash.signatures(texts, cfg.ngram, cfg.num_perm, cfg.seed, scheme=scheme)
-            keys.append(minhash.band_keys(sig, bands, rows, cfg.seed))
+            band_keys[:, start : start + len(texts)] = minhash.band_keys(sig, bands, rows, cfg.seed)
             del sig
         orders.append(frame[ORDER].to_numpy())
         sizes.append(frame.height)
@@ -495,8 +497,6 @@ def minhash_narrow(shards: Shards, run: Run) -> Any:
             lengths.append(frame["content"].str.len_chars().fill_null(0).to_numpy())
     n = sum(sizes)
     all_orders = np.concatenate(orders) if orders else np.zeros(0, dtype=np.int64)
-    band_keys = np.concatenate(keys, axis=1) if keys else np.zeros((bands, 0), dtype=np.uint64)
-    del keys
     ref = np.full(n, -1, dtype=np.int64)
     score = np.full(n, np.nan)
     component = np.full(n, -1, dtype=np.int64)
