@@ -509,13 +509,19 @@ def minhash_narrow(shards: Shards, run: Run) -> Any:
         texts = _involved_keys(shards, cfg, involved, sizes)
         sets = minhash.ShingleSets(texts, involved, cfg.ngram, cfg.seed)  # type: ignore[arg-type]
         rank = _ranks(np.concatenate(lengths) if cfg.keep == "longest" else None, n)
-        _greedy(involved, labels, rank, sets, cfg.threshold, ref, score)
-        component = np.where(in_component, labels, -1)
+        pending = involved[np.lexsort((rank[involved], labels[involved]))]
+        cuts = np.flatnonzero(labels[pending][1:] != labels[pending][:-1]) + 1
+        for members in np.split(pending, cuts):  # the local stage's keep rule, one component at a time
+            ref[members], score[members] = minhash.greedy_component(members, sets.jaccard, cfg.threshold)
+        lowest = np.full(labels.max() + 1, n, dtype=np.int64)
+        np.minimum.at(lowest, labels, np.arange(n, dtype=np.int64))
+        component = np.where(in_component, lowest[labels], -1)  # named by its first row, as locally
     dropped = np.flatnonzero(ref >= 0)
     kept_in_component = np.flatnonzero((component >= 0) & (ref < 0))
-    ids = _ids_at(shards, np.unique(np.concatenate([dropped, ref[dropped], kept_in_component])), sizes)
+    wanted = [dropped, ref[dropped], kept_in_component, component[kept_in_component]]
+    ids = _ids_at(shards, np.unique(np.concatenate(wanted)), sizes)
     for doc in kept_in_component.tolist():
-        run.ctx.clusters[ids[doc]] = f"minhash:{int(component[doc])}"
+        run.ctx.clusters[ids[doc]] = minhash.cluster_label(ids[int(component[doc])])
     run.ctx.stats["minhash"] = {
         "bands_rows": [bands, rows],
         "candidate_pairs": int(len(pairs)),
@@ -556,35 +562,6 @@ def _involved_keys(shards: Shards, cfg: Any, involved: np.ndarray, sizes: list[i
             out.update(zip(inside.tolist(), texts, strict=True))
         start += size
     return out
-
-
-def _greedy(
-    involved: np.ndarray,
-    labels: np.ndarray,
-    rank: np.ndarray,
-    sets: minhash.ShingleSets,
-    threshold: float,
-    ref: np.ndarray,
-    score: np.ndarray,
-) -> None:
-    """minhash.cluster's rounds: in each component, in rank order, a doc within `threshold` of the round's
-    representative is dropped, the first of the rest is the next round's representative."""
-    pending = involved[np.lexsort((rank[involved], labels[involved]))]
-    while pending.size > 1:
-        comp = labels[pending]
-        is_first = np.ones(pending.size, dtype=bool)
-        is_first[1:] = comp[1:] != comp[:-1]
-        rep_of = pending[np.flatnonzero(is_first)[np.cumsum(is_first) - 1]]
-        members = ~is_first
-        if not members.any():
-            break
-        matched = np.zeros(pending.size, dtype=bool)
-        for pos in np.flatnonzero(members):
-            doc, rep = pending[pos], rep_of[pos]
-            j = sets.jaccard(doc, rep)
-            if j >= threshold:
-                ref[doc], score[doc], matched[pos] = rep, j, True
-        pending = pending[members & ~matched]
 
 
 def balance_narrow(shards: Shards, run: Run) -> Any:
