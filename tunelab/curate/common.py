@@ -128,7 +128,13 @@ def keep_order(frame: pl.DataFrame, keep: str, text: pl.Series | None = None) ->
     """Priority rank per row (0 = best representative): 'first' = source order, 'longest' = most characters."""
     n = frame.height
     if keep == "longest" and text is not None:
-        lengths = text.str.len_chars().fill_null(0)
-        order = pl.DataFrame({"i": range(n), "len": lengths}).sort(["len", "i"], descending=[True, False])
-        return pl.Series("rank", order["i"].arg_sort(), dtype=pl.Int64)
+        return longest_first_rank(text.str.len_chars().fill_null(0))
     return pl.Series("rank", range(n), dtype=pl.Int64)
+
+
+def longest_first_rank(lengths: pl.Series | Any) -> pl.Series:
+    """keep_order's 'longest' rank from the rows' lengths alone (most characters first, ties by position):
+    what an executor holding only a length column per row needs."""
+    n = len(lengths)
+    order = pl.DataFrame({"i": range(n), "len": lengths}).sort(["len", "i"], descending=[True, False])
+    return pl.Series("rank", order["i"].arg_sort(), dtype=pl.Int64)

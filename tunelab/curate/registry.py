@@ -61,6 +61,9 @@ class Stage:
 
 
 STAGES: dict[str, Stage] = {}
+# stages whose decision for a row depends on that row alone (and the settings): safe on any batch, so the
+# stream and Ray executors run them batch by batch
+ROW_LOCAL = ("schema", "normalize", "language", "pii", "quality", "length")
 
 
 def register(name: str, run: StageRun, settings: type[BaseModel], needs_content: bool = False) -> Stage:
@@ -89,6 +92,25 @@ def stage_counts(out: StageOutput, rows_in: int, started: float) -> dict[str, An
     if out.skipped:
         counts["skipped"] = out.skipped
     return counts
+
+
+def is_row_local(name: str, curate: CurateConfig) -> bool:
+    """Whether stage `name` may run on any batch of rows with the same result as on all of them."""
+    if name == "length" and curate.length.tokenizer:
+        return False  # tunelab-tiny is built from the texts of the whole frame when the workspace has none
+    return name in ROW_LOCAL
+
+
+def segments(curate: CurateConfig) -> list[tuple[bool, list[str]]]:
+    """The stages in recipe order, cut into runs: (row_local, names)."""
+    out: list[tuple[bool, list[str]]] = []
+    for name in curate.stages:
+        local = is_row_local(name, curate)
+        if out and out[-1][0] == local:
+            out[-1][1].append(name)
+        else:
+            out.append((local, [name]))
+    return out
 
 
 def stage(name: str) -> Stage:

@@ -69,36 +69,16 @@ from tunelab.curate.config import CurateConfig
 from tunelab.curate.dedup_key import dedup_keys
 from tunelab.curate.executors import ray_groups, ray_minhash
 from tunelab.curate.outputs import warehouse_samples
+from tunelab.curate.registry import segments
 from tunelab.errors import UserError
 from tunelab.progress import progress
 from tunelab.records.config import DatasetConfig
 from tunelab.records.loader import LoadResult, _unify_labels, load_dataset_records, source_files
 
 ORDER = "_order"
-# stages whose decision for a row depends on that row alone (and the settings): safe on any batch
-ROW_LOCAL = ("schema", "normalize", "language", "pii", "quality", "length")
 # grouping stages whose driver step runs its work on the cluster (executors/ray_minhash.py)
 GROUPED_ON_RAY = ("exact", "minhash")
 INSTALL_HINT = "curate.executor: ray needs the ray extra: pip install 'tunelab[ray]'"
-
-
-def is_row_local(name: str, curate: CurateConfig) -> bool:
-    """Whether stage `name` may run on any batch of rows with the same result as on all of them."""
-    if name == "length" and curate.length.tokenizer:
-        return False  # tunelab-tiny is built from the texts of the whole frame when the workspace has none
-    return name in ROW_LOCAL
-
-
-def segments(curate: CurateConfig) -> list[tuple[bool, list[str]]]:
-    """The stages in recipe order, cut into runs: (on_ray, names)."""
-    out: list[tuple[bool, list[str]]] = []
-    for name in curate.stages:
-        local = is_row_local(name, curate)
-        if out and out[-1][0] == local:
-            out[-1][1].append(name)
-        else:
-            out.append((local, [name]))
-    return out
 
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:

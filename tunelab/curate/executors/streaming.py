@@ -60,10 +60,17 @@ import pyarrow.parquet as pq
 import xxhash
 
 from tunelab.curate import balance, minhash, pii, registry, split
-from tunelab.curate.common import StageContext, StageOutput, decisions, empty_signals, with_content
+from tunelab.curate.common import (
+    StageContext,
+    StageOutput,
+    decisions,
+    empty_signals,
+    longest_first_rank,
+    with_content,
+)
 from tunelab.curate.config import CurateConfig
 from tunelab.curate.dedup_key import dedup_keys, describe, key_expr
-from tunelab.curate.executors.ray import ORDER, is_row_local, merge_stats
+from tunelab.curate.executors.ray import ORDER, merge_stats
 from tunelab.curate.outputs import _curation_row, warehouse_samples
 from tunelab.curate.report import build_report, report_markdown
 from tunelab.curate.result import CurationResult
@@ -392,23 +399,11 @@ class Run:
         return frame
 
 
-def _segments(curate: CurateConfig) -> list[tuple[bool, list[str]]]:
-    out: list[tuple[bool, list[str]]] = []
-    for name in curate.stages:
-        local = is_row_local(name, curate)
-        if out and out[-1][0] == local:
-            out[-1][1].append(name)
-        else:
-            out.append((local, [name]))
-    return out
-
-
 def _ranks(lengths: np.ndarray | None, n: int) -> np.ndarray:
     """common.keep_order from the rows' lengths: 'first' (None) = position, 'longest' = most characters."""
     if lengths is None:
         return np.arange(n, dtype=np.int64)
-    order = pl.DataFrame({"i": np.arange(n), "len": lengths}).sort(["len", "i"], descending=[True, False])
-    return order["i"].arg_sort().to_numpy().astype(np.int64)
+    return longest_first_rank(lengths).to_numpy()
 
 
 # ---------------------------------------------------------------- narrow stages
@@ -671,7 +666,7 @@ def _curate(
     run = Run(curate, ctx)
     reader = Reader(dataset, curate.stream_batch_rows, scratch)
     shards = Shards(scratch / "rows")
-    segments = _segments(curate)
+    segments = registry.segments(curate)
     first_names = segments[0][1]  # schema is always first, and row-local
     needs_content = len(segments) > 1 and any(registry.stage(n).needs_content for n in segments[1][1][:1])
     quarantines: list[pl.DataFrame] = []
