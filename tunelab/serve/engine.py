@@ -178,6 +178,9 @@ class Engine:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+        # joined, not left as a daemon: a daemon thread still inside torch when the interpreter exits made
+        # the process abort ("terminate called without an active exception", SIGABRT) after SIGTERM
+        self._worker.join(timeout=60)
 
     def _take(self) -> list[_Job] | None:
         with self._cond:
