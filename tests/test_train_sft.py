@@ -207,6 +207,10 @@ def test_lora_sft_learns_logs_every_row_and_reloads(tiny_model: Path, tmp_path: 
         "sft", recipe.train, Workspace(tmp_path), trained_datasets(recipe)
     )
     assert run_id == result.run_id and tok.padding_side == "left"
+    # merged into the full-precision base for generation (one matmul per projection), same greedy reply
+    assert not isinstance(model, PeftModel) and not any(
+        "lora_" in name for name, _ in model.named_parameters()
+    )
     with torch.no_grad():
         assert generate_reply(model, tok, row) == tuned_reply
 
