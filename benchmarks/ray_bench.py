@@ -20,6 +20,15 @@ minhash as the local stage / the old Ray path ran it (`minhash.run` in one proce
 exactly this call) against `ray_minhash.minhash_on_ray` (every phase on the cluster: per-phase wall time,
 components rounds, bytes shuffled per row), and exact as `exact.run`, the whole-row Ray Data shuffle
 (`ray.exact_on_ray`) and the narrow shuffle (`ray_minhash.exact_narrow`); all must give the same decisions.
+
+`--driver-memory` instead measures the driver process's peak RSS (getrusage ru_maxrss of a fresh process per
+run, so one run's peak is not the other's) for one written curation (write=True: outputs and the warehouse
+ingest included) on the same data and cluster, one run after the other: the rows-on-driver path
+(ray.prepare + pipeline.curate_frame + outputs.write_outputs, what every Ray curation did before
+ray.curate_blocks, and what recipes with pairs / semantic / decontaminate / a tokenizer still do) and
+ray.curate_blocks (the rows stay in the object store). Both curations' files must be equal.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/ray_bench.py --driver-memory --rows 1000000 --files 4
 """
 
 from __future__ import annotations
@@ -212,6 +221,81 @@ def grouped_stages(rows: int, files: int, tmp: Path) -> dict:
     return out
 
 
+def driver_child(mode: str, glob: str, address: str, ws: str, rows: int) -> None:
+    """One written curation in this (fresh) process; prints its peak RSS and wall time as JSON."""
+    import resource
+
+    from tunelab.curate.outputs import write_outputs
+    from tunelab.curate.pipeline import curate_frame
+    from tunelab.workspace import Workspace
+
+    dataset = DatasetConfig(path=Path(glob), name="scale", kind="sft")
+    curate = CurateConfig.model_validate(
+        {
+            "stages": STAGES,
+            "length": {"min_chars": {"response": 5}, "max_chars": {"response": 4000}},
+            "balance": {"max_per_label": int(rows * 0.25)},
+            "executor": "ray",
+            "ray_address": address,
+        }
+    )
+    ray_executor.connect(address)
+    connected_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    workspace = Workspace(Path(ws))
+    if mode == "rows-on-driver":
+        loaded, runner, samples_writer = ray_executor.prepare(dataset, curate, False)
+        result = curate_frame(
+            loaded.frame,
+            loaded.quarantine,
+            loaded.read,
+            dataset,
+            curate,
+            workspace,
+            None,
+            False,
+            runner=runner,
+        )
+        result.report["source"] = loaded.source
+        write_outputs(result, dataset, curate, loaded.frame, workspace, samples_writer)
+    else:
+        result = curate_dataset(dataset, curate, workspace, show_progress=False)
+        assert result.report["source"].get("rows_on_driver") is False
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({
+        "mode": mode, "rows": rows, "wall_s": round(time.perf_counter() - started, 1),
+        "peak_rss_gib": round(peak_kib / 2**20, 3), "rss_after_connect_gib": round(connected_kib / 2**20, 3),
+        "out_dir": str(result.out_dir), "read": result.read, "kept": result.kept,
+    }))  # fmt: skip
+
+
+def driver_memory(rows: int, files: int, address: str, tmp: Path) -> dict:
+    """Both paths, each in a fresh driver process, on the same shards and cluster."""
+    data = tmp / f"mem-{rows}.jsonl"
+    write_corpus(data, rows)
+    glob = shards(data, tmp / f"mem-shards-{rows}", files)
+    data.unlink()
+    out: dict = {"rows": rows, "files": files, "uptime": subprocess.run(
+        ["uptime"], capture_output=True, text=True).stdout.strip()}  # fmt: skip
+    runs = []
+    for mode in ("rows-on-driver", "rows-off-driver"):
+        done = subprocess.run(
+            [sys.executable, __file__, "--driver-child", mode, "--data", str(glob), "--address", address,
+             "--ws", str(tmp / "mem-ws"), "--rows", str(rows)],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        print(json.dumps(runs[-1]), flush=True)
+    out["runs"] = runs
+    folders = [Path(r["out_dir"]) for r in runs]
+    out["same_files"] = all(
+        pl.read_parquet(folders[0] / name).equals(pl.read_parquet(folders[1] / name))
+        for name in ("train.parquet", "val.parquet", "decisions.parquet", "quarantine.parquet")
+    )
+    out["peak_ratio_off_over_on"] = round(runs[1]["peak_rss_gib"] / runs[0]["peak_rss_gib"], 3)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", default="100000,1000000")
@@ -220,7 +304,14 @@ def main() -> None:
     parser.add_argument("--address", default=None, help="an existing cluster (else one is started here)")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--grouped", default="on", choices=["on", "off", "only"])
+    parser.add_argument("--driver-memory", action="store_true", help="driver peak RSS, both Ray paths")
+    parser.add_argument("--driver-child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--data", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--ws", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.driver_child:
+        driver_child(args.driver_child, args.data, args.address, args.ws, int(args.rows))
+        return
     results: dict = {"cpus_here": os.cpu_count(), "sizes": []}
     with tempfile.TemporaryDirectory(prefix="tlrb") as tmp:
         head = None
@@ -236,6 +327,11 @@ def main() -> None:
             results["connect_s"] = round(time.perf_counter() - started, 2)
             print(f"ray.init(address): {results['connect_s']:.1f}s", flush=True)
             for rows in (int(r) for r in args.rows.split(",")):
+                if args.driver_memory:
+                    found = driver_memory(rows, args.files, address, Path(tmp))
+                    results.setdefault("driver_memory", []).append(found)
+                    print(json.dumps(found, indent=1), flush=True)
+                    continue
                 if args.grouped != "off":
                     found = grouped_stages(rows, args.files, Path(tmp))
                     results.setdefault("grouped", []).append(found)

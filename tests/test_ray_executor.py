@@ -222,3 +222,56 @@ def test_missing_ray_extra_names_it(tmp_path: Path) -> None:
     lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "pip install 'tunelab[ray]'" in lines[0]
     assert "Traceback" not in done.stderr
+
+
+def test_rows_stay_off_the_driver_and_decisions_come_from_shards(ray_address: str, tmp_path: Path) -> None:
+    """Row-local stages, exact, minhash, balance and split: the Ray executor keeps the rows in the object
+    store; the driver receives narrow columns only (sample ids, `_order`, label), the workers write the
+    decisions and signals as shards and the warehouse reads them by their glob: the same rows as local."""
+    from tunelab.curate.executors import ray as ray_executor
+    from tunelab.warehouse import store
+
+    source = tmp_path / "noisy.jsonl"
+    _noisy_corpus(source, 400)
+    dataset = DatasetConfig(path=_shards(source, tmp_path / "noisy", 2), name="noisy", kind="sft")
+    curate = CurateConfig.model_validate(
+        {
+            "stages": ["schema", "normalize", "language", "pii", "quality", "exact", "minhash", "balance", "split"],
+            "pii": {"action": "drop"},
+            "minhash": {"threshold": 0.7},
+            "balance": {"label": "label", "max_per_label": 150, "oversample": True, "seed": 1},
+            "split": {"val_ratio": 0.2, "stratify": "label", "seed": 7},
+        }
+    )  # fmt: skip
+    ws = Workspace(tmp_path / "ws")
+    local = curate_dataset(dataset, curate, ws, show_progress=False)
+    on_ray = curate.model_copy(update={"executor": "ray", "ray_address": ray_address})
+    ray = curate_dataset(dataset, on_ray, ws, show_progress=False)
+    fetches = ray.report["stage_stats"]["executor"]["driver_fetches"]
+    assert {f["step"] for f in fetches} >= {"narrow columns", "exact ids", "minhash component members"}
+    texts = {"prompt", "response", "content", "text"}
+    for fetch in fetches:  # text reaches the driver only for the report's largest clusters (20 x 11 rows)
+        assert not texts & set(fetch["columns"]) or (
+            fetch["step"] == "report clusters" and fetch["rows"] <= 220
+        )
+    assert max(f["rows"] for f in fetches) <= ray.read  # narrow columns of every row, at most
+    # the written curation and the warehouse rows are the local ones
+    folders = [local.out_dir, ray.out_dir]
+    for name in ("train.parquet", "val.parquet", "decisions.parquet", "quarantine.parquet"):
+        assert pl.read_parquet(folders[0] / name).equals(pl.read_parquet(folders[1] / name)), name
+    sort = ["stage", "sample_id", "field", "signal"]  # per stage, a stage's signals come block by block
+    signals = [pl.read_parquet(f / "signals.parquet").sort(sort) for f in folders]
+    assert signals[0].height and signals[0].equals(signals[1])
+    for table, order in (("decisions", ["sample_id", "stage"]), ("signals", ["sample_id", "stage", "field", "signal"]),
+                         ("samples", ["sample_id"])):  # fmt: skip
+        rows = [
+            store.query(ws.warehouse, f"select * exclude (curation_id) from {table} where curation_id = ?", [r.curation_id])
+            for r in (local, ray)
+        ]  # fmt: skip
+        assert rows[0].height > 0 and rows[0].sort(order).equals(rows[1].sort(order)), table
+    assert ray.data_version == local.data_version
+    assert ray.report["counts"] == local.report["counts"]
+    assert ray.report["largest_clusters"] == local.report["largest_clusters"]
+    assert ray.report["length_input"] == local.report["length_input"]
+    assert ray.report["length_output"] == local.report["length_output"]
+    assert ray_executor.off_driver(on_ray) and ray.decisions.height == 0  # in the folder and the warehouse

@@ -273,6 +273,11 @@ def curate_dataset(
             dataset, curate, ws, eval_rows, write, show_progress,
             version=data_version, new_id=new_curation_id, output_meta=OUTPUT_META,
         )  # fmt: skip
+    if curate.executor == "ray" and ray_executor.off_driver(curate):  # the rows never on this process
+        return ray_executor.curate_blocks(
+            dataset, curate, ws, write, show_progress,
+            version=data_version, new_id=new_curation_id, output_meta=OUTPUT_META,
+        )  # fmt: skip
     runner = samples_writer = None
     if curate.executor == "ray":  # sharded reading and the stages on the cluster (curate/executors/ray.py)
         loaded, runner, samples_writer = ray_executor.prepare(dataset, curate, show_progress)

@@ -182,15 +182,16 @@ def ingest_curation(
     db: Path,
     curation: dict[str, Any],
     samples: pl.DataFrame | str,
-    decisions: pl.DataFrame,
+    decisions: pl.DataFrame | str,
     quarantine: pl.DataFrame,
-    signals: pl.DataFrame | None = None,
+    signals: pl.DataFrame | str | None = None,
     replace: bool = False,
     memory_limit: str | None = None,
 ) -> None:
     """Write one curation (its row, every sample, every decision, the quarantine, what the signal stages
     measured) in one transaction. `samples` (every read row, the largest table) may be a glob of Parquet
-    shards, which DuckDB reads itself (the Ray executor writes them from its workers).
+    shards, which DuckDB reads itself (the Ray executor writes them from its workers); so may `decisions`
+    and `signals` (the Ray executor's workers write them as shards too; a signals glob must match files).
 
     `memory_limit` (e.g. "1GB"): DuckDB's limit for this connection; past it DuckDB writes to disk instead
     of holding the transaction's rows (measured: 1M samples rows of ~1 KB, peak RSS 1.73 GiB by default,
@@ -216,9 +217,14 @@ def ingest_curation(
             _insert_parquet(con, "samples", samples, {"curation_id": curation_id})
         else:
             _insert_frame(con, "samples", samples, {"curation_id": curation_id})
-        _insert_frame(con, "decisions", decisions, {"curation_id": curation_id})
+        if isinstance(decisions, str):
+            _insert_parquet(con, "decisions", decisions, {"curation_id": curation_id})
+        else:
+            _insert_frame(con, "decisions", decisions, {"curation_id": curation_id})
         _insert_frame(con, "quarantine", quarantine, {"curation_id": curation_id})
-        if signals is not None and signals.height:
+        if isinstance(signals, str):
+            _insert_parquet(con, "signals", signals, {"curation_id": curation_id})
+        elif signals is not None and signals.height:
             _insert_frame(con, "signals", signals, {"curation_id": curation_id})
         dataset = curation.get("dataset")
         if not _exists(con, "datasets", "name", dataset):

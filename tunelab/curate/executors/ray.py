@@ -51,20 +51,31 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import xxhash
 
 from tunelab.curate import registry, split
-from tunelab.curate.common import StageContext, StageOutput, empty_decisions, empty_signals, with_content
+from tunelab.curate.common import (
+    DECISION_SCHEMA,
+    SIGNAL_SCHEMA,
+    StageContext,
+    StageOutput,
+    empty_decisions,
+    empty_signals,
+    with_content,
+)
 from tunelab.curate.config import CurateConfig
 from tunelab.curate.dedup_key import dedup_keys
 from tunelab.curate.executors import ray_groups, ray_minhash
@@ -262,10 +273,18 @@ def run_batch(
         started, rows_in = time.perf_counter(), frame.height
         out = stage.run(frame, curate.settings_for(name), ctx)
         tag = f"{segment:03d}-{index:03d}-{first:020d}"
-        out.decisions.write_parquet(out_dir / f"decisions-{tag}.parquet")
+        # in the one schema (column order and types): the shards are read back by one scan or glob
+        out.decisions.select(list(DECISION_SCHEMA)).cast(DECISION_SCHEMA).write_parquet(  # type: ignore[arg-type]
+            out_dir / f"decisions-{tag}.parquet"
+        )
         if out.signals is not None and out.signals.height:
-            out.signals.write_parquet(out_dir / f"signals-{tag}.parquet")
-        counts[name] = {"in": rows_in, "seconds": time.perf_counter() - started, "skipped": out.skipped}
+            out.signals.select(list(SIGNAL_SCHEMA)).cast(SIGNAL_SCHEMA).write_parquet(  # type: ignore[arg-type]
+                out_dir / f"signals-{tag}.parquet"
+            )
+        counts[name] = {
+            "in": rows_in, "seconds": time.perf_counter() - started, "skipped": out.skipped,
+            "dropped": int((~out.decisions["kept"]).sum()),
+        }  # fmt: skip
         frame = out.frame
     (out_dir / f"counts-{segment:03d}-{first:020d}.json").write_text(
         json.dumps({"counts": counts, "stats": ctx.stats}, default=str)
@@ -292,6 +311,22 @@ def merge_stats(into: dict[str, Any], part: dict[str, Any]) -> None:
             into[key] = max(into[key], value)
         elif isinstance(value, int) and not isinstance(value, bool) and isinstance(into[key], int):
             into[key] += value
+
+
+def _segment_counts(shard_dir: Path, segment: int, ctx: StageContext) -> dict[str, dict[str, Any]]:
+    """The per-batch counts of one row-local segment, summed; the batches' ctx.stats merged into ctx's."""
+    per_stage: dict[str, dict[str, Any]] = {}
+    for file in sorted(shard_dir.glob(f"counts-{segment:03d}-*.json")):
+        batch = json.loads(file.read_text())
+        for name, c in batch["counts"].items():
+            into = per_stage.setdefault(name, {"in": 0, "seconds": 0.0, "dropped": 0})
+            into["in"] += c["in"]
+            into["seconds"] += c["seconds"]
+            into["dropped"] += c.get("dropped", 0)
+            if c["skipped"]:
+                into["skipped"] = c["skipped"]
+        merge_stats(ctx.stats, batch["stats"])
+    return per_stage
 
 
 def _on_ray(
@@ -331,16 +366,7 @@ def _on_ray(
     parts = [pl.from_arrow(t) for t in ray.get(refs)]
     parts = [p for p in parts if isinstance(p, pl.DataFrame) and p.width]
     out = pl.concat(parts, how="vertical_relaxed").sort(ORDER) if parts else frame.head(0)
-    per_stage: dict[str, dict[str, Any]] = {}
-    for file in sorted(shard_dir.glob(f"counts-{segment:03d}-*.json")):
-        batch = json.loads(file.read_text())
-        for name, c in batch["counts"].items():
-            into = per_stage.setdefault(name, {"in": 0, "seconds": 0.0})
-            into["in"] += c["in"]
-            into["seconds"] += c["seconds"]
-            if c["skipped"]:
-                into["skipped"] = c["skipped"]
-        merge_stats(ctx.stats, batch["stats"])
+    per_stage = _segment_counts(shard_dir, segment, ctx)
     decisions = _read_shards(shard_dir, "decisions", segment, dict(empty_decisions().schema))
     signals = _read_shards(shard_dir, "signals", segment, dict(empty_signals().schema))
     by_stage = [decisions.filter(pl.col("stage") == name) for name in names]
@@ -537,3 +563,488 @@ def run_stages(
         "segments": timings,
     }
     return frame.drop(ORDER), pl.concat(all_decisions, how="vertical_relaxed"), per_stage
+
+
+# ---------------------------------------------------------------- rows off the driver
+
+# grouping stages that run over blocks with only narrow columns (or none) on the driver
+BLOCK_GROUPED = ("exact", "minhash", "balance", "split")
+# what the driver received of the rows in this process's last curate_blocks, per step: columns and rows
+DRIVER_FETCHES = ray_groups.DRIVER_FETCHES
+
+
+def off_driver(curate: CurateConfig) -> bool:
+    """Whether every stage is row-local or one of BLOCK_GROUPED: then curate_blocks keeps the rows in the
+    object store from the sharded read to the written outputs."""
+    return all(registry.is_row_local(n, curate) or n in BLOCK_GROUPED for n in curate.stages)
+
+
+_fetched = ray_groups.fetched
+
+
+def read_block(cfg: DatasetConfig, file: str, file_index: int, many: bool) -> list[Any]:
+    """One file through the loader (_load_file): (its rows as one Arrow block, left in the object store;
+    what the driver needs: rows, read, quarantine, source, labels)."""
+    part = _load_file(cfg, file, file_index, many)
+    block = part.pop("frame")
+    part["rows"] = 0 if block is None else block.num_rows
+    return [block, part]
+
+
+def first_block(
+    table: Any,
+    offset: int,
+    pairs: dict[str, str],
+    names: list[str],
+    curate: CurateConfig,
+    ctx: StageContext,
+    dataset: DatasetConfig,
+    shard_dir: str,
+    samples_dir: str | None,
+) -> list[Any]:
+    """One read block: the loader's 0/1 <-> false/true pairing, `_order` from the block's offset in the
+    source, its warehouse samples shard, the first row-local stages. Returns (the survivors, what the report
+    needs: read labels and field lengths)."""
+    from tunelab.curate.executors.streaming import Lengths
+
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    if pairs:
+        frame = frame.with_columns(pl.col("label").replace(pairs))
+    frame = frame.with_columns((pl.int_range(pl.len(), dtype=pl.Int64) + offset).alias(ORDER))
+    if samples_dir is not None:
+        samples = warehouse_samples(frame.drop(ORDER), dataset, curate)
+        samples.write_parquet(Path(samples_dir) / f"samples-{offset:020d}.parquet")
+    lengths = Lengths(dataset.kind)
+    lengths.add(frame)
+    labels = frame["label"].drop_nulls().cast(pl.String).to_list() if "label" in frame.columns else []
+    meta = {"labels": dict(Counter(labels)), "lengths": lengths.parts}
+    out = run_batch(frame.to_arrow(), names, curate, ctx, shard_dir, 0) if names else frame.to_arrow()
+    return [out, meta]
+
+
+def row_local_block(
+    table: Any, names: list[str], curate: CurateConfig, ctx: StageContext, shard_dir: str, segment: int
+) -> Any:
+    return run_batch(table, names, curate, ctx, shard_dir, segment)
+
+
+def content_block(table: Any, kind: str) -> Any:
+    """`content` and `content_hash` added, as registry.run_stage adds them before a stage that needs them."""
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    return with_content(frame, kind).to_arrow()
+
+
+def drop_block(table: Any, orders: np.ndarray) -> Any:
+    """The block without the rows `orders` (a plan's drops)."""
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    return frame.filter(~pl.col(ORDER).is_in(pl.Series(orders, dtype=pl.Int64).implode())).to_arrow()
+
+
+def head_block(table: Any) -> pl.DataFrame:
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    return frame.head(0)
+
+
+def rows_of(table: Any) -> int:
+    return int(table.num_rows)
+
+
+def finish_block(
+    table: Any, number: int, kind: str, columns: list[str], scratch: str, write: bool
+) -> dict[str, Any]:
+    """One surviving block to the outputs, written by the worker: its train/val part, its (sample_id,
+    content_hash) for the data version, the terminal decisions when no split stage ran, its oversampled
+    copies as warehouse samples. Returns counts, kept labels and the parts' field lengths."""
+    from tunelab.curate.executors.streaming import Lengths
+
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    root = Path(scratch)
+    if "content_hash" not in frame.columns:
+        frame = with_content(frame, kind)
+    if "split" not in frame.columns:  # no stage assigned train/val: the terminal step puts all in train
+        out = split.everything_trains(frame)
+        out.decisions.select(list(DECISION_SCHEMA)).cast(DECISION_SCHEMA).write_parquet(  # type: ignore[arg-type]
+            root / "shards" / f"decisions-999-000-{number:020d}.parquet"
+        )
+        frame = out.frame
+    frame.select("sample_id", "content_hash").write_parquet(root / "kept" / f"{number:06d}.parquet")
+    kept_columns = [c for c in columns if c in frame.columns]
+    meta: dict[str, Any] = {"lengths": {}, "rows": {}}
+    for side in ("train", "val"):
+        part = frame.filter(pl.col("split") == side).select(kept_columns)
+        part.write_parquet(root / side / f"{number:06d}.parquet")
+        lengths = Lengths(kind)
+        lengths.add(part)
+        meta["lengths"][side], meta["rows"][side] = lengths.parts, part.height
+        if side == "train" and write:
+            copies = part.filter(pl.col("sample_id").str.contains("#dup", literal=True))
+            if copies.height:  # the warehouse keeps oversampled copies as samples too, as locally
+                copies.write_parquet(root / "samples" / f"copies-{number:06d}.parquet")
+    source = ~pl.col("sample_id").str.contains("#dup", literal=True)
+    meta["kept"] = frame.filter(source).height
+    meta["survivors"] = frame.height
+    labels = frame["label"].drop_nulls().cast(pl.String).to_list() if "label" in frame.columns else []
+    meta["labels"] = dict(Counter(labels))
+    return meta
+
+
+def cluster_rows_block(table: Any, wanted: list[str]) -> pl.DataFrame:
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    return frame.filter(pl.col("sample_id").is_in(pl.Series(wanted, dtype=pl.String).implode()))
+
+
+def curate_blocks(
+    dataset: DatasetConfig,
+    curate: CurateConfig,
+    ws: Any,
+    write: bool,
+    show_progress: bool,
+    *,
+    version: Callable[[pl.DataFrame, DatasetConfig, CurateConfig], str],
+    new_id: Callable[[str, str, Any], str],
+    output_meta: tuple[str, ...],
+) -> Any:
+    """pipeline.curate_dataset on Ray without the rows on the driver (recipes for which off_driver holds).
+
+    The pipeline hands in its data version, curation id and output columns, so every executor shares one
+    definition of each."""
+    connect(curate.ray_address)
+    started = time.perf_counter()
+    ctx = StageContext(
+        kind=dataset.kind, dataset_name=dataset.name, cache_dir=ws.embedding_cache, workspace=ws,
+        show_progress=show_progress,
+    )  # fmt: skip
+    root = Path(ws.embedding_cache).parent  # every worker writes here: storage all nodes share
+    root.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="tunelab-ray-", dir=root))
+    try:
+        for sub in ("shards", "samples", "kept", "train", "val"):
+            (scratch / sub).mkdir()
+        return _curate_blocks(dataset, curate, ws, ctx, scratch, write, show_progress, started,
+                              version, new_id, output_meta)  # fmt: skip
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _curate_blocks(
+    dataset: DatasetConfig,
+    curate: CurateConfig,
+    ws: Any,
+    ctx: StageContext,
+    scratch: Path,
+    write: bool,
+    show_progress: bool,
+    started: float,
+    version: Callable[[pl.DataFrame, DatasetConfig, CurateConfig], str],
+    new_id: Callable[[str, str, Any], str],
+    output_meta: tuple[str, ...],
+) -> Any:
+    import ray
+
+    from tunelab.curate import pii
+    from tunelab.curate.executors.streaming import INGEST_MEMORY, Lengths
+    from tunelab.curate.outputs import _curation_row
+    from tunelab.curate.report import DEDUP_REASONS, build_report, report_markdown
+    from tunelab.curate.result import CurationResult
+    from tunelab.records.fields import CANONICAL_FIELDS
+    from tunelab.records.loader import QUARANTINE_SCHEMA
+    from tunelab.warehouse import store
+    from tunelab.workspace import claim, release
+
+    DRIVER_FETCHES.clear()
+    kind = dataset.kind
+    shard_dir = scratch / "shards"
+    files = source_files(Path(dataset.path))
+    many = len(files) > 1
+    clock = time.perf_counter()
+    with progress(show_progress) as bar:
+        task = bar.add_task(f"ray: reading {len(files)} files", total=None, status="")
+        reads = [
+            ray.remote(read_block).options(num_returns=2).remote(dataset, str(f), i, many)
+            for i, f in enumerate(files)
+        ]
+        metas = ray.get(
+            [r[1] for r in reads]
+        )  # counts, quarantine, labels: the rows stay in the object store
+        bar.update(task, status="done")
+    read = sum(m["read"] for m in metas)
+    if read == 0:
+        load_dataset_records(dataset)  # the loader's own message for an empty source
+    quarantines = [pl.from_arrow(m["quarantine"]) for m in metas if m["quarantine"] is not None]
+    quarantine = (
+        pl.concat(quarantines, how="vertical_relaxed")
+        if quarantines
+        else pl.DataFrame(schema=QUARANTINE_SCHEMA)
+    )
+    assert isinstance(quarantine, pl.DataFrame)
+    loaded_refs = [r[0] for r, m in zip(reads, metas, strict=True) if m["rows"] or m["read"]]
+    heights = [m["rows"] for m in metas if m["rows"] or m["read"]]
+    offsets = np.cumsum([0, *heights[:-1]]).tolist()  # `_order` of each block's first row: the local frame's
+    pairs = _unify_labels([label for m in metas for label in m["labels"]])
+    source = _merged_source([m["source"] for m in metas], files)
+    source["read_seconds"] = round(time.perf_counter() - clock, 3)
+    source["rows_on_driver"] = False
+
+    all_segments = segments(curate)
+    first_local = bool(all_segments) and all_segments[0][0]
+    batch_ctx = replace(ctx, stats={}, clusters={}, signals=empty_signals())
+    per_stage: dict[str, dict[str, Any]] = {}
+    timings: list[dict[str, Any]] = []
+    parts = max(2, len(loaded_refs))
+
+    def heights_of(refs: list[Any]) -> list[int]:
+        return ray.get([ray.remote(rows_of).remote(r) for r in refs])
+
+    def record_local(names: list[str], segment: int) -> None:
+        counts = _segment_counts(shard_dir, segment, ctx)
+        for name in names:
+            c = counts.get(name, {})
+            per_stage[name] = {"in": c.get("in", 0), "dropped": c.get("dropped", 0),
+                               "seconds": round(c.get("seconds", 0.0), 3)}  # fmt: skip
+            if c.get("skipped"):
+                per_stage[name]["skipped"] = c["skipped"]
+
+    def write_decisions(frame: pl.DataFrame, segment: int, index: int) -> None:
+        frame.select(list(DECISION_SCHEMA)).cast(DECISION_SCHEMA).write_parquet(  # type: ignore[arg-type]
+            shard_dir / f"decisions-{segment:03d}-{index:03d}-{0:020d}.parquet"
+        )
+
+    with progress(show_progress) as bar:
+        task = bar.add_task("curate on ray", total=len(curate.stages), status="")
+        clock = time.perf_counter()
+        names0 = all_segments[0][1] if first_local else []
+        first = ray.remote(first_block).options(num_returns=2)
+        firsts = [
+            first.remote(ref, int(off), pairs, names0, curate, batch_ctx, dataset, str(shard_dir),
+                         str(scratch / "samples") if write else None)
+            for ref, off in zip(loaded_refs, offsets, strict=True)
+        ]  # fmt: skip
+        refs = [f[0] for f in firsts]
+        first_metas = ray.get([f[1] for f in firsts])
+        if first_local:
+            record_local(names0, 0)
+            timings.append({"stages": names0, "on": "ray", "rows": sum(heights),
+                            "wall_s": round(time.perf_counter() - clock, 3)})  # fmt: skip
+            bar.advance(task, len(names0))
+        for segment, (on_ray, names) in enumerate(all_segments):
+            if segment == 0 and first_local:
+                continue
+            clock = time.perf_counter()
+            if on_ray:
+                task_fn = ray.remote(row_local_block)
+                refs = [task_fn.remote(r, names, curate, batch_ctx, str(shard_dir), segment) for r in refs]
+                ray.wait(refs, num_returns=len(refs), fetch_local=False)
+                record_local(names, segment)
+                timings.append({"stages": names, "on": "ray", "rows": per_stage[names[0]]["in"],
+                                "wall_s": round(time.perf_counter() - clock, 3)})  # fmt: skip
+                bar.advance(task, len(names))
+                continue
+            for index, name in enumerate(names):  # grouped: narrow columns or none on the driver
+                started_stage = time.perf_counter()
+                rows_in = sum(heights_of(refs))
+                bar.update(task, description=f"curate: {name}", status=f"{rows_in:,} rows")
+                head = (
+                    pl.DataFrame(ray.get(ray.remote(head_block).remote(refs[0]))) if refs else pl.DataFrame()
+                )
+                if registry.stage(name).needs_content and "content_hash" not in head.columns and refs:
+                    refs = [ray.remote(content_block).remote(r, kind) for r in refs]
+                    head = pl.DataFrame(ray.get(ray.remote(head_block).remote(refs[0])))
+                skipped = None
+                drops = np.zeros(0, dtype=np.int64)
+                if name == "exact" and rows_in:
+                    decided, drops = ray_minhash.exact_blocks(ray, refs, curate.exact, ctx, parts)
+                elif name == "minhash" and rows_in >= 2:
+                    decided, drops = ray_minhash.minhash_blocks(ray, refs, curate.minhash, ctx, parts)
+                elif name == "balance" and rows_in:
+                    out, new = ray_groups.balance_blocks(ray, refs, head, curate, ctx)
+                    decided, skipped, refs = out.decisions, out.skipped, new or refs
+                elif name == "split" and rows_in:
+                    out, refs = ray_groups.split_blocks(ray, refs, head, curate, ctx)
+                    decided, skipped = out.decisions, out.skipped
+                else:  # no rows, or one (minhash compares nothing): the local stage on what there is
+                    narrow = (
+                        ray_groups.narrow_of(ray, refs, [c for c in head.columns if c != "split"])
+                        if refs
+                        else head
+                    )
+                    _fetched(name, narrow)
+                    out = registry.run_stage(name, narrow.drop(ORDER) if ORDER in narrow.columns else narrow,
+                                             curate, ctx)  # fmt: skip
+                    decided, skipped = out.decisions, out.skipped
+                    drop_ids = out.decisions.filter(~pl.col("kept"))["sample_id"]
+                    if ORDER in narrow.columns:
+                        drops = narrow.filter(pl.col("sample_id").is_in(drop_ids.implode()))[ORDER].to_numpy()
+                if drops.size:
+                    wanted = ray.put(np.sort(drops))
+                    refs = [ray.remote(drop_block).remote(r, wanted) for r in refs]
+                write_decisions(decided, segment, index)
+                per_stage[name] = {"in": rows_in, "dropped": int((~decided["kept"]).sum()),
+                                   "seconds": round(time.perf_counter() - started_stage, 3)}  # fmt: skip
+                if skipped:
+                    per_stage[name]["skipped"] = skipped
+                del decided
+                bar.advance(task)
+            timings.append({"stages": names, "on": "driver plan, cluster rows",
+                            "wall_s": round(time.perf_counter() - clock, 3)})  # fmt: skip
+
+    # the outputs: every surviving block written by its worker
+    clock = time.perf_counter()
+    columns = list(dict.fromkeys((*output_meta, *CANONICAL_FIELDS[kind])))
+    finish = ray.remote(finish_block)
+    finished = ray.get([finish.remote(r, n, kind, columns, str(scratch), write) for n, r in enumerate(refs)])
+    del refs
+    decision_files = sorted(shard_dir.glob("decisions-*.parquet"))
+    if not decision_files:
+        write_decisions(empty_decisions(), 999, 999)
+        decision_files = sorted(shard_dir.glob("decisions-*.parquet"))
+    signal_files = sorted(shard_dir.glob("signals-*.parquet"))
+    scan = pl.scan_parquet(decision_files)
+    src = ~pl.col("sample_id").str.contains("#dup", literal=True)
+    dropped = int(scan.filter(~pl.col("kept") & src).select(pl.col("sample_id").n_unique()).collect().item())
+    finals = (
+        scan.filter((pl.col("stage") == "final") & src)
+        .select(pl.len().alias("n"), pl.col("sample_id").n_unique().alias("unique"))
+        .collect()
+    )
+    kept = sum(m["kept"] for m in finished)
+    survivors = sum(m["survivors"] for m in finished)
+    if kept + dropped + quarantine.height != read or finals["n"][0] != kept or finals["unique"][0] != kept:
+        raise RuntimeError(
+            f"curation accounting broken: kept {kept} + dropped {dropped} + quarantined {quarantine.height} != "
+            f"read {read} (final decisions: {finals['n'][0]}); this is a tunelab bug, please report it"
+        )
+    if "pii" in curate.stages and quarantine.height:
+        quarantine = pii.masked_quarantine(quarantine, curate.pii)
+
+    def summed(items: list[dict[str, int]]) -> dict[str, int]:
+        total: Counter[str] = Counter()
+        for item in items:
+            total.update(item)
+        return dict(sorted(total.items()))
+
+    ctx.stats["labels"] = {"read": summed([m["labels"] for m in first_metas]),
+                           "kept": summed([m["labels"] for m in finished])}  # fmt: skip
+    ctx.stats["executor"] = {
+        "name": "ray",
+        "on_ray": [n for on_ray, names in all_segments for n in names if on_ray or n in GROUPED_ON_RAY],
+        "grouped_on_ray": [n for n in curate.stages if n in ray_groups.GROUPED],
+        "note": "row-local stages' stats: counts summed over batches, other numbers from the first batch",
+        # the rows stayed in the object store from the read to the outputs; the driver held these columns
+        "rows_on_driver": False,
+        "segments": timings,
+    }
+    kept_ids = _fetched(
+        "data_version",
+        pl.concat(
+            [pl.read_parquet(f) for f in sorted((scratch / "kept").glob("*.parquet"))], how="vertical_relaxed"
+        ),
+    )
+    data_version = version(kept_ids, dataset, curate)
+    del kept_ids
+    curation_id = new_id(dataset.name, data_version, ws)
+
+    # the report: reasons counted over the decision shards, the largest clusters' texts from the read blocks
+    dups = scan.filter(
+        pl.col("reason").is_in(DEDUP_REASONS) & pl.col("ref_sample_id").is_not_null()
+    ).collect()
+    top = (
+        dups.group_by("ref_sample_id").len().sort(["len", "ref_sample_id"], descending=[True, False]).head(20)
+    )
+    wanted = top["ref_sample_id"].to_list()
+    for ref in top["ref_sample_id"].to_list():  # report.largest_clusters shows 10 members a cluster, by score
+        members = dups.filter(pl.col("ref_sample_id") == ref)
+        if members.height > 10:  # ties at the 10th score: all of them (the report picks among them)
+            tenth = members["score"].sort(descending=True, nulls_last=True)[9]
+            members = members if tenth is None else members.filter(pl.col("score") >= tenth)
+        wanted.extend(members["sample_id"].to_list())
+    shown = ray.get([ray.remote(cluster_rows_block).remote(r, wanted) for r in loaded_refs])
+    cluster_rows = (
+        _fetched("report clusters", pl.concat(shown, how="vertical_relaxed")) if shown else pl.DataFrame()
+    )
+    del loaded_refs
+    ctx.stats["executor"]["driver_fetches"] = list(DRIVER_FETCHES)
+    result = CurationResult(
+        curation_id=curation_id,
+        out_dir=ws.curation_dir(curation_id),
+        read=read,
+        kept=kept,
+        dropped=dropped,
+        quarantined=quarantine.height,
+        train_path=None,
+        val_path=None,
+        report={},
+        data_version=data_version,
+        oversampled=survivors - kept,
+        decisions=dups,
+        quarantine=quarantine,
+    )
+    report = build_report(result, dataset, cluster_rows, per_stage, ctx.stats, time.perf_counter() - started)
+    reasons = (
+        scan.filter(~pl.col("kept") | ((pl.col("stage") != "final") & pl.col("reason").is_not_null()))
+        .group_by("stage", "reason", "kept")
+        .len()
+        .sort(["stage", "len"], descending=[False, True])
+        .collect()
+    )
+    report["reasons"] = [
+        {"stage": s, "reason": r, "kept": k, "count": int(n)} for s, r, k, n in reasons.iter_rows()
+    ]
+    for side in ("train", "val"):
+        report["counts"][side] = sum(m["rows"][side] for m in finished)
+
+    def lengths(parts_of: list[dict[str, list[np.ndarray]]]) -> dict[str, Any]:
+        merged: dict[str, list[np.ndarray]] = {}
+        for item in parts_of:
+            for name, arrays in item.items():
+                merged.setdefault(name, []).extend(arrays)
+        return Lengths(kind, merged).stats()
+
+    report["length_input"] = lengths([m["lengths"] for m in first_metas])
+    report["length_output"] = lengths([m["lengths"][side] for m in finished for side in ("train", "val")])
+    report["source"] = source
+    result.report = report
+    result.decisions = (
+        empty_decisions()
+    )  # in decisions.parquet and the warehouse (or below, when not written)
+    timings.append({"stages": ["outputs"], "on": "ray", "wall_s": round(time.perf_counter() - clock, 3)})
+    side_files = {side: sorted((scratch / side).glob("*.parquet")) for side in ("train", "val")}
+    if not write:  # nothing written: everything in memory, as the local executor returns it
+        for side, found in side_files.items():
+            setattr(
+                result,
+                side,
+                pl.concat([pl.read_parquet(f) for f in found], how="vertical_relaxed") if found else None,
+            )
+        result.decisions = pl.concat([pl.read_parquet(f) for f in decision_files], how="vertical_relaxed")
+        signals = [pl.read_parquet(f) for f in signal_files]
+        result.signals = pl.concat([empty_signals(), *signals], how="vertical_relaxed")
+        ctx.signals = result.signals
+        return result
+    final = result.out_dir
+    out = ws.pending_curation_dir(curation_id)
+    claim(out)
+    for side, found in side_files.items():
+        # the driver streams the workers' parts into the one file per side: a block at a time, not the rows
+        pl.scan_parquet(found).sink_parquet(out / f"{side}.parquet")
+        pl.scan_parquet(found).sink_ndjson(out / f"{side}.jsonl")
+    scan.sink_parquet(out / "decisions.parquet")
+    quarantine.write_parquet(out / "quarantine.parquet")
+    if signal_files:
+        pl.scan_parquet(signal_files).sink_parquet(out / "signals.parquet")
+    (out / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
+    (out / "report.md").write_text(report_markdown(report), encoding="utf-8")
+    store.ingest_curation(
+        ws.warehouse, _curation_row(result, dataset, curate, final), str(scratch / "samples" / "*.parquet"),
+        str(shard_dir / "decisions-*.parquet"), quarantine,
+        str(shard_dir / "signals-*.parquet") if signal_files else None, memory_limit=INGEST_MEMORY,
+    )  # fmt: skip
+    os.replace(out, final)  # one rename: the folder appears complete, or not at all
+    release(final)
+    result.train_path, result.val_path = final / "train.parquet", final / "val.parquet"
+    return result

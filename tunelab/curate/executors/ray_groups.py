@@ -41,6 +41,15 @@ NEW_ID, NEW_ORDER, DOCUMENT = "_new_id", "_new_order", "_document"
 
 # per stage, what the driver received in this process's last grouped run: columns, rows, bytes
 DRIVER_FRAMES: dict[str, dict[str, Any]] = {}
+# ray.curate_blocks: every frame of row data the driver received in this process's last run, per step
+# (columns, rows); tests/test_ray_executor.py checks that no text column comes with more than a report's rows
+DRIVER_FETCHES: list[dict[str, Any]] = []
+
+
+def fetched(step: str, frame: pl.DataFrame) -> pl.DataFrame:
+    """`frame` (row data the driver received), recorded in DRIVER_FETCHES."""
+    DRIVER_FETCHES.append({"step": step, "columns": list(frame.columns), "rows": frame.height})
+    return frame
 
 
 def run_grouped(
@@ -256,3 +265,113 @@ def split_on_ray(frame: pl.DataFrame, curate: CurateConfig, ctx: StageContext, b
     out = split.decide(narrow.select(columns), cfg, ctx, documents)
     plan = pl.DataFrame({ORDER: narrow[ORDER], "split": out.frame["split"]})
     return StageOutput(_join_back(data, plan, [*frame.columns, "split"]), out.decisions)
+
+
+# ---------------------------------------------------------------- on blocks (the rows stay on the cluster)
+#
+# ray.curate_blocks holds no rows on the driver: the input is a list of object refs of Arrow blocks, each
+# sorted by `_order`, block k's orders below block k+1's. The narrow columns come to the driver (recorded in
+# DRIVER_FRAMES), the stage's own function decides on them, and the plan goes back to every block as one
+# object in the object store.
+
+
+def _nbytes(table: pa.Table) -> int:
+    return int(table.nbytes)
+
+
+def _record_blocks(ray: Any, stage: str, narrow: pl.DataFrame, refs: list[Any]) -> None:
+    """_record with the full rows' size measured on the blocks (they are not on the driver)."""
+    full = sum(ray.get([ray.remote(_nbytes).remote(r) for r in refs]))
+    rows = max(narrow.height, 1)
+    DRIVER_FRAMES[stage] = {
+        "columns": narrow.columns,
+        "rows": narrow.height,
+        "bytes_per_row": round(narrow.estimated_size() / rows, 1),
+        "full_bytes_per_row": round(full / rows, 1),
+    }
+
+
+def narrow_of(ray: Any, refs: list[Any], columns: list[str], documents: bool = False) -> pl.DataFrame:
+    """The narrow columns of every block, in `_order`."""
+    select = ray.remote(select_batch)
+    parts = [pl.from_arrow(t) for t in ray.get([select.remote(r, columns, documents) for r in refs])]
+    frames = [p for p in parts if isinstance(p, pl.DataFrame) and p.width]
+    return fetched("narrow columns", pl.concat(frames, how="vertical_relaxed").sort(ORDER))
+
+
+def balance_block(table: pa.Table, plan: pa.Table, survivors: int) -> list[pa.Table]:
+    """One block joined to balance's plan: (its survivors under their new `_order`, its oversampled copies);
+    the survivors keep the block's place in the order, the copies come after every survivor."""
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    joined = frame.join(pl.from_arrow(plan), on=ORDER, how="inner")  # type: ignore[arg-type]
+    joined = joined.with_columns(pl.col(NEW_ID).alias("sample_id"), pl.col(NEW_ORDER).alias(ORDER))
+    joined = joined.select(frame.columns).sort(ORDER)
+    return [
+        joined.filter(pl.col(ORDER) < survivors).to_arrow(),
+        joined.filter(pl.col(ORDER) >= survivors).to_arrow(),
+    ]
+
+
+def concat_block(*tables: pa.Table) -> pa.Table:
+    """Pieces of rows as one block in `_order`."""
+    frames = [pl.from_arrow(t) for t in tables if t.num_rows]
+    if not frames:
+        return tables[0]
+    return pl.concat(frames, how="vertical_relaxed").sort(ORDER).to_arrow()  # type: ignore[arg-type]
+
+
+def balance_blocks(
+    ray: Any, refs: list[Any], head: pl.DataFrame, curate: CurateConfig, ctx: StageContext
+) -> tuple[StageOutput, list[Any] | None]:
+    """balance.run on (sample_id, `_order`, label columns); returns its output (frame: the narrow plan) and
+    the new blocks (None: unchanged): each block's survivors, then one block of the '#dup' copies."""
+    import ray as ray_module
+
+    cfg = curate.balance
+    columns = ["sample_id", ORDER] + [c for c in dict.fromkeys(("label", cfg.label)) if c in head.columns]
+    narrow = narrow_of(ray, refs, columns)
+    _record_blocks(ray, "balance", narrow, refs)
+    out = balance.run(narrow, cfg, ctx)
+    if out.skipped or out.decisions.height == 0:
+        return out, None
+    survivors = narrow.height - int((~out.decisions["kept"]).sum())  # balance appends its copies last
+    plan = ray_module.put(
+        out.frame.select(
+            ORDER,
+            pl.col("sample_id").alias(NEW_ID),
+            pl.int_range(pl.len(), dtype=pl.Int64).alias(NEW_ORDER),
+        ).to_arrow()
+    )
+    split_task = ray.remote(balance_block).options(num_returns=2)
+    joined = [split_task.remote(r, plan, survivors) for r in refs]
+    blocks = [j[0] for j in joined]
+    if out.frame.height > survivors:
+        blocks.append(ray.remote(concat_block).remote(*[j[1] for j in joined]))
+    return out, blocks
+
+
+def split_block(table: pa.Table, plan: pa.Table) -> pa.Table:
+    """One block with its `split` column from the plan (`_order` -> split)."""
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    joined = frame.join(pl.from_arrow(plan), on=ORDER, how="inner")  # type: ignore[arg-type]
+    return joined.select(*frame.columns, "split").sort(ORDER).to_arrow()
+
+
+def split_blocks(
+    ray: Any, refs: list[Any], head: pl.DataFrame, curate: CurateConfig, ctx: StageContext
+) -> tuple[StageOutput, list[Any]]:
+    """split.decide on (sample_id, `_order`, stratify column, golden document); the split joined to every
+    block on the cluster."""
+    cfg = curate.split
+    grouping = split.group_by_for(cfg, ctx.kind)
+    split.check_stratify(head, cfg)  # the message lists the full frame's columns, as locally
+    columns = list(dict.fromkeys(["sample_id", ORDER] + ([cfg.stratify] if cfg.stratify else [])))
+    narrow = narrow_of(ray, refs, columns, documents=grouping == "document")
+    _record_blocks(ray, "split", narrow, refs)
+    documents = narrow[DOCUMENT].to_list() if grouping == "document" else None
+    out = split.decide(narrow.select(columns), cfg, ctx, documents)
+    plan = ray.put(pl.DataFrame({ORDER: narrow[ORDER], "split": out.frame["split"]}).to_arrow())
+    task = ray.remote(split_block)
+    return out, [task.remote(r, plan) for r in refs]

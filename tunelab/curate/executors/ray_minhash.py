@@ -56,6 +56,7 @@ from tunelab.curate import minhash
 from tunelab.curate.common import StageContext, StageOutput, decisions, survivors, with_content
 from tunelab.curate.config import CurateConfig, ExactSettings, MinhashSettings
 from tunelab.curate.dedup_key import dedup_keys, describe
+from tunelab.curate.executors.ray_groups import fetched
 
 ORDER = "_order"
 
@@ -395,3 +396,170 @@ def exact_narrow(frame: pl.DataFrame, curate: CurateConfig, ctx: StageContext, b
         evidence=evidence.to_series(),
     )
     return survivors(frame, out)
+
+
+# ---------------------------------------------------------------- on blocks (the rows stay on the cluster)
+#
+# ray.curate_blocks holds no rows on the driver: the stage's input is a list of object refs of Arrow blocks
+# (each sorted by `_order`, block k's orders below block k+1's). The functions below are the phases above
+# over such blocks; they return a plan (the `_order`s to drop, with the decision rows) that ray.py applies
+# to the blocks on the cluster. `_order` there is the executor's own (gaps where earlier stages dropped
+# rows); only its relative order matters to every rule here (lowest row, rank order), so it is used as is.
+
+
+def _table_block(table: Any, columns: list[str]) -> pl.DataFrame:
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    return frame.select(columns)
+
+
+def exact_keys_table(table: Any, cfg: ExactSettings, parts: int) -> list[Any]:
+    """exact_keys of one Arrow block (its `_order` and `content`)."""
+    return exact_keys(_table_block(table, [ORDER, "content"]), cfg, parts)
+
+
+def ids_table(table: Any, orders: np.ndarray) -> pl.DataFrame:
+    """(`_order`, sample_id) of the block's rows whose `_order` is in `orders`."""
+    frame = _table_block(table, [ORDER, "sample_id"])
+    return frame.filter(pl.col(ORDER).is_in(pl.Series(orders, dtype=pl.Int64).implode()))
+
+
+def _ids(ray: Any, refs: list[Any], orders: np.ndarray) -> pl.DataFrame:
+    """(`_order`, sample_id) of the rows `orders`, looked up in the blocks, sorted by `_order`."""
+    if orders.size == 0:
+        return pl.DataFrame(schema={ORDER: pl.Int64, "sample_id": pl.String})
+    wanted = ray.put(np.unique(orders))
+    found = ray.get([ray.remote(ids_table).remote(ref, wanted) for ref in refs])
+    return fetched("exact ids", pl.concat(found, how="vertical_relaxed").sort(ORDER))
+
+
+def exact_blocks(
+    ray: Any, refs: list[Any], cfg: ExactSettings, ctx: StageContext, parts: int
+) -> tuple[pl.DataFrame, np.ndarray]:
+    """exact over blocks: (its decisions, as exact.run makes them, and the `_order`s to drop)."""
+    route = ray.remote(exact_keys_table).options(num_returns=parts + 1)
+    keyed = [route.remote(ref, cfg, parts) for ref in refs]
+    resolve = ray.remote(exact_resolve)
+    found = ray.get([resolve.remote(cfg.keep, *[k[p] for k in keyed]) for p in range(parts)])
+    drops = np.concatenate(found) if found else np.zeros((0, 3), dtype=np.int64)
+    drops = drops[np.argsort(drops[:, 0])]  # exact.run lists its drops in frame order
+    ids = _ids(ray, refs, np.concatenate([drops[:, 0], drops[:, 1]]))
+    orders = ids[ORDER].to_numpy()
+    dropped_ids = ids["sample_id"].gather(np.searchsorted(orders, drops[:, 0]))
+    ref_ids = ids["sample_id"].gather(np.searchsorted(orders, drops[:, 1]))
+    what = "content hash" if cfg.key is None else f"dedup key ({describe(cfg.key)})"
+    evidence = pl.DataFrame({"ref": ref_ids, "copies": drops[:, 2]}).select(
+        pl.format(f"same {what} as {{}} ({{}} copies)", "ref", "copies")
+    )
+    ctx.stats["exact"] = {"dropped": int(drops.shape[0])}
+    out = decisions(
+        dropped_ids,
+        "exact",
+        False,
+        "exact_dup",
+        ref_sample_id=ref_ids,
+        score=pl.Series([1.0] * drops.shape[0]),
+        evidence=evidence.to_series(),
+    )
+    return out, drops[:, 0].copy()
+
+
+def key_table(table: Any, cfg: MinhashSettings) -> tuple[list[str], tuple[int, int], pl.DataFrame]:
+    """key_block of one Arrow block, and the block's `_order` column for the signature pass."""
+    block = _table_block(table, [ORDER, "content"])
+    keys, counts = key_block(block, cfg)
+    return keys, counts, block.select(ORDER)
+
+
+def members_table(table: Any, nodes: np.ndarray, labels: np.ndarray, parts: int) -> list[Any]:
+    """The block's rows that are in a component: P pieces of (`_order`, content, component) by the owner
+    of their component (label % P), and their (`_order`, sample_id)."""
+    block = _table_block(table, [ORDER, "sample_id", "content"])
+    at = pl.DataFrame({ORDER: nodes, "component": labels}, schema={ORDER: pl.Int64, "component": pl.Int64})
+    members = block.join(at, on=ORDER, how="inner").sort(ORDER)
+    owner = (members["component"] % parts).to_numpy()
+    pieces = [members.filter(owner == p).select(ORDER, "content", "component") for p in range(parts)]
+    return [*pieces, members.select(ORDER, "sample_id")]
+
+
+def verify_pieces(cfg: MinhashSettings, *pieces: pl.DataFrame) -> pl.DataFrame:
+    """verify() over the members of the components this task owns."""
+    rows = pl.concat([p for p in pieces if p.height], how="vertical_relaxed") if pieces else None
+    if rows is None or rows.height == 0:
+        return pl.DataFrame(schema={ORDER: pl.Int64, "ref": pl.Int64, "score": pl.Float64})
+    return verify(rows, cfg)
+
+
+def minhash_blocks(
+    ray: Any, refs: list[Any], cfg: MinhashSettings, ctx: StageContext, parts: int
+) -> tuple[pl.DataFrame, np.ndarray]:
+    """minhash over blocks, every phase on the cluster: (the decisions minhash.run makes for the same rows
+    in the same order, and the `_order`s to drop). The driver holds arrays over the rows that are in a
+    component (node, label; their sample ids), never the rows."""
+    clock = time.perf_counter()
+    phases: dict[str, float] = {}
+    keyed_blocks = [ray.remote(key_table).options(num_returns=3).remote(ref, cfg) for ref in refs]
+    counted = ray.get([k[1] for k in keyed_blocks])
+    docs, chars = sum(c[0] for c in counted), sum(c[1] for c in counted)
+    scheme = minhash.scheme_for(chars, docs, cfg.num_perm)
+    phases["keys_scheme_s"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    band = ray.remote(band_rows).options(num_returns=parts + 1)
+    keyed = [band.remote(k[2], k[0], cfg, scheme, parts) for k in keyed_blocks]
+    band_bytes = sum(ray.get([k[parts] for k in keyed]))
+    phases["signatures_band_keys_s"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    bucket = ray.remote(bucket_edges).options(num_returns=parts + 1)
+    star = [bucket.remote(parts, *[k[p] for k in keyed]) for p in range(parts)]
+    edge_bytes = sum(ray.get([s[parts] for s in star]))
+    phases["band_key_shuffle_s"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    final, cc = connected_components(ray, [s[:parts] for s in star], parts)
+    nodes, labels = component_labels(ray, final)
+    phases["components_s"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    nodes_ref, labels_ref = ray.put(nodes), ray.put(labels)
+    routed = [
+        ray.remote(members_table).options(num_returns=parts + 1).remote(ref, nodes_ref, labels_ref, parts)
+        for ref in refs
+    ]
+    verify_task = ray.remote(verify_pieces)
+    found = ray.get([verify_task.remote(cfg, *[r[p] for r in routed]) for p in range(parts)])
+    dropped = pl.concat(found, how="vertical_relaxed")
+    ids = [t for t in ray.get([r[parts] for r in routed]) if t.height]
+    members = fetched(
+        "minhash component members",
+        pl.concat(ids, how="vertical_relaxed").sort(ORDER)
+        if ids
+        else pl.DataFrame(schema={ORDER: pl.Int64, "sample_id": pl.String}),
+    )
+    phases["verification_s"] = time.perf_counter() - clock
+
+    # minhash.outcome's arrays over the members alone (in `_order`, which is the local order): the decisions
+    # and split groups it makes depend only on rows that are in a component
+    orders = members[ORDER].to_numpy()
+    ref = np.full(orders.size, -1, dtype=np.int64)
+    score = np.full(orders.size, np.nan)
+    at = np.searchsorted(orders, dropped[ORDER].to_numpy())
+    ref[at] = np.searchsorted(orders, dropped["ref"].to_numpy())
+    score[at] = dropped["score"].to_numpy()
+    component = np.full(orders.size, -1, dtype=np.int64)
+    component[np.searchsorted(orders, nodes)] = np.searchsorted(orders, labels)
+    out = minhash.outcome(members.select("sample_id"), cfg, ctx, ref, score, cc["candidate_pairs"], component)
+    ctx.stats["minhash"]["ray"] = {
+        "scheme": scheme,
+        "partitions": parts,
+        "components_rounds": cc["rounds"],
+        "phases_s": {k: round(v, 3) for k, v in phases.items()},
+        "shuffled_bytes": {
+            "band_keys": band_bytes,
+            "star_edges": edge_bytes,
+            "components": cc["shuffled_bytes"],
+        },
+        "members": int(orders.size),
+    }
+    return out.decisions, dropped[ORDER].to_numpy()
