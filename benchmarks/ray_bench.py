@@ -21,8 +21,9 @@ exactly this call) against `ray_minhash.minhash_on_ray` (every phase on the clus
 components rounds, bytes shuffled per row), and exact as `exact.run`, the whole-row Ray Data shuffle
 (`ray.exact_on_ray`) and the narrow shuffle (`ray_minhash.exact_narrow`); all must give the same decisions.
 
-`--driver-memory` instead measures the driver process's peak RSS (getrusage ru_maxrss of a fresh process per
-run, so one run's peak is not the other's) for one written curation (write=True: outputs and the warehouse
+`--driver-memory` instead measures the driver process's peak RSS (VmHWM of /proc/self/status in a fresh
+process per run: unlike getrusage's ru_maxrss, which a child inherits from its parent's RSS at fork and keeps
+across exec, VmHWM belongs to the new address space) for one written curation (write=True: outputs and the warehouse
 ingest included) on the same data and cluster, one run after the other: the rows-on-driver path
 (ray.prepare + pipeline.curate_frame + outputs.write_outputs, what every Ray curation did before
 ray.curate_blocks, and what recipes with pairs / semantic / decontaminate / a tokenizer still do) and
@@ -223,7 +224,10 @@ def grouped_stages(rows: int, files: int, tmp: Path) -> dict:
 
 def driver_child(mode: str, glob: str, address: str, ws: str, rows: int) -> None:
     """One written curation in this (fresh) process; prints its peak RSS and wall time as JSON."""
-    import resource
+
+    def peak_kib() -> int:
+        status = Path("/proc/self/status").read_text()
+        return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
 
     from tunelab.curate.outputs import write_outputs
     from tunelab.curate.pipeline import curate_frame
@@ -240,9 +244,10 @@ def driver_child(mode: str, glob: str, address: str, ws: str, rows: int) -> None
         }
     )
     ray_executor.connect(address)
-    connected_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    connected_kib = peak_kib()
     started = time.perf_counter()
     workspace = Workspace(Path(ws))
+    phases = None
     if mode == "rows-on-driver":
         loaded, runner, samples_writer = ray_executor.prepare(dataset, curate, False)
         result = curate_frame(
@@ -261,11 +266,13 @@ def driver_child(mode: str, glob: str, address: str, ws: str, rows: int) -> None
     else:
         result = curate_dataset(dataset, curate, workspace, show_progress=False)
         assert result.report["source"].get("rows_on_driver") is False
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        phases = result.report["stage_stats"]["executor"]["driver_peak_mib"]
+    peak = peak_kib()
     print(json.dumps({
         "mode": mode, "rows": rows, "wall_s": round(time.perf_counter() - started, 1),
-        "peak_rss_gib": round(peak_kib / 2**20, 3), "rss_after_connect_gib": round(connected_kib / 2**20, 3),
+        "peak_rss_gib": round(peak / 2**20, 3), "rss_after_connect_gib": round(connected_kib / 2**20, 3),
         "out_dir": str(result.out_dir), "read": result.read, "kept": result.kept,
+        "peak_mib_after_phase": phases,
     }))  # fmt: skip
 
 

@@ -1,48 +1,61 @@
 """The Ray executor (`curate.executor: ray`): the same stage functions as the local loop, over a Ray cluster.
 
-What runs where, and why:
+Two paths, chosen by the recipe's stages (`off_driver`):
 
-- **Reading** is sharded: one Ray task per data file of the source (a glob, a folder, several shards), each
-  calling the tunelab loader on that one file, so encodings, field maps, the quarantine and source lines are
-  exactly the loader's. Two things the loader decides over all files are redone on the driver from narrow
-  columns: the sample id of a multi-file source (`<name>:<file index>-<row>`) and the 0/1 -> false/true
-  label unification (the distinct labels of each shard, a few bytes).
-- **Row-local stages** (schema, normalize, language, pii, quality, and length without a tokenizer) run
-  in Ray Data `map_batches`: each block goes through the stages' own `run` (polars <-> arrow), so a stage's
-  per-batch logic is one function that both executors call. A run of consecutive row-local stages is one
-  map_batches pass. Each batch writes its decisions, signals and per-stage counts as Parquet/JSON shards
-  named by (segment, stage, first row), read back in that order: the same order the local loop produces.
-- **exact** and **minhash** are grouped on the cluster (executors/ray_minhash.py): exact shuffles only
-  (key hash, `_order`, length), 24 bytes a row, and resolves each key's representative per partition;
-  minhash computes signatures and band keys per block with the global scheme, shuffles band keys into
-  star edges, finds connected components by large-star / small-star rounds and verifies each component
-  with the local keep rule (`minhash.greedy_component`). Same representatives, ref_sample_id, scores and
-  split groups as local. (`exact_on_ray` below, the whole-row Ray Data shuffle it replaced, is kept for
-  benchmarks/ray_bench.py's comparison.)
-- **semantic**, **balance** and **split** (executors/ray_groups.py): semantic's embeddings come from an
-  actor pool (the misses planned into the local stage's batches, only key + vector back) and
-  semantic.decide runs on the driver; balance and split decide on narrow columns (id, `_order`,
-  label / stratify column, golden document) with their own functions, and the plan is joined back to the
-  rows on the cluster ('#dup' copies by joining their source rows).
-- **Other grouping stages** (pairs, decontaminate, and length with a tokenizer, which may be built from
-  all texts) run on the driver with the stage's own `run` on the rows that are left. This is exact by
-  construction (the local function on the same rows in the same order), and it is where this executor
-  stops scaling: the surviving rows must fit the driver. Split's seeded walk over groups in
-  first-appearance order depends on the global row order, which is why a driver step holds `_order`.
-- **Outputs**: the curation folder is written as locally (curate/outputs.py); the warehouse's samples
-  (every read row, normalised, personal information masked, hashed: the largest table) are computed by
-  `outputs.warehouse_samples` in `map_batches` and written as Parquet shards, which DuckDB reads by their
-  glob inside the curation's one ingest transaction (store.ingest_curation, given the shards' glob).
-- Rows carry a hidden `_order` column (their position in the frame the local loop would see; the shards
-  are concatenated in file order, as the loader reads them): every collect sorts by it, so the driver
-  stages see the rows in the local order and make the same choices (same representative, same
-  ref_sample_id, same split). It is renumbered after each driver step (balance appends its copies last).
+**Rows off the driver** (`curate_blocks`; every stage row-local, exact, minhash, balance or split, and no
+`length.tokenizer`). The rows stay in the object store from the sharded read to the written outputs, as a
+list of object refs of Arrow blocks, each sorted by a hidden `_order` column (the row's place in the frame
+the local loop would see), block k's orders below block k+1's:
 
-Measured on the 2-core shared machine (benchmarks/ray_bench.py, docs/scale.md): with exact on the driver
-0.83x local's wall time at 100k rows, 0.78x at 1M, mostly from the sharded read (each file gets the
-loader's fast path) and the second core; with exact's whole-row Ray Data shuffle 1.33x at 100k (~10 s of
-shuffle start-up and exchange where exact alone takes 0.7 s); with exact's narrow shuffle and MinHash on
-the cluster (ray_minhash.py) 0.75x at 100k, same decisions.
+- **Reading**: one Ray task per data file, the tunelab loader on that file (encodings, field maps, the
+  quarantine and source lines are the loader's); the block stays in the object store, only counts, the
+  quarantine and the distinct labels come back. The driver settles `_order` offsets and the 0/1 <->
+  false/true label pairing from those, and the first task per block applies them, writes the block's
+  warehouse samples shard and runs the first row-local stages.
+- **Row-local stages** run per block with their own `run` (`run_batch`); decisions, signals and per-stage
+  counts go to Parquet/JSON shards named by (segment, stage, first `_order`), so the shards sort into the
+  local order.
+- **exact / minhash** (executors/ray_minhash.py `exact_blocks`, `minhash_blocks`) shuffle only key hashes,
+  band keys and edges; the driver receives the plan: the `_order`s to drop and their decision rows (sample
+  ids looked up on the blocks for the drops, their representatives and the rows of LSH components). The
+  plan goes to every block as one object and each block filters itself on the cluster.
+- **balance / split** (executors/ray_groups.py `balance_blocks`, `split_blocks`) decide on narrow columns
+  (sample id, `_order`, label / stratify column, golden document) on the driver with the stages' own
+  functions; the plan is joined to every block on the cluster ('#dup' copies become one more block).
+- **Outputs**: each worker writes its block's train/val part, (sample id, content hash) for the data
+  version and, without a split stage, the terminal decisions. The driver streams the parts into the one
+  train/val Parquet and JSON-lines file each (polars' `sink_*`, a row group at a time: a worker cannot
+  append to one file that another writes, and the folder's format is one file per side), and the
+  warehouse ingest reads the samples, decisions and signals shards by their globs in the one transaction
+  (store.ingest_curation). The report's reasons are counted over the decision shards, its largest
+  clusters' texts fetched from the read blocks by id (at most 20 x ~11 rows).
+- What the driver still holds, per row: the narrow columns balance and split decide on (~20 B), split's
+  decisions (one per kept row, written to a shard at once), the kept (sample id, content hash) for the
+  data version (~40 B; a digest over the sorted ids, sequential by definition), per-field character
+  lengths for the report (8 B a field), and arrays over the rows in an LSH component. DRIVER_FETCHES
+  lists every frame of row data it received in the last run (the report's `stage_stats.executor`).
+  With `write=False` (tests, audit) the decisions, signals and splits are read back into the result, as
+  the local executor returns them; a written curation's result carries no decisions frame (they are in
+  decisions.parquet and the warehouse).
+
+**Rows on the driver** (`prepare` + `run_stages`; recipes with pairs, decontaminate, semantic, or
+length with a tokenizer): the driver collects the loaded rows and holds the frame between steps.
+
+- Row-local segments go out in `map_batches` (`_on_ray`) and the survivors come back; exact and minhash
+  run on the cluster from the driver's frame (`ray_minhash.exact_narrow`, `minhash_on_ray`); semantic's
+  embeddings come from an actor pool and balance/split decide on narrow columns (ray_groups.run_grouped).
+- **What collects all rows**: pairs, decontaminate and length with a tokenizer run their own `run` on the
+  driver over the survivors (the tokenizer may be built from every text; decontaminate picks one signature
+  scheme from the whole batch), and semantic's neighbour search holds every vector there. This is exact by
+  construction and is where this path stops scaling (measured: ~3.3 GiB of driver per 1M rows; docs/scale.md).
+- Rows carry `_order` here too; every collect sorts by it and it is renumbered after each driver step
+  (balance appends its copies last). The warehouse samples are written by the workers (`write_samples`).
+
+Both paths give exactly the local executor's decisions (tests/test_ray_executor.py, test_ray_minhash.py,
+test_ray_groups.py). Measured on the 2-core shared machine (benchmarks/ray_bench.py, docs/scale.md): with
+exact on the driver 0.83x local's wall time at 100k rows, 0.78x at 1M; with exact's narrow shuffle and
+MinHash on the cluster 0.75x at 100k. Driver peak RSS at 1M rows, one written curation: see docs/scale.md
+(`ray_bench.py --driver-memory`).
 
 Ray is imported inside functions: `tunelab --help` and the local executor never load it.
 """
@@ -582,6 +595,16 @@ def off_driver(curate: CurateConfig) -> bool:
 _fetched = ray_groups.fetched
 
 
+def peak_mib() -> float | None:
+    """This process's peak resident memory so far (VmHWM, Linux), MiB; None elsewhere."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    found = [line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")]
+    return round(int(found[0]) / 1024, 1) if found else None
+
+
 def read_block(cfg: DatasetConfig, file: str, file_index: int, many: bool) -> list[Any]:
     """One file through the loader (_load_file): (its rows as one Arrow block, left in the object store;
     what the driver needs: rows, read, quarantine, source, labels)."""
@@ -785,6 +808,7 @@ def _curate_blocks(
     assert isinstance(quarantine, pl.DataFrame)
     loaded_refs = [r[0] for r, m in zip(reads, metas, strict=True) if m["rows"] or m["read"]]
     heights = [m["rows"] for m in metas if m["rows"] or m["read"]]
+    del reads  # the read blocks stay pinned by loaded_refs alone (the report's cluster texts), until then
     offsets = np.cumsum([0, *heights[:-1]]).tolist()  # `_order` of each block's first row: the local frame's
     pairs = _unify_labels([label for m in metas for label in m["labels"]])
     source = _merged_source([m["source"] for m in metas], files)
@@ -827,6 +851,8 @@ def _curate_blocks(
         ]  # fmt: skip
         refs = [f[0] for f in firsts]
         first_metas = ray.get([f[1] for f in firsts])
+        peaks = {"read + first stages": peak_mib()}
+        del firsts  # each step's blocks are freed when the next step's replace them
         if first_local:
             record_local(names0, 0)
             timings.append({"stages": names0, "on": "ray", "rows": sum(heights),
@@ -890,6 +916,7 @@ def _curate_blocks(
                     per_stage[name]["skipped"] = skipped
                 del decided
                 bar.advance(task)
+            peaks[", ".join(names)] = peak_mib()
             timings.append({"stages": names, "on": "driver plan, cluster rows",
                             "wall_s": round(time.perf_counter() - clock, 3)})  # fmt: skip
 
@@ -939,6 +966,7 @@ def _curate_blocks(
         "rows_on_driver": False,
         "segments": timings,
     }
+    peaks["outputs by the workers, accounting"] = peak_mib()
     kept_ids = _fetched(
         "data_version",
         pl.concat(
@@ -963,12 +991,16 @@ def _curate_blocks(
             tenth = members["score"].sort(descending=True, nulls_last=True)[9]
             members = members if tenth is None else members.filter(pl.col("score") >= tenth)
         wanted.extend(members["sample_id"].to_list())
+    peaks["data version"] = peak_mib()
     shown = ray.get([ray.remote(cluster_rows_block).remote(r, wanted) for r in loaded_refs])
     cluster_rows = (
         _fetched("report clusters", pl.concat(shown, how="vertical_relaxed")) if shown else pl.DataFrame()
     )
     del loaded_refs
     ctx.stats["executor"]["driver_fetches"] = list(DRIVER_FETCHES)
+    # the driver's peak resident memory after each phase (VmHWM): where it grows; the last phases (streaming
+    # the folder, the ingest) are added to the returned result's report after report.json is written
+    ctx.stats["executor"]["driver_peak_mib"] = peaks
     result = CurationResult(
         curation_id=curation_id,
         out_dir=ws.curation_dir(curation_id),
@@ -1009,6 +1041,7 @@ def _curate_blocks(
     report["length_output"] = lengths([m["lengths"][side] for m in finished for side in ("train", "val")])
     report["source"] = source
     result.report = report
+    peaks["report"] = peak_mib()
     result.decisions = (
         empty_decisions()
     )  # in decisions.parquet and the warehouse (or below, when not written)
@@ -1037,6 +1070,7 @@ def _curate_blocks(
     quarantine.write_parquet(out / "quarantine.parquet")
     if signal_files:
         pl.scan_parquet(signal_files).sink_parquet(out / "signals.parquet")
+    peaks["train/val/decisions/signals streamed into the folder"] = peak_mib()
     (out / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
     (out / "report.md").write_text(report_markdown(report), encoding="utf-8")
     store.ingest_curation(
@@ -1044,6 +1078,7 @@ def _curate_blocks(
         str(shard_dir / "decisions-*.parquet"), quarantine,
         str(shard_dir / "signals-*.parquet") if signal_files else None, memory_limit=INGEST_MEMORY,
     )  # fmt: skip
+    peaks["warehouse ingest"] = peak_mib()
     os.replace(out, final)  # one rename: the folder appears complete, or not at all
     release(final)
     result.train_path, result.val_path = final / "train.parquet", final / "val.parquet"

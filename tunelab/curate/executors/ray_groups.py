@@ -14,8 +14,11 @@
   `_order` -> split) is joined back to the full rows on the cluster. Oversampled '#dup' copies are the
   join of the chosen source rows: one source row meets each of its copies' plan rows.
 
-Every stage here is called on the driver frame that ray.run_stages holds between steps; what the driver
-*receives* for the decision is recorded in DRIVER_FRAMES (columns, rows, bytes) for tests and benchmarks.
+`run_grouped` and the functions it calls take the driver frame that ray.run_stages holds between steps (the
+rows-on-driver path); `balance_blocks` and `split_blocks` take object refs of blocks (ray.curate_blocks:
+the rows never come to the driver, only the narrow columns do). What the driver *receives* for the
+decision is recorded in DRIVER_FRAMES (columns, rows, bytes), and on the blocks path every frame of row
+data in DRIVER_FETCHES, for tests and benchmarks.
 """
 
 from __future__ import annotations

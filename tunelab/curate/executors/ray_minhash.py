@@ -38,6 +38,11 @@ does) and shuffle only (key hash, `_order`, length for keep: longest): 24 bytes 
 row; each partition resolves its keys' representatives (best rank: `_order`, or longest then `_order`,
 which is exact's `keep_order`), and the driver joins the drops back to sample ids.
 
+`exact_blocks` and `minhash_blocks` run the same phases over object refs of Arrow blocks (ray.curate_blocks,
+where the rows never come to the driver): they return a plan, the `_order`s to drop and their decision
+rows, which ray.py applies to the blocks on the cluster. The driver holds only key-hash results for the
+drops, arrays over the rows in an LSH component and those rows' sample ids.
+
 Everything here equals the local stage on the same rows in the same order (tests/test_ray_minhash.py):
 the rows go to the cluster numbered by their position in the stage's frame (`_order` there), which is the
 local stage's index, so "lowest row" and the rank order are the local ones.
