@@ -275,7 +275,9 @@ def test_an_adapter_is_loaded_with_peft_and_must_match_model(
     del base, fresh
 
     model, tokenizer = load_served_model(SMOLLM_MODEL, str(adapter), smollm_workspace)
-    assert isinstance(model, PeftModel) and not model.training
+    # loaded with peft, then merged into the full-precision base (modeling.resolve): a plain model, no LoRA layers
+    assert not isinstance(model, PeftModel) and not model.training
+    assert not any("lora_" in name for name, _ in model.named_parameters())
     engine = Engine(model, tokenizer)
     try:
         body = {"messages": [{"role": "user", "content": "What is the capital of France?"}], "max_tokens": 12,
