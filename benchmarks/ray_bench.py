@@ -276,7 +276,7 @@ def driver_child(mode: str, glob: str, address: str, ws: str, rows: int) -> None
     }))  # fmt: skip
 
 
-def driver_memory(rows: int, files: int, address: str, tmp: Path) -> dict:
+def driver_memory(rows: int, files: int, address: str, tmp: Path, modes: list[str]) -> dict:
     """Both paths, each in a fresh driver process, on the same shards and cluster."""
     data = tmp / f"mem-{rows}.jsonl"
     write_corpus(data, rows)
@@ -285,7 +285,7 @@ def driver_memory(rows: int, files: int, address: str, tmp: Path) -> dict:
     out: dict = {"rows": rows, "files": files, "uptime": subprocess.run(
         ["uptime"], capture_output=True, text=True).stdout.strip()}  # fmt: skip
     runs = []
-    for mode in ("rows-on-driver", "rows-off-driver"):
+    for mode in modes:
         done = subprocess.run(
             [sys.executable, __file__, "--driver-child", mode, "--data", str(glob), "--address", address,
              "--ws", str(tmp / "mem-ws"), "--rows", str(rows)],
@@ -294,6 +294,8 @@ def driver_memory(rows: int, files: int, address: str, tmp: Path) -> dict:
         runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
         print(json.dumps(runs[-1]), flush=True)
     out["runs"] = runs
+    if len(runs) < 2:
+        return out
     folders = [Path(r["out_dir"]) for r in runs]
     out["same_files"] = all(
         pl.read_parquet(folders[0] / name).equals(pl.read_parquet(folders[1] / name))
@@ -312,6 +314,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--grouped", default="on", choices=["on", "off", "only"])
     parser.add_argument("--driver-memory", action="store_true", help="driver peak RSS, both Ray paths")
+    parser.add_argument("--modes", default="rows-on-driver,rows-off-driver", help="with --driver-memory")
     parser.add_argument("--driver-child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--data", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--ws", default=None, help=argparse.SUPPRESS)
@@ -335,7 +338,7 @@ def main() -> None:
             print(f"ray.init(address): {results['connect_s']:.1f}s", flush=True)
             for rows in (int(r) for r in args.rows.split(",")):
                 if args.driver_memory:
-                    found = driver_memory(rows, args.files, address, Path(tmp))
+                    found = driver_memory(rows, args.files, address, Path(tmp), args.modes.split(","))
                     results.setdefault("driver_memory", []).append(found)
                     print(json.dumps(found, indent=1), flush=True)
                     continue

@@ -27,8 +27,9 @@ the local loop would see), block k's orders below block k+1's:
   train/val Parquet and JSON-lines file each (polars' `sink_*`, a row group at a time: a worker cannot
   append to one file that another writes, and the folder's format is one file per side), and the
   warehouse ingest reads the samples, decisions and signals shards by their globs in the one transaction
-  (store.ingest_curation). The report's reasons are counted over the decision shards, its largest
-  clusters' texts fetched from the read blocks by id (at most 20 x ~11 rows).
+  (store.ingest_curation). The report's reasons are counted over the decision shards; its largest
+  clusters' texts (at most 20 x ~11 rows) are read again from the source files by id, so the read blocks
+  leave the object store after the first pass.
 - What the driver still holds, per row: the narrow columns balance and split decide on (~20 B), split's
   decisions (one per kept row, written to a shard at once), the kept (sample id, content hash) for the
   data version (~40 B; a digest over the sorted ids, sequential by definition), per-field character
@@ -716,10 +717,18 @@ def finish_block(
     return meta
 
 
-def cluster_rows_block(table: Any, wanted: list[str]) -> pl.DataFrame:
-    frame = pl.from_arrow(table)
-    assert isinstance(frame, pl.DataFrame)
-    return frame.filter(pl.col("sample_id").is_in(pl.Series(wanted, dtype=pl.String).implode()))
+def cluster_rows_file(
+    cfg: DatasetConfig, file: str, file_index: int, many: bool, wanted: list[str]
+) -> pl.DataFrame:
+    """The rows `wanted` (by sample id) of one source file, as the loader reads them: the report's largest
+    clusters show the read text. Read again rather than keeping every read block in the object store for
+    the whole run."""
+    frame = _load_file(cfg, file, file_index, many)["frame"]
+    if frame is None:
+        return pl.DataFrame()
+    found = pl.from_arrow(frame)
+    assert isinstance(found, pl.DataFrame)
+    return found.filter(pl.col("sample_id").is_in(pl.Series(wanted, dtype=pl.String).implode()))
 
 
 def curate_blocks(
@@ -808,7 +817,10 @@ def _curate_blocks(
     assert isinstance(quarantine, pl.DataFrame)
     loaded_refs = [r[0] for r, m in zip(reads, metas, strict=True) if m["rows"] or m["read"]]
     heights = [m["rows"] for m in metas if m["rows"] or m["read"]]
-    del reads  # the read blocks stay pinned by loaded_refs alone (the report's cluster texts), until then
+    read_files = [
+        (i, str(f)) for (i, f), m in zip(enumerate(files), metas, strict=True) if m["rows"] or m["read"]
+    ]
+    del reads  # each read block is freed once its first pass has run (held by loaded_refs until then)
     offsets = np.cumsum([0, *heights[:-1]]).tolist()  # `_order` of each block's first row: the local frame's
     pairs = _unify_labels([label for m in metas for label in m["labels"]])
     source = _merged_source([m["source"] for m in metas], files)
@@ -852,7 +864,7 @@ def _curate_blocks(
         refs = [f[0] for f in firsts]
         first_metas = ray.get([f[1] for f in firsts])
         peaks = {"read + first stages": peak_mib()}
-        del firsts  # each step's blocks are freed when the next step's replace them
+        del firsts, loaded_refs  # each step's blocks are freed when the next step's replace them
         if first_local:
             record_local(names0, 0)
             timings.append({"stages": names0, "on": "ray", "rows": sum(heights),
@@ -915,8 +927,8 @@ def _curate_blocks(
                 if skipped:
                     per_stage[name]["skipped"] = skipped
                 del decided
+                peaks[name] = peak_mib()
                 bar.advance(task)
-            peaks[", ".join(names)] = peak_mib()
             timings.append({"stages": names, "on": "driver plan, cluster rows",
                             "wall_s": round(time.perf_counter() - clock, 3)})  # fmt: skip
 
@@ -992,11 +1004,16 @@ def _curate_blocks(
             members = members if tenth is None else members.filter(pl.col("score") >= tenth)
         wanted.extend(members["sample_id"].to_list())
     peaks["data version"] = peak_mib()
-    shown = ray.get([ray.remote(cluster_rows_block).remote(r, wanted) for r in loaded_refs])
+    # the read rows are gone from the object store: the few shown are read again from their files
+    shown = (
+        [ray.remote(cluster_rows_file).remote(dataset, file, i, many, wanted) for i, file in read_files]
+        if wanted
+        else []
+    )
+    shown = [t for t in ray.get(shown) if t.height]
     cluster_rows = (
         _fetched("report clusters", pl.concat(shown, how="vertical_relaxed")) if shown else pl.DataFrame()
     )
-    del loaded_refs
     ctx.stats["executor"]["driver_fetches"] = list(DRIVER_FETCHES)
     # the driver's peak resident memory after each phase (VmHWM): where it grows; the last phases (streaming
     # the folder, the ingest) are added to the returned result's report after report.json is written
