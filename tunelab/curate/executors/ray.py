@@ -73,7 +73,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
@@ -99,6 +99,10 @@ from tunelab.errors import UserError
 from tunelab.progress import progress
 from tunelab.records.config import DatasetConfig
 from tunelab.records.loader import LoadResult, _unify_labels, load_dataset_records, source_files
+
+if TYPE_CHECKING:
+    from tunelab.curate.result import CurationResult
+    from tunelab.workspace import Workspace
 
 ORDER = "_order"
 # grouping stages whose driver step runs its work on the cluster (executors/ray_minhash.py)
@@ -734,14 +738,14 @@ def cluster_rows_file(
 def curate_blocks(
     dataset: DatasetConfig,
     curate: CurateConfig,
-    ws: Any,
+    ws: Workspace,
     write: bool,
     show_progress: bool,
     *,
     version: Callable[[pl.DataFrame, DatasetConfig, CurateConfig], str],
-    new_id: Callable[[str, str, Any], str],
+    new_id: Callable[[str, str, Workspace | None], str],
     output_meta: tuple[str, ...],
-) -> Any:
+) -> CurationResult:
     """pipeline.curate_dataset on Ray without the rows on the driver (recipes for which off_driver holds).
 
     The pipeline hands in its data version, curation id and output columns, so every executor shares one
@@ -834,8 +838,11 @@ def _curate_blocks(
     timings: list[dict[str, Any]] = []
     parts = max(2, len(loaded_refs))
 
+    # one remote function each, made once: per-block tasks in a loop share it
+    tasks = {fn.__name__: ray.remote(fn) for fn in (rows_of, content_block, drop_block, cluster_rows_file)}
+
     def heights_of(refs: list[Any]) -> list[int]:
-        return ray.get([ray.remote(rows_of).remote(r) for r in refs])
+        return ray.get([tasks["rows_of"].remote(r) for r in refs])
 
     def record_local(names: list[str], segment: int) -> None:
         counts = _segment_counts(shard_dir, segment, ctx)
@@ -891,7 +898,7 @@ def _curate_blocks(
                     pl.DataFrame(ray.get(ray.remote(head_block).remote(refs[0]))) if refs else pl.DataFrame()
                 )
                 if registry.stage(name).needs_content and "content_hash" not in head.columns and refs:
-                    refs = [ray.remote(content_block).remote(r, kind) for r in refs]
+                    refs = [tasks["content_block"].remote(r, kind) for r in refs]
                     head = pl.DataFrame(ray.get(ray.remote(head_block).remote(refs[0])))
                 skipped = None
                 drops = np.zeros(0, dtype=np.int64)
@@ -920,7 +927,7 @@ def _curate_blocks(
                         drops = narrow.filter(pl.col("sample_id").is_in(drop_ids.implode()))[ORDER].to_numpy()
                 if drops.size:
                     wanted = ray.put(np.sort(drops))
-                    refs = [ray.remote(drop_block).remote(r, wanted) for r in refs]
+                    refs = [tasks["drop_block"].remote(r, wanted) for r in refs]
                 write_decisions(decided, segment, index)
                 per_stage[name] = {"in": rows_in, "dropped": int((~decided["kept"]).sum()),
                                    "seconds": round(time.perf_counter() - started_stage, 3)}  # fmt: skip
@@ -1006,7 +1013,7 @@ def _curate_blocks(
     peaks["data version"] = peak_mib()
     # the read rows are gone from the object store: the few shown are read again from their files
     shown = (
-        [ray.remote(cluster_rows_file).remote(dataset, file, i, many, wanted) for i, file in read_files]
+        [tasks["cluster_rows_file"].remote(dataset, file, i, many, wanted) for i, file in read_files]
         if wanted
         else []
     )
