@@ -271,6 +271,9 @@ def test_rows_stay_off_the_driver_and_decisions_come_from_shards(ray_address: st
         assert rows[0].height > 0 and rows[0].sort(order).equals(rows[1].sort(order)), table
     assert ray.data_version == local.data_version
     assert ray.report["counts"] == local.report["counts"]
+    stages = [[(s["stage"], s["in"], s["dropped"]) for s in r.report["stages"]] for r in (local, ray)]
+    assert stages[0] == stages[1]
+    assert ray.report["stage_stats"]["labels"] == local.report["stage_stats"]["labels"]
     assert ray.report["largest_clusters"] == local.report["largest_clusters"]
     assert ray.report["length_input"] == local.report["length_input"]
     assert ray.report["length_output"] == local.report["length_output"]
