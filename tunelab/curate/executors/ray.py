@@ -95,6 +95,7 @@ from tunelab.curate.common import (
 from tunelab.curate.config import CurateConfig
 from tunelab.curate.dedup_key import dedup_keys
 from tunelab.curate.executors import ray_groups, ray_minhash
+from tunelab.curate.executors.batches import INGEST_MEMORY, ORDER, Lengths, merge_stats
 from tunelab.curate.outputs import warehouse_samples
 from tunelab.curate.registry import segments
 from tunelab.errors import UserError
@@ -106,7 +107,6 @@ if TYPE_CHECKING:
     from tunelab.curate.result import CurationResult
     from tunelab.workspace import Workspace
 
-ORDER = "_order"
 # grouping stages whose driver step runs its work on the cluster (executors/ray_minhash.py)
 GROUPED_ON_RAY = ("exact", "minhash")
 INSTALL_HINT = "curate.executor: ray needs the ray extra: pip install 'tunelab[ray]'"
@@ -317,20 +317,6 @@ def _read_shards(shard_dir: Path, kind: str, segment: int, schema: dict[str, pl.
     if not files:
         return pl.DataFrame(schema=schema)
     return pl.concat([pl.read_parquet(f) for f in files], how="vertical_relaxed").cast(schema)  # type: ignore[arg-type]
-
-
-def merge_stats(into: dict[str, Any], part: dict[str, Any]) -> None:
-    """Per-batch ctx.stats into one: counts add up; `max` takes the max; other values (settings echoed,
-    field lists, per-batch means and percentiles) keep the first batch's."""
-    for key, value in part.items():
-        if key not in into:
-            into[key] = value
-        elif isinstance(value, dict) and isinstance(into[key], dict):
-            merge_stats(into[key], value)
-        elif key == "max" and isinstance(value, int | float):
-            into[key] = max(into[key], value)
-        elif isinstance(value, int) and not isinstance(value, bool) and isinstance(into[key], int):
-            into[key] += value
 
 
 def _segment_counts(shard_dir: Path, segment: int, ctx: StageContext) -> dict[str, dict[str, Any]]:
@@ -635,8 +621,6 @@ def first_block(
     """One read block: the loader's 0/1 <-> false/true pairing, `_order` from the block's offset in the
     source, its warehouse samples shard, the first row-local stages. Returns (the survivors, what the report
     needs: read labels and field lengths)."""
-    from tunelab.curate.executors.streaming import Lengths
-
     frame = pl.from_arrow(table)
     assert isinstance(frame, pl.DataFrame)
     if pairs:
@@ -689,8 +673,6 @@ def finish_block(
     """One surviving block to the outputs, written by the worker: its train/val part, its (sample_id,
     content_hash) for the data version, the terminal decisions when no split stage ran, its oversampled
     copies as warehouse samples. Returns counts, kept labels and the parts' field lengths."""
-    from tunelab.curate.executors.streaming import Lengths
-
     frame = pl.from_arrow(table)
     assert isinstance(frame, pl.DataFrame)
     root = Path(scratch)
@@ -786,7 +768,6 @@ def _curate_blocks(
     import ray
 
     from tunelab.curate import pii
-    from tunelab.curate.executors.streaming import INGEST_MEMORY, Lengths
     from tunelab.curate.outputs import _curation_row
     from tunelab.curate.report import DEDUP_REASONS, build_report, report_markdown
     from tunelab.curate.result import CurationResult

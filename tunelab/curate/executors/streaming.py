@@ -70,14 +70,14 @@ from tunelab.curate.common import (
 )
 from tunelab.curate.config import CurateConfig
 from tunelab.curate.dedup_key import dedup_keys, describe, key_expr
-from tunelab.curate.executors.ray import ORDER, merge_stats
+from tunelab.curate.executors.batches import INGEST_MEMORY, ORDER, Lengths, merge_stats
 from tunelab.curate.outputs import _curation_row, warehouse_samples
 from tunelab.curate.report import build_report, report_markdown
 from tunelab.curate.result import CurationResult
 from tunelab.errors import UserError
 from tunelab.progress import progress
 from tunelab.records.config import DatasetConfig
-from tunelab.records.fields import CANONICAL_FIELDS, field_text
+from tunelab.records.fields import CANONICAL_FIELDS
 from tunelab.records.formats import format_by_name, is_hf_dataset
 from tunelab.records.loader import (
     QUARANTINE_SCHEMA,
@@ -89,10 +89,6 @@ from tunelab.records.loader import (
 from tunelab.warehouse import store
 from tunelab.workspace import Workspace, claim, release
 
-# DuckDB's memory for the one ingest transaction: past it DuckDB writes to disk instead of holding every
-# inserted row (its default holds the samples, ~650 B a read row measured at 1M rows: the largest per-row
-# cost of this executor before the limit)
-INGEST_MEMORY = "1GB"
 # stages run here on narrow columns; every other non-row-local stage holds its rows (in_memory)
 NARROW = ("exact", "minhash", "balance", "split")
 _COUNTED_NOTE = re.compile(r"(\d[\d,]*) (record|value)s?\b")
@@ -577,33 +573,6 @@ def balance_narrow(shards: Shards, run: Run) -> Any:
 
 
 # ---------------------------------------------------------------- the run
-
-
-@dataclass
-class Lengths:
-    """Per-field character lengths, batch by batch: report._length_stats without holding the rows."""
-
-    kind: str
-    parts: dict[str, list[np.ndarray]] = field(default_factory=dict)
-
-    def add(self, frame: pl.DataFrame) -> None:
-        for name in CANONICAL_FIELDS[self.kind]:
-            if name in frame.columns:
-                chars = frame.select(field_text(name).str.len_chars())[name].drop_nulls().to_numpy()
-                self.parts.setdefault(name, []).append(chars)
-
-    def stats(self) -> dict[str, dict[str, float]]:
-        out = {}
-        for name, parts in self.parts.items():
-            chars = np.concatenate(parts)
-            if chars.size:
-                out[name] = {
-                    "mean": round(float(chars.mean()), 2),
-                    "p50": float(np.percentile(chars, 50)),
-                    "p95": float(np.percentile(chars, 95)),
-                    "max": float(chars.max()),
-                }
-        return out
 
 
 def _scratch_root(ws: Workspace | None) -> Path | None:
