@@ -44,7 +44,7 @@ $(VENV)/.dev: $(VENV)/.installed $(VENV)/.demo-model
 demo: $(VENV)/.installed
 	$(BIN)/tunelab demo --workspace $(WORKSPACE)
 
-# the same loop on SmolLM2-135M-Instruct, a real chat model, on the English persona data (6:39 measured on 2 quiet cores)
+# the same loop on SmolLM2-135M-Instruct, a real chat model, on the English persona data (7:01 measured on 2 quiet cores)
 demo-real: $(VENV)/.demo-model
 	$(BIN)/tunelab demo --model smollm2-135m --workspace $(WORKSPACE)-real
 

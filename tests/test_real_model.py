@@ -58,6 +58,11 @@ def test_real_demo_recipe_is_the_english_rendering_on_smollm2():
     assert recipe.train is not None and recipe.train.base_model == SMOLLM_MODEL
     assert recipe.train.dpo is not None and recipe.train.dpo.dataset.path == DEMO / "en" / "dpo.jsonl"
     assert recipe.evaluate is not None and recipe.evaluate.eval_set is not None
+    # one description per persona in the system turn (an opaque "persona: {label}" steered far less: demo-data.md)
+    assert isinstance(recipe.train.sft.system_prompt, dict) and set(recipe.train.sft.system_prompt) == {
+        "egen",
+        "teto",
+    }
     # English answers: korean_answer_rate would measure nothing but the language choice
     assert "korean_answer_rate" not in recipe.evaluate.metrics
 

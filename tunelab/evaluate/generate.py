@@ -22,6 +22,7 @@ import polars as pl
 from tunelab.errors import UserError
 from tunelab.evaluate.config import EvaluateConfig, GenerationSettings
 from tunelab.modeling.chat import (
+    SystemPrompt,
     conversation_text,
     generation_prompt,
     has_chat_template,
@@ -82,7 +83,7 @@ def gen_params_json(settings: GenerationSettings) -> str:
 
 
 def render_prompts(
-    rows: list[dict[str, Any]], kind: str, tokenizer: Any, system_prompt: str | None
+    rows: list[dict[str, Any]], kind: str, tokenizer: Any, system_prompt: SystemPrompt
 ) -> list[str]:
     return [generation_prompt(row, kind, tokenizer, system_prompt) for row in rows]
 

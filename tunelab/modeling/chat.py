@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import random
 import zlib
+from collections.abc import Mapping
 from typing import Any
 
 GENERATION_MARKER = "{% generation %}"
+# the recipe's train.sft.system_prompt: one text ("{label}" replaced by the row's label), or one text per label
+SystemPrompt = str | Mapping[str, str] | None
 
 
 def has_generation_markers(tokenizer: Any) -> bool:
@@ -63,18 +66,26 @@ def _turns(value: Any) -> list[dict[str, str]]:
     return [{"role": _text(t.get("role")), "content": _text(t.get("content"))} for t in value or []]
 
 
+def system_text(system_prompt: SystemPrompt, label: Any) -> str | None:
+    """The system message for a row of this label: a mapping picks the label's own text (None for a label it
+    does not name: no system turn); a string has "{label}" replaced by the label."""
+    if isinstance(system_prompt, Mapping):
+        return system_prompt.get(_text(label)) or None
+    return system_prompt.replace("{label}", _text(label)) if system_prompt else None
+
+
 def _with_system(
-    turns: list[dict[str, str]], row: dict[str, Any], system_prompt: str | None
+    turns: list[dict[str, str]], row: dict[str, Any], system_prompt: SystemPrompt
 ) -> list[dict[str, str]]:
-    """The recipe's system prompt first when the row has none; "{label}" in it lets one model be steered
-    per persona/category."""
-    if system_prompt and not any(t["role"] == "system" for t in turns):
-        system = system_prompt.replace("{label}", _text(row.get("label")))
+    """The recipe's system prompt first when the row has none; "{label}" in it, or one text per label, lets
+    one model be steered per persona/category."""
+    system = system_text(system_prompt, row.get("label"))
+    if system and not any(t["role"] == "system" for t in turns):
         return [{"role": "system", "content": system}, *turns]
     return turns
 
 
-def conversation(row: dict[str, Any], kind: str, system_prompt: str | None = None) -> list[dict[str, str]]:
+def conversation(row: dict[str, Any], kind: str, system_prompt: SystemPrompt = None) -> list[dict[str, str]]:
     """The whole conversation of a row, the answer to learn included: chat rows as they are, a flat row
     as a one-turn conversation, a dpo row as history + prompt + chosen."""
     if kind == "chat":
@@ -104,7 +115,9 @@ def split_at_last_answer(turns: list[dict[str, str]]) -> tuple[list[dict[str, st
     return turns[:last], turns[last]["content"]
 
 
-def prompt_messages(row: dict[str, Any], kind: str, system_prompt: str | None = None) -> list[dict[str, str]]:
+def prompt_messages(
+    row: dict[str, Any], kind: str, system_prompt: SystemPrompt = None
+) -> list[dict[str, str]]:
     """The conversation up to (not including) the assistant's final answer."""
     return split_at_last_answer(conversation(row, kind, system_prompt))[0]
 
@@ -125,7 +138,7 @@ def plain_prompt(messages: list[dict[str, str]]) -> str:
 
 
 def sft_examples(
-    row: dict[str, Any], kind: str, tokenizer: Any, system_prompt: str | None = None
+    row: dict[str, Any], kind: str, tokenizer: Any, system_prompt: SystemPrompt = None
 ) -> list[dict[str, Any]]:
     """The trl examples that teach every assistant turn of the row's conversation: one `messages`
     example when the template marks assistant turns, else one prompt/completion example per turn."""
@@ -146,7 +159,7 @@ def sft_examples(
 
 
 def sft_example(
-    row: dict[str, Any], kind: str, tokenizer: Any, system_prompt: str | None = None
+    row: dict[str, Any], kind: str, tokenizer: Any, system_prompt: SystemPrompt = None
 ) -> dict[str, Any]:
     """One example holding the whole row (the longest sequence training sees: length measurement)."""
     examples = sft_examples(row, kind, tokenizer, system_prompt)
@@ -158,7 +171,7 @@ def sft_example(
     return {"prompt": plain_prompt(turns), "completion": tokenizer.eos_token or ""}
 
 
-def dpo_example(row: dict[str, Any], tokenizer: Any, system_prompt: str | None = None) -> dict[str, Any]:
+def dpo_example(row: dict[str, Any], tokenizer: Any, system_prompt: SystemPrompt = None) -> dict[str, Any]:
     """trl's conversational preference format (prompt = history + final user turn), or plain text."""
     prompt = prompt_messages(row, "dpo", system_prompt)
     chosen, rejected = _text(row.get("chosen")), _text(row.get("rejected"))
@@ -180,7 +193,7 @@ def render_for_generation(turns: list[dict[str, str]], tokenizer: Any) -> str:
 
 
 def generation_prompt(
-    row: dict[str, Any], kind: str, tokenizer: Any, system_prompt: str | None = None
+    row: dict[str, Any], kind: str, tokenizer: Any, system_prompt: SystemPrompt = None
 ) -> str:
     """The text a model is asked to continue at evaluation time: the conversation before its final
     answer (earlier assistant turns as the row gives them; evaluation replaces them turn by turn)."""

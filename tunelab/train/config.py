@@ -44,8 +44,9 @@ class TrainerSettings(Strict):
 
 class SFTSettings(TrainerSettings):
     assistant_only_loss: bool = True
-    # system message for rows without one; "{label}" is replaced by the row's label (persona steering)
-    system_prompt: str | None = None
+    # system message for rows without one: a text whose "{label}" is replaced by the row's label, or one text
+    # per label ({egen: "...", teto: "..."}; a label not named gets no system turn) - persona steering
+    system_prompt: str | dict[str, str] | None = None
 
 
 class DPOSettings(TrainerSettings):

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from tunelab.errors import UserError
-from tunelab.modeling.chat import dpo_example
+from tunelab.modeling.chat import SystemPrompt, dpo_example
 from tunelab.modeling.loading import checkpointing_alias_ignored, load_base_model, load_tokenizer
 from tunelab.train import runs
 from tunelab.warehouse import store
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from tunelab.recipe import Recipe
 
 
-def dpo_dataset(frame: pl.DataFrame, tokenizer: Any, system_prompt: str | None) -> Any:
+def dpo_dataset(frame: pl.DataFrame, tokenizer: Any, system_prompt: SystemPrompt) -> Any:
     from datasets import Dataset
 
     return Dataset.from_list([dpo_example(row, tokenizer, system_prompt) for row in runs.to_rows(frame)])

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from tunelab.errors import UserError
-from tunelab.modeling.chat import conversation, has_generation_markers, sft_examples
+from tunelab.modeling.chat import SystemPrompt, conversation, has_generation_markers, sft_examples
 from tunelab.modeling.loading import (
     checkpointing_alias_ignored,
     load_model_and_tokenizer,
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from tunelab.recipe import Recipe
 
 
-def sft_dataset(frame: pl.DataFrame, kind: str, tokenizer: Any, system_prompt: str | None) -> Any:
+def sft_dataset(frame: pl.DataFrame, kind: str, tokenizer: Any, system_prompt: SystemPrompt) -> Any:
     from datasets import Dataset
 
     # a conversation is one example when the template marks assistant turns (each one learned), else
