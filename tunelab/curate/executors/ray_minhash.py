@@ -259,6 +259,70 @@ def verify(block: pl.DataFrame, cfg: MinhashSettings) -> pl.DataFrame:
     )
 
 
+def lsh_components(
+    ray: Any,
+    band_inputs: list[tuple[Any, Any]],
+    cfg: MinhashSettings,
+    scheme: str,
+    parts: int,
+    phases: dict[str, float],
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """The phases both minhash paths share, on the cluster: band keys per block ((rows, keys) refs), star
+    edges out of the band buckets, connected components. Returns the component members' node ids, their
+    labels, and connected_components' stats with the bytes the band keys and edges moved."""
+    clock = time.perf_counter()
+    band = ray.remote(band_rows).options(num_returns=parts + 1)
+    keyed = [band.remote(rows, keys, cfg, scheme, parts) for rows, keys in band_inputs]
+    band_bytes = sum(ray.get([k[parts] for k in keyed]))
+    phases["signatures_band_keys_s"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    bucket = ray.remote(bucket_edges).options(num_returns=parts + 1)
+    star = [bucket.remote(parts, *[k[p] for k in keyed]) for p in range(parts)]
+    edge_bytes = sum(ray.get([s[parts] for s in star]))
+    phases["band_key_shuffle_s"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    final, cc = connected_components(ray, [s[:parts] for s in star], parts)
+    nodes, labels = component_labels(ray, final)
+    phases["components_s"] = time.perf_counter() - clock
+    return nodes, labels, {**cc, "band_keys": band_bytes, "star_edges": edge_bytes}
+
+
+def outcome_arrays(
+    orders: np.ndarray, dropped: pl.DataFrame, member_at: np.ndarray, labels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """minhash.outcome's ref / score / component arrays over `orders` (sorted `_order`s): the verified drops
+    with their representative's index, and each member's component as its lowest row's index (as
+    minhash.cluster labels it)."""
+    ref = np.full(orders.size, -1, dtype=np.int64)
+    score = np.full(orders.size, np.nan)
+    at = np.searchsorted(orders, dropped[ORDER].to_numpy())
+    ref[at] = np.searchsorted(orders, dropped["ref"].to_numpy())
+    score[at] = dropped["score"].to_numpy()
+    component = np.full(orders.size, -1, dtype=np.int64)
+    component[member_at] = np.searchsorted(orders, labels)
+    return ref, score, component
+
+
+def ray_stats(
+    scheme: str, parts: int, phases: dict[str, float], cc: dict[str, Any], **shuffled: int
+) -> dict[str, Any]:
+    """ctx.stats["minhash"]["ray"]: the scheme, rounds, per-phase seconds and the bytes each phase moved."""
+    return {
+        "scheme": scheme,
+        "partitions": parts,
+        "components_rounds": cc["rounds"],
+        "phases_s": {k: round(v, 3) for k, v in phases.items()},
+        "shuffled_bytes": {
+            "band_keys": cc["band_keys"],
+            "star_edges": cc["star_edges"],
+            "components": cc["shuffled_bytes"],
+            **shuffled,
+        },  # fmt: skip
+    }
+
+
 def minhash_on_ray(frame: pl.DataFrame, cfg: MinhashSettings, ctx: StageContext, blocks: int) -> StageOutput:
     """The minhash stage with every phase on the cluster; `frame` holds sample_id and content, in
     the local order. Same output as minhash.run on the same frame."""
@@ -279,22 +343,8 @@ def minhash_on_ray(frame: pl.DataFrame, cfg: MinhashSettings, ctx: StageContext,
     scheme = minhash.scheme_for(chars, docs, cfg.num_perm)
     phases["keys_scheme_s"] = time.perf_counter() - clock
 
-    clock = time.perf_counter()
-    band = ray.remote(band_rows).options(num_returns=parts + 1)
-    keyed = [band.remote(b, k[0], cfg, scheme, parts) for b, k in zip(orders_only, keyed_blocks, strict=True)]
-    band_bytes = sum(ray.get([k[parts] for k in keyed]))
-    phases["signatures_band_keys_s"] = time.perf_counter() - clock
-
-    clock = time.perf_counter()
-    bucket = ray.remote(bucket_edges).options(num_returns=parts + 1)
-    star = [bucket.remote(parts, *[k[p] for k in keyed]) for p in range(parts)]
-    edge_bytes = sum(ray.get([s[parts] for s in star]))
-    phases["band_key_shuffle_s"] = time.perf_counter() - clock
-
-    clock = time.perf_counter()
-    final, cc = connected_components(ray, [s[:parts] for s in star], parts)
-    nodes, labels = component_labels(ray, final)
-    phases["components_s"] = time.perf_counter() - clock
+    pairs = zip(orders_only, (k[0] for k in keyed_blocks), strict=True)
+    nodes, labels, cc = lsh_components(ray, list(pairs), cfg, scheme, parts, phases)
 
     clock = time.perf_counter()
     position = nodes  # node ids are positions in `frame`
@@ -307,26 +357,11 @@ def minhash_on_ray(frame: pl.DataFrame, cfg: MinhashSettings, ctx: StageContext,
 
     # the local function's arrays, in frame positions
     orders = np.arange(frame.height, dtype=np.int64)
-    ref = np.full(frame.height, -1, dtype=np.int64)
-    score = np.full(frame.height, np.nan)
-    at = np.searchsorted(orders, dropped[ORDER].to_numpy())
-    ref[at] = np.searchsorted(orders, dropped["ref"].to_numpy())
-    score[at] = dropped["score"].to_numpy()
-    component = np.full(frame.height, -1, dtype=np.int64)
-    component[position] = np.searchsorted(orders, labels)  # the lowest row's position, as minhash.cluster
+    ref, score, component = outcome_arrays(orders, dropped, position, labels)
     out = minhash.outcome(frame, cfg, ctx, ref, score, cc["candidate_pairs"], component)
-    ctx.stats["minhash"]["ray"] = {
-        "scheme": scheme,
-        "partitions": parts,
-        "components_rounds": cc["rounds"],
-        "phases_s": {k: round(v, 3) for k, v in phases.items()},
-        "shuffled_bytes": {
-            "band_keys": band_bytes,
-            "star_edges": edge_bytes,
-            "components": cc["shuffled_bytes"],
-            "verification": int(members.estimated_size()),
-        },
-    }
+    ctx.stats["minhash"]["ray"] = ray_stats(
+        scheme, parts, phases, cc, verification=int(members.estimated_size())
+    )
     return out
 
 
@@ -509,22 +544,7 @@ def minhash_blocks(
     scheme = minhash.scheme_for(chars, docs, cfg.num_perm)
     phases["keys_scheme_s"] = time.perf_counter() - clock
 
-    clock = time.perf_counter()
-    band = ray.remote(band_rows).options(num_returns=parts + 1)
-    keyed = [band.remote(k[2], k[0], cfg, scheme, parts) for k in keyed_blocks]
-    band_bytes = sum(ray.get([k[parts] for k in keyed]))
-    phases["signatures_band_keys_s"] = time.perf_counter() - clock
-
-    clock = time.perf_counter()
-    bucket = ray.remote(bucket_edges).options(num_returns=parts + 1)
-    star = [bucket.remote(parts, *[k[p] for k in keyed]) for p in range(parts)]
-    edge_bytes = sum(ray.get([s[parts] for s in star]))
-    phases["band_key_shuffle_s"] = time.perf_counter() - clock
-
-    clock = time.perf_counter()
-    final, cc = connected_components(ray, [s[:parts] for s in star], parts)
-    nodes, labels = component_labels(ray, final)
-    phases["components_s"] = time.perf_counter() - clock
+    nodes, labels, cc = lsh_components(ray, [(k[2], k[0]) for k in keyed_blocks], cfg, scheme, parts, phases)
 
     clock = time.perf_counter()
     nodes_ref, labels_ref = ray.put(nodes), ray.put(labels)
@@ -547,24 +567,7 @@ def minhash_blocks(
     # minhash.outcome's arrays over the members alone (in `_order`, which is the local order): the decisions
     # and split groups it makes depend only on rows that are in a component
     orders = members[ORDER].to_numpy()
-    ref = np.full(orders.size, -1, dtype=np.int64)
-    score = np.full(orders.size, np.nan)
-    at = np.searchsorted(orders, dropped[ORDER].to_numpy())
-    ref[at] = np.searchsorted(orders, dropped["ref"].to_numpy())
-    score[at] = dropped["score"].to_numpy()
-    component = np.full(orders.size, -1, dtype=np.int64)
-    component[np.searchsorted(orders, nodes)] = np.searchsorted(orders, labels)
+    ref, score, component = outcome_arrays(orders, dropped, np.searchsorted(orders, nodes), labels)
     out = minhash.outcome(members.select("sample_id"), cfg, ctx, ref, score, cc["candidate_pairs"], component)
-    ctx.stats["minhash"]["ray"] = {
-        "scheme": scheme,
-        "partitions": parts,
-        "components_rounds": cc["rounds"],
-        "phases_s": {k: round(v, 3) for k, v in phases.items()},
-        "shuffled_bytes": {
-            "band_keys": band_bytes,
-            "star_edges": edge_bytes,
-            "components": cc["shuffled_bytes"],
-        },
-        "members": int(orders.size),
-    }
+    ctx.stats["minhash"]["ray"] = {**ray_stats(scheme, parts, phases, cc), "members": int(orders.size)}
     return out.decisions, dropped[ORDER].to_numpy()
