@@ -202,19 +202,29 @@ def build(rng: random.Random) -> dict[str, Any]:
     broken.append(row("인생 조언 하나만 해 주세요.", rambling(rng, ramble), "egen", _kind="too_long"))
     broken.append(row("공부 잘하는 비결이 뭐예요?", rambling(rng, ramble), "teto", _kind="too_long"))
 
-    # lay out: clean rows in shuffled order, each copy after its original, other defects anywhere
-    lines: list[Any] = list(clean)
-    for copy, src in defects:
-        lo = _position(lines, src) + 1 if src is not None else 0
-        lines.insert(rng.randrange(lo, len(lines) + 1), copy)
-    for r in broken:
-        lines.insert(rng.randrange(0, len(lines) + 1), r)
+    lines = lay_out(clean, defects, broken, rng)
     lines.insert(
         rng.randrange(20, len(lines)),
         '{"instruction": "주말 계획 추천해 줘", "output": "산책해.", "label": "teto"',
     )
     lines.insert(rng.randrange(20, len(lines)), '["주말에 뭐 하지?", "산책"]')
     return {"lines": lines, "clean": clean, "defects": defects, "broken": broken, "eval": eval_rows}
+
+
+def lay_out(
+    clean: list[dict[str, Any]],
+    defects: list[tuple[dict[str, Any], dict[str, Any] | None]],
+    broken: list[dict[str, Any]],
+    rng: random.Random,
+) -> list[Any]:
+    """Clean rows in their order, each copy somewhere after its original, other defects anywhere."""
+    lines: list[Any] = list(clean)
+    for copy, src in defects:
+        lo = _position(lines, src) + 1 if src is not None else 0
+        lines.insert(rng.randrange(lo, len(lines) + 1), copy)
+    for r in broken:
+        lines.insert(rng.randrange(0, len(lines) + 1), r)
+    return lines
 
 
 def _position(lines: list[Any], target: Any) -> int:

@@ -34,6 +34,7 @@ from make_demo_data import (  # noqa: E402
     dump_line,
     embed,
     jaccard,
+    lay_out,
     read_pairs,
     row,
 )
@@ -103,12 +104,7 @@ def build(rng: random.Random) -> dict[str, Any]:
         row("Am I doing okay?", "Yes", "egen", _kind="too_short"),
     ]
     del broken[0]["output"]
-    lines: list[Any] = list(clean)
-    for copy, src in defects:
-        lo = _position(lines, src) + 1 if src is not None else 0
-        lines.insert(rng.randrange(lo, len(lines) + 1), copy)
-    for r in broken:
-        lines.insert(rng.randrange(0, len(lines) + 1), r)
+    lines = lay_out(clean, defects, broken, rng)
     lines.insert(
         rng.randrange(20, len(lines)), '{"instruction": "Plans for the weekend?", "output": "Go for a walk."'
     )
